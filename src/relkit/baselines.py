@@ -1,0 +1,48 @@
+"""Baseline systems: BM25 and a bi-encoder's cosine. Both give ranking scores only."""
+from __future__ import annotations
+
+import numpy as np
+
+from relkit.evaluate import JudgedPairs, Prediction
+from relkit.features.bm25 import BM25Index
+from relkit.features.embeddings import DEFAULT_ENCODER, Encoder
+from relkit.text import item_text
+from relkit.workspace import Workspace
+
+
+class BM25System:
+    """BM25 of the query against the item text, with statistics from the whole catalog."""
+
+    def __init__(self, ws: Workspace, name: str = "bm25"):
+        self.name = name
+        self.ws = ws
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        rows = self.ws.fetchall("SELECT item_id, title, description FROM items ORDER BY item_id")
+        index = BM25Index([r[0] for r in rows], [item_text({"title": r[1], "description": r[2]}) for r in rows])
+        scores = np.zeros(len(pairs), dtype=np.float64)
+        by_query: dict[str, list[int]] = {}
+        for i, q in enumerate(pairs.query_ids):
+            by_query.setdefault(q, []).append(i)
+        item_ids = pairs.item_ids
+        for rows_of_query in by_query.values():
+            scores[rows_of_query] = index.score(pairs.queries[rows_of_query[0]], [item_ids[i] for i in rows_of_query])
+        return Prediction(scores=scores)
+
+
+class EmbeddingSystem:
+    """Cosine similarity of query and item text under a sentence-transformers bi-encoder."""
+
+    def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64):
+        self.name = name
+        self.model = model
+        self.batch_size = batch_size
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        encoder = Encoder(self.model, batch_size=self.batch_size)
+        queries = sorted(set(pairs.queries))
+        texts = sorted(set(pairs.item_texts()))
+        q_vec = dict(zip(queries, encoder.encode(queries)))
+        t_vec = dict(zip(texts, encoder.encode(texts)))
+        scores = np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(pairs.queries, pairs.item_texts())])
+        return Prediction(scores=scores)

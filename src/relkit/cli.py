@@ -1,0 +1,192 @@
+"""The `relkit` command. Each command parses its options and calls the library."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relkit.errors import RelkitError
+
+app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[Path, typer.Option(
+    "--workspace", "-w", envvar="RELKIT_WORKSPACE", show_default=True,
+    help="Workspace directory (default: $RELKIT_WORKSPACE, else ./relkit-ws).")]
+DEFAULT_WS = Path("relkit-ws")
+
+
+def _friendly(fn):
+    """Report RelkitError as a one-line message and exit 2, instead of a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RelkitError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _open(path: Path):
+    from relkit.workspace import Workspace
+
+    return Workspace.open(path)
+
+
+def _csv_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise RelkitError(f"{what} must be whole numbers separated by commas, got '{text}'") from None
+
+
+@app.command()
+@_friendly
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the workspace in.")],
+    levels: Annotated[int, typer.Option(help="Number of relevance levels K (levels are numbered 1..K).")] = 5,
+    names: Annotated[str | None, typer.Option(help="Level names from 1 to K, comma-separated.")] = None,
+    gains: Annotated[str | None, typer.Option(
+        help="nDCG gain of each level from 1 to K, comma-separated non-negative integers (default 0..K-1).")] = None,
+) -> None:
+    """Create a workspace: a DuckDB database and an artifacts/ folder, with its label scale."""
+    from relkit.scale import LabelScale
+    from relkit.workspace import Workspace
+
+    scale = LabelScale.default(levels)
+    if names is not None or gains is not None:
+        name_list = tuple(n.strip() for n in names.split(",")) if names else scale.names
+        gain_list = tuple(_csv_ints(gains, "--gains")) if gains else tuple(range(len(name_list)))
+        if names is not None and len(name_list) != levels and levels != 5:
+            raise RelkitError(f"--levels {levels} but {len(name_list)} names were given")
+        scale = LabelScale(names=name_list, gains=gain_list)
+    with Workspace.create(directory, scale) as ws:
+        console.print(f"created workspace {ws.path} with {ws.scale.k} levels: {ws.scale.describe()}")
+
+
+@app.command(name="import")
+@_friendly
+def import_(
+    kind: Annotated[str, typer.Argument(help="What the file holds: items, queries, judgments, pairs or engagement.")],
+    file: Annotated[Path, typer.Argument(help="A CSV, JSONL or Parquet file (CSV/JSONL may be gzipped).")],
+    format: Annotated[str | None, typer.Option(
+        "--format", help="Read a known dataset as published: homedepot or crowdflower.")] = None,
+    map: Annotated[list[str] | None, typer.Option(
+        "--map", help="Rename a column: SOURCE=FIELD (repeatable), e.g. --map qid=query_id.")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Text encoding of CSV/JSONL files (default utf-8).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Pin every query of the file to this split (train, dev or test), e.g. your fixed test set.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Import a file into the workspace, all or nothing; importing the same data again changes nothing."""
+    from relkit.data.importer import import_file
+
+    mapping = {}
+    for entry in map or []:
+        source, sep, target = entry.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise RelkitError(f"--map takes SOURCE=FIELD, got '{entry}'")
+        mapping[source.strip()] = target.strip()
+    with _open(workspace) as ws, console.status(f"importing {file}"):
+        result = import_file(ws, kind, file, format=format, mapping=mapping, encoding=encoding, split=split)
+    console.print(result.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
+def split(
+    seed: Annotated[int | None, typer.Option(help="Seed of the assignment (default 0, or the one the workspace was split with).")] = None,
+    dev: Annotated[float | None, typer.Option(help="Fraction of queries for dev (default 0.1).")] = None,
+    test: Annotated[float | None, typer.Option(help="Fraction of queries for test (default 0.1).")] = None,
+    reset: Annotated[bool, typer.Option(help="Reassign every unpinned query (needed to change seed or fractions).")] = False,
+    assign: Annotated[Path | None, typer.Option(
+        help="Pin the queries listed in this file (one query id or query text a line) to --to.")] = None,
+    to: Annotated[str, typer.Option(help="The split --assign pins to.")] = "test",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Assign whole queries to train/dev/test. Stable: new queries never move old ones."""
+    from relkit.data.splits import SplitConfig, pin_from_file, split_queries
+
+    with _open(workspace) as ws:
+        if assign is not None:
+            n = pin_from_file(ws, assign, to)
+            console.print(f"pinned {n:,} queries to {to}")
+        config = None
+        if seed is not None or dev is not None or test is not None:
+            base = SplitConfig()
+            config = SplitConfig(seed=base.seed if seed is None else seed, dev=base.dev if dev is None else dev,
+                                 test=base.test if test is None else test)
+        summary = split_queries(ws, config, reset=reset)
+        counts = ", ".join(f"{s} {n:,}" for s, n in summary.counts.items())
+        console.print(f"assigned {summary.assigned:,} queries (seed {summary.config.seed}, dev {summary.config.dev}, "
+                      f"test {summary.config.test}); queries per split: {counts}")
+
+
+@app.command()
+@_friendly
+def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
+    """Show what the workspace holds."""
+    from relkit.workspace import SPLITS
+
+    with _open(workspace) as ws:
+        console.print(f"[bold]{ws.path}[/]  scale: {ws.scale.describe()}")
+        counts = Table(show_header=False, box=None)
+        for table in ("items", "queries", "judgments", "pairs", "engagement"):
+            counts.add_row(table, f"{ws.count(table):,}")
+        models = ws.models()
+        counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
+        console.print(counts)
+        rows = ws.fetchall("""
+            SELECT j.label, coalesce(s.split, 'unassigned'), count(*) FROM judgments j
+            LEFT JOIN splits s USING (query_id) GROUP BY ALL""")
+        cells = {(level, sp): n for level, sp, n in rows}
+        columns = [*SPLITS, "unassigned"]
+        judged = Table(title="judgments per level and split")
+        judged.add_column("level")
+        for c in [*columns, "total"]:
+            judged.add_column(c, justify="right")
+        for level, name in enumerate(ws.scale.names, start=1):
+            values = [cells.get((level, c), 0) for c in columns]
+            judged.add_row(f"{level} {name}", *(f"{v:,}" for v in values), f"{sum(values):,}")
+        console.print(judged)
+        q = dict(ws.fetchall("""
+            SELECT coalesce(s.split, 'unassigned'), count(*) FROM queries LEFT JOIN splits s USING (query_id)
+            GROUP BY ALL"""))
+        console.print("queries per split: " + ", ".join(f"{c} {q.get(c, 0):,}" for c in columns))
+
+
+@app.command(name="eval")
+@_friendly
+def eval_(
+    system: Annotated[list[str], typer.Option(
+        "--system", "-s", help="A system to score: bm25, embedding or embedding:MODEL (repeatable).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Score systems on the same judged queries and print them side by side."""
+    from relkit.evaluate import evaluate
+    from relkit.systems import make_system
+
+    with _open(workspace) as ws:
+        systems = [make_system(s, ws) for s in system]
+        if json_:
+            report = evaluate(ws, systems, split)
+            typer.echo(report.to_json())
+            return
+        with console.status("evaluating") as live:
+            report = evaluate(ws, systems, split, progress=lambda msg: live.update(msg))
+        console.print(report.table())
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

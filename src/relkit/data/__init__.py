@@ -1,0 +1,1 @@
+"""Reading, importing and splitting data."""

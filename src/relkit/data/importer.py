@@ -1,0 +1,441 @@
+"""Import items, queries, judgments, pairs and engagement into a workspace.
+
+One entry point, `import_file`. Every file goes through the same steps: read (readers.py), map
+columns (an adapter's or the user's `--map`), validate row by row with errors that name the file,
+line and field, then write everything in one transaction. Rows are keyed (items by item_id,
+judgments by (query_id, item_id), ...), so importing the same data twice changes nothing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from relkit.data.adapters import ADAPTERS, Adapter
+from relkit.data.readers import Records, read_records
+from relkit.data.splits import pin_queries
+from relkit.errors import InputError, RelkitError
+from relkit.workspace import SPLITS, Workspace
+
+KINDS = ("items", "queries", "judgments", "pairs", "engagement")
+ITEM_FIELDS = ("title", "description", "image", "board_titles", "link_title", "link_description", "language")
+QUERY_FIELDS = ("query_id", "query", "language")
+ENGAGEMENT_COUNTS = ("impressions", "clicks", "saves", "long_clicks")
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one import did. `added`/`updated`/`unchanged` count rows of the imported kind."""
+
+    kind: str
+    file: str
+    rows: int
+    added: int
+    updated: int = 0
+    unchanged: int = 0
+    new_queries: int = 0
+    new_items: int = 0
+    pinned: int = 0
+    merged: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{self.rows:,} rows read", f"{self.added:,} {self.kind} added"]
+        if self.updated:
+            parts.append(f"{self.updated:,} updated")
+        if self.unchanged:
+            parts.append(f"{self.unchanged:,} already present")
+        if self.merged:
+            parts.append(f"{self.merged:,} repeated rows merged")
+        if self.new_queries and self.kind != "queries":
+            parts.append(f"{self.new_queries:,} new queries")
+        if self.new_items and self.kind != "items":
+            parts.append(f"{self.new_items:,} new items")
+        if self.pinned:
+            parts.append(f"{self.pinned:,} queries pinned")
+        return f"{self.file}: " + ", ".join(parts)
+
+
+def query_id_for(text: str) -> str:
+    """The id relkit gives a query known only by its text (stable across imports)."""
+    return "q-" + hashlib.sha1(_norm(text).encode()).hexdigest()[:16]
+
+
+def item_id_for(title: str | None, description: str | None) -> str:
+    """The id relkit gives an item known only by its text (stable across imports)."""
+    key = _norm(title or "") + "\x1f" + _norm(description or "")
+    return "i-" + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | None = None,
+                mapping: dict[str, str] | None = None, encoding: str | None = None,
+                split: str | None = None) -> ImportResult:
+    """Import one file of `kind` into the workspace, all or nothing.
+
+    `format` names a dataset adapter (`homedepot`, `crowdflower`) that reads a known file as it
+    is; without one the file's columns are relkit's field names, renamed first by `mapping`
+    (`{file column: field}`). `split` pins every query of the file to that split.
+
+    >>> import_file(ws, "judgments", "pairs.csv", format="homedepot")   # doctest: +SKIP
+    """
+    if kind not in KINDS:
+        raise RelkitError(f"unknown kind '{kind}'; expected one of {', '.join(KINDS)}")
+    if split is not None and split not in SPLITS:
+        raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    if split is not None and kind in ("items", "engagement"):
+        raise RelkitError(f"--split pins queries; a file of {kind} has none to pin")
+    adapter: Adapter | None = None
+    if format is not None:
+        if format not in ADAPTERS:
+            raise RelkitError(f"unknown format '{format}'; expected one of {', '.join(ADAPTERS)}")
+        adapter = ADAPTERS[format]
+        if adapter.kind != kind:
+            raise RelkitError(f"--format {format} reads {adapter.kind}, not {kind}")
+        adapter.check_scale(ws.scale)
+    records = read_records(path, encoding=encoding or (adapter.encoding if adapter else "utf-8"))
+    if adapter is not None:
+        records.rename(adapter.columns)
+    if mapping:
+        records.rename(mapping)
+    importer = {"items": _import_items, "queries": _import_queries, "judgments": _import_judgments,
+                "pairs": _import_pairs, "engagement": _import_engagement}[kind]
+    with ws.transaction():
+        result = importer(ws, records, adapter)
+        query_ids = list(dict.fromkeys(result.pop("query_ids", [])))
+        pinned = pin_queries(ws, query_ids, split) if split else 0
+    return ImportResult(**{**result, "kind": kind, "file": str(path), "rows": len(records), "pinned": pinned})
+
+
+# --- values -----------------------------------------------------------------------------------
+
+def _str(records: Records, name: str, row: int, required: bool = False) -> str | None:
+    values = records.columns.get(name)
+    value = None if values is None else values[row]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if required:
+            raise records.error("a value is required here", row, name)
+        return None
+    if isinstance(value, (dict, list)):
+        raise records.error(f"expected text, found {type(value).__name__}", row, name)
+    text = str(value).strip()
+    if not text and required:
+        raise records.error("a value is required here", row, name)
+    return text or None
+
+
+def _count(records: Records, name: str, row: int, default: int | None = None) -> int:
+    values = records.columns.get(name)
+    value = None if values is None else values[row]
+    if value is None:
+        if default is None:
+            raise records.error("a count is required here", row, name)
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise records.error(f"expected a whole number, found {value!r}", row, name) from None
+    if not number.is_integer() or number < 0:
+        raise records.error(f"expected a whole number >= 0, found {value!r}", row, name)
+    return int(number)
+
+
+def _timestamp(records: Records, name: str, row: int) -> datetime:
+    value = records.columns[name][row]
+    if value is None:
+        raise records.error("a timestamp is required here", row, name)
+    if isinstance(value, datetime):
+        stamp = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        stamp = datetime.fromtimestamp(value, tz=timezone.utc)
+    else:
+        text = str(value).strip()
+        try:
+            stamp = datetime.fromtimestamp(float(text), tz=timezone.utc) if re.fullmatch(r"\d+(\.\d+)?", text) \
+                else datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except (ValueError, OverflowError):
+            raise records.error(f"expected an ISO 8601 time or Unix seconds, found {value!r}", row, name) from None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return stamp
+
+
+def _board_titles(records: Records, row: int) -> list[str] | None:
+    values = records.columns.get("board_titles")
+    value = None if values is None else values[row]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise records.error("starts with '[' but is not a JSON list", row, "board_titles") from None
+        else:
+            value = text.split("|")  # CSV: titles separated by '|'
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise records.error("expected a list of titles (JSON list, or titles separated by '|')", row, "board_titles")
+    titles = [v.strip() for v in value if v.strip()]
+    return titles or None
+
+
+def _extra(records: Records, row: int, known: set[str]) -> str | None:
+    extra = {}
+    for name, values in records.columns.items():
+        if name not in known and values[row] is not None:
+            value = values[row]
+            extra[name] = value if isinstance(value, (str, int, float, bool, list, dict)) else str(value)
+    return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str) if extra else None
+
+
+def _require(records: Records, *alternatives: str | tuple[str, ...]) -> None:
+    """Each argument is a field, or a tuple of fields of which one suffices."""
+    for need in alternatives:
+        options = need if isinstance(need, tuple) else (need,)
+        if not any(o in records.columns for o in options):
+            wanted = " or ".join(f"'{o}'" for o in options)
+            raise InputError(f"missing required column {wanted} (the file has: {', '.join(records.columns)}; "
+                             f"rename columns with --map SOURCE=FIELD)", file=records.path)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def _first_unknown(ws: Workspace, records: Records, field: str, table: str, ids: list[str], rows: list[int]) -> None:
+    """Fail on the first id (in file order) that the workspace's `table` does not have."""
+    ws.register("_refs", {field: ids, "_row": rows}, {"_row": pa.int64()})
+    missing = ws.fetchone(
+        f"SELECT r.{field}, r._row FROM _refs r ANTI JOIN {table} t ON t.{field} = r.{field} ORDER BY r._row LIMIT 1"
+    )
+    ws.con.unregister("_refs")
+    if missing:
+        noun = "item" if field == "item_id" else "query"
+        raise records.error(f"unknown {noun} '{missing[0]}': not in the workspace and not described in this file "
+                            f"(import the {noun} first, or add its text to this file)", missing[1], field)
+
+
+def _import_items(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
+    _require(records, "item_id")
+    rows = _item_rows(records, range(len(records)), with_extra=True, conflicts="error")
+    before = ws.count("items")
+    ws.register("_new", rows, {"board_titles": pa.list_(pa.string())})
+    unchanged = ws.fetchone("""
+        SELECT count(*) FROM _new n JOIN items i USING (item_id)
+        WHERE n.title IS NOT DISTINCT FROM i.title AND n.description IS NOT DISTINCT FROM i.description
+          AND n.image IS NOT DISTINCT FROM i.image AND n.board_titles IS NOT DISTINCT FROM i.board_titles
+          AND n.link_title IS NOT DISTINCT FROM i.link_title
+          AND n.link_description IS NOT DISTINCT FROM i.link_description
+          AND n.language IS NOT DISTINCT FROM i.language AND n.extra IS NOT DISTINCT FROM i.extra""")[0]
+    ws.run("INSERT OR REPLACE INTO items SELECT * FROM _new")
+    ws.con.unregister("_new")
+    added = ws.count("items") - before
+    n = len(rows["item_id"])
+    return {"added": added, "updated": n - added - unchanged, "unchanged": unchanged, "new_items": added}
+
+
+def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -> dict[str, list]:
+    """Item records of the given rows, deduplicated by item_id; a repeated id with different fields
+    is an error (conflicts='error') or keeps its first version (conflicts='first')."""
+    known = {"item_id", *ITEM_FIELDS}
+    out: dict[str, list] = {k: [] for k in ("item_id", *ITEM_FIELDS, "extra")}
+    seen: dict[str, tuple[int, dict]] = {}
+    for row in indices:
+        item_id = _str(records, "item_id", row, required=True) if "item_id" in records.columns \
+            else item_id_for(_str(records, "title", row), _str(records, "description", row))
+        item = {f: _board_titles(records, row) if f == "board_titles" else _str(records, f, row) for f in ITEM_FIELDS}
+        item["extra"] = _extra(records, row, known) if with_extra else None
+        if item_id in seen:
+            first_row, first = seen[item_id]
+            if first != item and conflicts == "error":
+                raise records.error(f"item '{item_id}' is described differently on {records.unit} "
+                                    f"{records.lines[first_row]}", row, "item_id")
+            continue
+        seen[item_id] = (row, item)
+        out["item_id"].append(item_id)
+        for name, value in item.items():
+            out[name].append(value)
+    return out
+
+
+def _import_queries(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
+    _require(records, "query_id", "query")
+    seen: dict[str, tuple[int, tuple]] = {}
+    out: dict[str, list] = {"query_id": [], "query": [], "language": [], "extra": []}
+    for row in range(len(records)):
+        qid = _str(records, "query_id", row, required=True)
+        values = (_str(records, "query", row, required=True), _str(records, "language", row),
+                  _extra(records, row, set(QUERY_FIELDS) | {"split"}))
+        if qid in seen:
+            if seen[qid][1] != values:
+                raise records.error(f"query '{qid}' is given differently on {records.unit} "
+                                    f"{records.lines[seen[qid][0]]}", row, "query_id")
+            continue
+        seen[qid] = (row, values)
+        for name, value in zip(out, (qid, *values)):
+            out[name].append(value)
+    before = ws.count("queries")
+    ws.register("_new", out, {})
+    unchanged = ws.fetchone("""
+        SELECT count(*) FROM _new n JOIN queries q USING (query_id)
+        WHERE n.query = q.query AND n.language IS NOT DISTINCT FROM q.language
+          AND n.extra IS NOT DISTINCT FROM q.extra""")[0]
+    ws.run("INSERT OR REPLACE INTO queries SELECT * FROM _new")
+    ws.con.unregister("_new")
+    added = ws.count("queries") - before
+    return {"added": added, "updated": len(out["query_id"]) - added - unchanged, "unchanged": unchanged,
+            "new_queries": added, "query_ids": out["query_id"]}
+
+
+def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
+    """The query_id of every row, creating the queries a file describes inline by their text."""
+    _require(records, ("query_id", "query"))
+    n = len(records)
+    inline: dict[str, str] = {}
+    if "query_id" in records.columns:
+        ids = [_str(records, "query_id", row, required=True) for row in range(n)]
+        if "query" in records.columns:
+            for row, qid in enumerate(ids):
+                text = _str(records, "query", row)
+                if text is not None:
+                    inline.setdefault(qid, text)
+    else:
+        existing: dict[str, str] = {}
+        for qid, text in ws.fetchall("SELECT query_id, query FROM queries"):
+            existing.setdefault(_norm(text), qid)
+        ids = []
+        for row in range(n):
+            text = _str(records, "query", row, required=True)
+            qid = existing.get(_norm(text)) or query_id_for(text)
+            ids.append(qid)
+            inline.setdefault(qid, text)
+    before = ws.count("queries")
+    if inline:
+        ws.register("_newq", {"query_id": list(inline), "query": list(inline.values())}, {})
+        ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, NULL, NULL FROM _newq")
+        ws.con.unregister("_newq")
+    _first_unknown(ws, records, "query_id", "queries", ids, list(range(n)))
+    return ids, ws.count("queries") - before
+
+
+def _resolve_items(ws: Workspace, records: Records, conflicts: str) -> tuple[list[str], int]:
+    """The item_id of every row, creating the items a file describes inline (title, description...)."""
+    _require(records, ("item_id", "title", "description"))
+    n = len(records)
+    inline_fields = [f for f in ITEM_FIELDS if f in records.columns]
+    described = [row for row in range(n) if any(records.columns[f][row] is not None for f in inline_fields)]
+    if "item_id" in records.columns:
+        ids = [_str(records, "item_id", row, required=True) for row in range(n)]
+    else:
+        if len(described) < n:
+            row = sorted(set(range(n)) - set(described))[0]
+            raise records.error("the item has no id and no text: give item_id, or a title or description",
+                                row, "title")
+        ids = [item_id_for(_str(records, "title", row), _str(records, "description", row)) for row in range(n)]
+    before = ws.count("items")
+    if described:
+        rows = _item_rows(records, described, with_extra=False, conflicts=conflicts)
+        ws.register("_newi", rows, {"board_titles": pa.list_(pa.string())})
+        ws.run("INSERT OR IGNORE INTO items SELECT * FROM _newi")  # the catalog, if imported, wins
+        ws.con.unregister("_newi")
+    _first_unknown(ws, records, "item_id", "items", ids, list(range(n)))
+    return ids, ws.count("items") - before
+
+
+def _import_judgments(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
+    _require(records, "label")
+    qids, new_queries = _resolve_queries(ws, records)
+    iids, new_items = _resolve_items(ws, records, conflicts=adapter.item_conflicts if adapter else "error")
+    known = {"query_id", "query", "item_id", "label", *ITEM_FIELDS}
+    labels: list[int] = []
+    for row in range(len(records)):
+        raw = records.columns["label"][row]
+        level = adapter.label(raw) if adapter else ws.scale.parse(raw)
+        if level is None or not 1 <= level <= ws.scale.k:
+            raise records.error(f"label {raw!r} is not on the scale ({ws.scale.describe()})"
+                                + (f"; {adapter.label_rule}" if adapter else ""), row, "label")
+        labels.append(level)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for row, key in enumerate(zip(qids, iids)):
+        groups.setdefault(key, []).append(row)
+    out: dict[str, list] = {"query_id": [], "item_id": [], "label": [], "extra": [], "_row": []}
+    merged = 0
+    for (qid, iid), rows in groups.items():
+        levels = {labels[r] for r in rows}
+        if len(levels) > 1 and not (adapter and adapter.merge_label):
+            other = next(r for r in rows if labels[r] != labels[rows[0]])
+            raise records.error(f"conflicting judgments of query '{qid}' and item '{iid}': label "
+                                f"{labels[other]} here, {labels[rows[0]]} on {records.unit} "
+                                f"{records.lines[rows[0]]}", other, "label")
+        label = adapter.merge_label([labels[r] for r in rows]) if len(levels) > 1 else labels[rows[0]]
+        merged += len(rows) - 1
+        for name, value in zip(out, (qid, iid, label, _extra(records, rows[0], known), rows[0])):
+            out[name].append(value)
+    ws.register("_new", out, {"label": pa.int32(), "_row": pa.int64()})
+    clash = ws.fetchone("""
+        SELECT n._row, n.label, j.label FROM _new n JOIN judgments j USING (query_id, item_id)
+        WHERE n.label <> j.label ORDER BY n._row LIMIT 1""")
+    if clash:
+        raise records.error(f"conflicting judgments: label {clash[1]} here, but the workspace already has "
+                            f"label {clash[2]} for this query and item", clash[0], "label")
+    before = ws.count("judgments")
+    ws.run("INSERT OR IGNORE INTO judgments SELECT query_id, item_id, label, extra FROM _new")
+    ws.con.unregister("_new")
+    added = ws.count("judgments") - before
+    return {"added": added, "unchanged": len(out["label"]) - added, "new_queries": new_queries,
+            "new_items": new_items, "merged": merged, "query_ids": qids}
+
+
+def _import_pairs(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
+    qids, new_queries = _resolve_queries(ws, records)
+    iids, new_items = _resolve_items(ws, records, conflicts="error")
+    sources = [_str(records, "source", row) for row in range(len(records))]
+    unique = dict.fromkeys(zip(qids, iids, sources))
+    out = {"query_id": [k[0] for k in unique], "item_id": [k[1] for k in unique], "source": [k[2] for k in unique]}
+    before = ws.count("pairs")
+    ws.register("_new", out, {})
+    ws.run("INSERT OR IGNORE INTO pairs SELECT * FROM _new")
+    ws.con.unregister("_new")
+    added = ws.count("pairs") - before
+    return {"added": added, "unchanged": len(unique) - added, "new_queries": new_queries, "new_items": new_items,
+            "query_ids": qids}
+
+
+def _import_engagement(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
+    _require(records, "query", "item_id", "impressions", "timestamp")
+    out: dict[str, list] = {k: [] for k in ("query", "item_id", *ENGAGEMENT_COUNTS, "timestamp", "_row")}
+    seen: dict[tuple, tuple[int, tuple]] = {}
+    for row in range(len(records)):
+        key = (_str(records, "query", row, required=True), _str(records, "item_id", row, required=True),
+               _timestamp(records, "timestamp", row))
+        counts = tuple(_count(records, c, row, default=None if c == "impressions" else 0) for c in ENGAGEMENT_COUNTS)
+        if key in seen:
+            if seen[key][1] != counts:
+                raise records.error(f"the same query, item and timestamp have other counts on {records.unit} "
+                                    f"{records.lines[seen[key][0]]}", row, "timestamp")
+            continue
+        seen[key] = (row, counts)
+        for name, value in zip(out, (key[0], key[1], *counts, key[2], row)):
+            out[name].append(value)
+    _first_unknown(ws, records, "item_id", "items", out["item_id"], out["_row"])
+    types = {c: pa.int64() for c in (*ENGAGEMENT_COUNTS, "_row")} | {"timestamp": pa.timestamp("us")}
+    ws.register("_new", out, types)
+    clash = ws.fetchone("""
+        SELECT n._row FROM _new n JOIN engagement e USING (query, item_id, timestamp)
+        WHERE (n.impressions, n.clicks, n.saves, n.long_clicks) <> (e.impressions, e.clicks, e.saves, e.long_clicks)
+        ORDER BY n._row LIMIT 1""")
+    if clash:
+        raise records.error("the workspace already has other counts for this query, item and timestamp",
+                            clash[0], "timestamp")
+    before = ws.count("engagement")
+    ws.run("INSERT OR IGNORE INTO engagement SELECT * EXCLUDE (_row) FROM _new")
+    ws.con.unregister("_new")
+    added = ws.count("engagement") - before
+    return {"added": added, "unchanged": len(out["query"]) - added}

@@ -1,0 +1,192 @@
+"""Score systems on the judged pairs of one split and compare them side by side."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from relkit import metrics
+from relkit.errors import RelkitError
+from relkit.scale import LabelScale
+from relkit.text import item_text
+from relkit.workspace import SPLITS, Workspace
+
+NDCG_CUTOFFS = (5, 10, 20)
+PRIMARY_METRIC = "ndcg@10"
+ITEM_COLUMNS = ("item_id", "title", "description", "image", "board_titles", "link_title", "link_description",
+                "language")
+
+
+@dataclass(frozen=True)
+class JudgedPairs:
+    """The judged (query, item) pairs of one split, in a fixed order (query, then item)."""
+
+    split: str
+    query_ids: list[str]
+    queries: list[str]
+    items: list[dict]
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if not (len(self.query_ids) == len(self.queries) == len(self.items) == n):
+            raise ValueError("query_ids, queries, items and labels must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item["item_id"] for item in self.items]
+
+    def item_texts(self) -> list[str]:
+        return [item_text(item) for item in self.items]
+
+
+def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
+    if split not in SPLITS:
+        raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
+    if ws.count("splits") == 0:
+        raise RelkitError("no query has a split yet: run `relkit split` first")
+    cols = ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+    rows = ws.fetchall(f"""
+        SELECT j.query_id, q.query, j.label, {cols}
+        FROM judgments j JOIN splits s USING (query_id) JOIN queries q USING (query_id)
+        JOIN items i USING (item_id)
+        WHERE s.split = ? ORDER BY j.query_id, j.item_id""", [split])
+    if not rows:
+        raise RelkitError(f"the {split} split has no judged pairs")
+    return JudgedPairs(split=split, query_ids=[r[0] for r in rows], queries=[r[1] for r in rows],
+                       labels=np.array([r[2] for r in rows], dtype=np.int64),
+                       items=[dict(zip(ITEM_COLUMNS, r[3:])) for r in rows])
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a system says of each pair: a distribution over the K levels (`proba`, rows sum to 1),
+    or only a ranking score (`scores`). With `proba`, the ranking score is the expected gain."""
+
+    proba: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.proba is None) == (self.scores is None):
+            raise ValueError("a Prediction holds either proba or scores")
+        if self.proba is not None:
+            p = np.asarray(self.proba, dtype=np.float64)
+            if p.ndim != 2 or not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
+                raise ValueError("proba must be an (n, K) array of probabilities whose rows sum to 1")
+            object.__setattr__(self, "proba", p)
+        else:
+            s = np.asarray(self.scores, dtype=np.float64)
+            if s.ndim != 1 or not np.isfinite(s).all():
+                raise ValueError("scores must be a 1-d array of finite numbers")
+            object.__setattr__(self, "scores", s)
+
+    def __len__(self) -> int:
+        return len(self.proba if self.proba is not None else self.scores)
+
+    def ranking_scores(self, scale: LabelScale) -> np.ndarray:
+        return scale.expected_gain(self.proba) if self.proba is not None else self.scores
+
+
+class System(Protocol):
+    """Anything that scores judged pairs. Systems are made by name in `relkit.systems`."""
+
+    name: str
+
+    def predict(self, pairs: JudgedPairs) -> Prediction: ...
+
+
+def metric_names(scale: LabelScale) -> list[str]:
+    return (["accuracy", "macro_f1", "qwk"] + [f"auroc@{t}" for t in range(2, scale.k + 1)]
+            + [f"ndcg@{k}" for k in NDCG_CUTOFFS] + ["rmse"])
+
+
+def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale) -> dict[str, float | None]:
+    """Every metric of one system on `pairs`; classification metrics are None for a score-only
+    system, and NaN (undefined on this data) becomes None too."""
+    if len(prediction) != len(pairs):
+        raise RelkitError(f"the system returned {len(prediction)} predictions for {len(pairs)} pairs")
+    if prediction.proba is not None and prediction.proba.shape[1] != scale.k:
+        raise RelkitError(f"the system predicts {prediction.proba.shape[1]} levels; the workspace scale has {scale.k}")
+    out: dict[str, float | None] = dict.fromkeys(metric_names(scale))
+    y = pairs.labels
+    if prediction.proba is not None:
+        p = prediction.proba
+        y_pred = p.argmax(axis=1) + 1
+        out["accuracy"] = metrics.accuracy(y, y_pred)
+        out["macro_f1"] = metrics.macro_f1(y, y_pred)
+        out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)
+        for t in range(2, scale.k + 1):
+            out[f"auroc@{t}"] = metrics.auroc_at(y, p, t)
+        out["rmse"] = metrics.rmse_expected_level(y, p)
+    per_query = metrics.ndcg_per_query(pairs.query_ids, pairs.item_ids, y, prediction.ranking_scores(scale),
+                                       scale.gains, NDCG_CUTOFFS)
+    for k, values in per_query.items():
+        out[f"ndcg@{k}"] = float(np.mean(list(values.values()))) if values else None
+    return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    name: str
+    metrics: dict[str, float | None]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    split: str
+    queries: int
+    pairs: int
+    ranked_queries: int      # queries with a relevant item: the ones nDCG averages over
+    results: list[SystemResult] = field(default_factory=list)
+    primary: str = PRIMARY_METRIC
+
+    def to_dict(self) -> dict:
+        return {"split": self.split, "queries": self.queries, "pairs": self.pairs,
+                "ranked_queries": self.ranked_queries, "primary": self.primary,
+                "systems": [{"name": r.name, "seconds": round(r.seconds, 3), "metrics": r.metrics}
+                            for r in self.results]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self):
+        from rich.table import Table
+
+        names = list(self.results[0].metrics) if self.results else []
+        table = Table(title=f"{self.split}: {self.queries:,} queries, {self.pairs:,} judged pairs "
+                            f"(nDCG over the {self.ranked_queries:,} with a relevant item)")
+        table.add_column("system", style="bold")
+        for name in names:
+            table.add_column(name, justify="right", style="bold cyan" if name == self.primary else None)
+        for r in self.results:
+            table.add_row(r.name, *("-" if r.metrics[n] is None else f"{r.metrics[n]:.3f}" for n in names))
+        return table
+
+
+def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress=None) -> EvalReport:
+    """Score each system on the same judged pairs of `split`.
+
+    >>> from relkit.systems import make_system                                  # doctest: +SKIP
+    >>> evaluate(ws, [make_system("bm25", ws)]).results[0].metrics["ndcg@10"]   # doctest: +SKIP
+    """
+    pairs = load_judged_pairs(ws, split)
+    gains = np.asarray(ws.scale.gains)[pairs.labels - 1]
+    ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
+    results = []
+    for system in systems:
+        if progress is not None:
+            progress(f"scoring {len(pairs):,} pairs with {system.name}")
+        start = time.perf_counter()
+        prediction = system.predict(pairs)
+        seconds = time.perf_counter() - start
+        results.append(SystemResult(system.name, score_prediction(pairs, prediction, ws.scale), seconds))
+    return EvalReport(split=split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
+                      results=results)

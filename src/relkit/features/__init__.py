@@ -1,0 +1,1 @@
+"""Features shared by baselines, the student and the service."""

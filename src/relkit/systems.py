@@ -1,0 +1,40 @@
+"""Systems by name: `bm25`, `embedding[:MODEL]`. One registry; each entry builds a System."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from relkit.errors import RelkitError
+from relkit.evaluate import System
+from relkit.workspace import Workspace
+
+
+def _bm25(ws: Workspace, arg: str | None) -> System:
+    from relkit.baselines import BM25System
+
+    if arg:
+        raise RelkitError("bm25 takes no argument")
+    return BM25System(ws)
+
+
+def _embedding(ws: Workspace, arg: str | None) -> System:
+    from relkit.baselines import EmbeddingSystem
+
+    return EmbeddingSystem(arg or None, name=f"embedding:{arg}" if arg else "embedding")
+
+
+SYSTEMS: dict[str, Callable[[Workspace, str | None], System]] = {
+    "bm25": _bm25,
+    "embedding": _embedding,
+}
+
+
+def make_system(spec: str, ws: Workspace) -> System:
+    """Build a system from `NAME` or `NAME:ARG` (e.g. `embedding:/path/to/model`).
+
+    >>> make_system("bm25", ws).name     # doctest: +SKIP
+    'bm25'
+    """
+    name, _, arg = spec.partition(":")
+    if name not in SYSTEMS:
+        raise RelkitError(f"unknown system '{name}'; expected one of {', '.join(SYSTEMS)} (NAME or NAME:ARG)")
+    return SYSTEMS[name](ws, arg or None)

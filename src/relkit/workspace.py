@@ -1,0 +1,194 @@
+"""A workspace: one directory holding `relkit.duckdb` (every table) and `artifacts/` (models)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from relkit.errors import RelkitError
+from relkit.scale import LabelScale
+
+DB_NAME = "relkit.duckdb"
+SCHEMA_VERSION = 1
+DEFAULT_WORKSPACE = "relkit-ws"
+SPLITS = ("train", "dev", "test")
+
+SCHEMA = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE items (
+    item_id VARCHAR PRIMARY KEY,
+    title VARCHAR,
+    description VARCHAR,
+    image VARCHAR,              -- a local path or a URL
+    board_titles VARCHAR[],     -- titles of the boards / collections the item was saved to
+    link_title VARCHAR,
+    link_description VARCHAR,
+    language VARCHAR,
+    extra JSON                  -- every other column of the imported file
+);
+CREATE TABLE queries (
+    query_id VARCHAR PRIMARY KEY,
+    query VARCHAR NOT NULL,
+    language VARCHAR,
+    extra JSON
+);
+CREATE TABLE judgments (
+    query_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    label INTEGER NOT NULL,     -- level 1..K of the workspace scale
+    extra JSON,
+    PRIMARY KEY (query_id, item_id)
+);
+CREATE TABLE pairs (            -- unlabeled candidates for the teacher to label
+    query_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    source VARCHAR,
+    PRIMARY KEY (query_id, item_id)
+);
+CREATE TABLE engagement (       -- aggregated logs, one row per (query, item, timestamp)
+    query VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    impressions BIGINT NOT NULL,
+    clicks BIGINT NOT NULL,
+    saves BIGINT NOT NULL,
+    long_clicks BIGINT NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    PRIMARY KEY (query, item_id, timestamp)
+);
+CREATE TABLE splits (
+    query_id VARCHAR PRIMARY KEY,
+    split VARCHAR NOT NULL CHECK (split IN ('train', 'dev', 'test')),
+    pinned BOOLEAN NOT NULL     -- set by the user, never reassigned by `relkit split`
+);
+"""
+
+
+@dataclass
+class Workspace:
+    """An open workspace. Use `Workspace.create(path)` or `Workspace.open(path)`; close it, or use
+    it as a context manager.
+
+    >>> ws = Workspace.create("my-ws")              # doctest: +SKIP
+    >>> ws.con.sql("SELECT count(*) FROM items")    # doctest: +SKIP
+    """
+
+    path: Path
+    con: duckdb.DuckDBPyConnection
+    scale: LabelScale
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, scale: LabelScale | None = None) -> "Workspace":
+        path = Path(path)
+        if (path / DB_NAME).exists():
+            raise RelkitError(f"{path} already holds a relkit workspace")
+        if path.exists() and not path.is_dir():
+            raise RelkitError(f"{path} exists and is not a directory")
+        scale = scale or LabelScale.default()
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "artifacts").mkdir(exist_ok=True)
+        tmp = path / (DB_NAME + ".creating")
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(SCHEMA)
+            from relkit import __version__
+            con.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("relkit_version", __version__),
+                ("scale", scale.to_json()),
+            ])
+            con.close()
+        except BaseException:
+            con.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.rename(path / DB_NAME)  # a workspace appears whole or not at all
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, read_only: bool = False) -> "Workspace":
+        path = Path(path)
+        db = path / DB_NAME
+        if not db.exists():
+            raise RelkitError(f"no relkit workspace at {path} (create one with `relkit init {path}`)")
+        try:
+            con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as e:
+            raise RelkitError(f"cannot open {db}: {e}") from e
+        rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        version = int(rows.get("schema_version", 0))
+        if version != SCHEMA_VERSION:
+            con.close()
+            raise RelkitError(f"{db} has schema version {version}; this relkit reads version {SCHEMA_VERSION}")
+        (path / "artifacts").mkdir(exist_ok=True)
+        return cls(path=path, con=con, scale=LabelScale.from_json(rows["scale"]))
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: commits when the block ends, rolls back if it raises."""
+        self.con.begin()
+        try:
+            yield self.con
+        except BaseException:
+            self.con.rollback()
+            raise
+        self.con.commit()
+
+    # DuckDB wants every result read to the end before the connection does anything else, so
+    # statements go through these three.
+    def run(self, sql: str, params: list | None = None) -> None:
+        self.con.execute(sql, params).fetchall()
+
+    def fetchall(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: list | None = None) -> tuple | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    def register(self, name: str, columns: dict[str, list], types: dict | None = None) -> None:
+        """Expose Python lists as a table `name` to SQL (strings unless `types` says otherwise)."""
+        import pyarrow as pa
+
+        types = types or {}
+        self.con.register(name, pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in columns.items()}))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.fetchone("SELECT value FROM meta WHERE key = ?", [key])
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.run("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    def models(self) -> list[dict]:
+        """Saved models: every artifacts/*/relkit.json."""
+        found = []
+        for meta in sorted(self.artifacts.glob("*/relkit.json")):
+            info = json.loads(meta.read_text())
+            found.append({"id": meta.parent.name, "kind": info.get("kind", "?"), "path": str(meta.parent)})
+        return found
+
+    def count(self, table: str) -> int:
+        return self.fetchone(f"SELECT count(*) FROM {table}")[0]
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("RELKIT_WORKSPACE") or DEFAULT_WORKSPACE)
