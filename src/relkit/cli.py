@@ -52,7 +52,8 @@ def _csv_ints(text: str, what: str) -> list[int]:
 @_friendly
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the workspace in.")],
-    levels: Annotated[int, typer.Option(help="Number of relevance levels K (levels are numbered 1..K).")] = 5,
+    levels: Annotated[int | None, typer.Option(
+        help="Number of relevance levels K, numbered 1..K (default 5, or as many as --names).")] = None,
     names: Annotated[str | None, typer.Option(help="Level names from 1 to K, comma-separated.")] = None,
     gains: Annotated[str | None, typer.Option(
         help="nDCG gain of each level from 1 to K, comma-separated non-negative integers (default 0..K-1).")] = None,
@@ -61,13 +62,13 @@ def init(
     from relkit.scale import LabelScale
     from relkit.workspace import Workspace
 
-    scale = LabelScale.default(levels)
-    if names is not None or gains is not None:
-        name_list = tuple(n.strip() for n in names.split(",")) if names else scale.names
-        gain_list = tuple(_csv_ints(gains, "--gains")) if gains else tuple(range(len(name_list)))
-        if names is not None and len(name_list) != levels and levels != 5:
-            raise RelkitError(f"--levels {levels} but {len(name_list)} names were given")
-        scale = LabelScale(names=name_list, gains=gain_list)
+    name_list = tuple(n.strip() for n in names.split(",")) if names else None
+    k = levels or (len(name_list) if name_list else 5)
+    if name_list and len(name_list) != k:
+        raise RelkitError(f"--levels {k} but --names gives {len(name_list)} names")
+    default = LabelScale.default(k)
+    scale = LabelScale(names=name_list or default.names,
+                       gains=tuple(_csv_ints(gains, "--gains")) if gains else default.gains)
     with Workspace.create(directory, scale) as ws:
         console.print(f"created workspace {ws.path} with {ws.scale.k} levels: {ws.scale.describe()}")
 
@@ -184,6 +185,7 @@ def eval_(
             return
         with console.status("evaluating") as live:
             report = evaluate(ws, systems, split, progress=lambda msg: live.update(msg))
+        console.print(report.headline(), highlight=False)
         console.print(report.table())
 
 

@@ -108,23 +108,24 @@ def metric_names(scale: LabelScale) -> list[str]:
 
 
 def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale) -> dict[str, float | None]:
-    """Every metric of one system on `pairs`; classification metrics are None for a score-only
-    system, and NaN (undefined on this data) becomes None too."""
+    """Every metric of one system on `pairs`. A score-only system has no accuracy, F1, QWK or RMSE
+    (None); a metric undefined on this data (NaN) is None too."""
     if len(prediction) != len(pairs):
         raise RelkitError(f"the system returned {len(prediction)} predictions for {len(pairs)} pairs")
     if prediction.proba is not None and prediction.proba.shape[1] != scale.k:
         raise RelkitError(f"the system predicts {prediction.proba.shape[1]} levels; the workspace scale has {scale.k}")
     out: dict[str, float | None] = dict.fromkeys(metric_names(scale))
     y = pairs.labels
-    if prediction.proba is not None:
-        p = prediction.proba
+    p = prediction.proba
+    if p is not None:
         y_pred = p.argmax(axis=1) + 1
         out["accuracy"] = metrics.accuracy(y, y_pred)
         out["macro_f1"] = metrics.macro_f1(y, y_pred)
         out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)
-        for t in range(2, scale.k + 1):
-            out[f"auroc@{t}"] = metrics.auroc_at(y, p, t)
         out["rmse"] = metrics.rmse_expected_level(y, p)
+    for t in range(2, scale.k + 1):
+        # a distribution gives P(level >= t); a plain score ranks the same way at every threshold
+        out[f"auroc@{t}"] = metrics.auroc_at(y, p[:, t - 1:].sum(axis=1) if p is not None else prediction.scores, t)
     per_query = metrics.ndcg_per_query(pairs.query_ids, pairs.item_ids, y, prediction.ranking_scores(scale),
                                        scale.gains, NDCG_CUTOFFS)
     for k, values in per_query.items():
@@ -157,17 +158,23 @@ class EvalReport:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def headline(self) -> str:
+        return (f"{self.split} split: {self.queries:,} queries, {self.pairs:,} judged pairs; nDCG averaged over "
+                f"the {self.ranked_queries:,} queries with a relevant item")
+
     def table(self):
+        """Metrics down, systems across: every column scored on the same queries."""
         from rich.table import Table
 
-        names = list(self.results[0].metrics) if self.results else []
-        table = Table(title=f"{self.split}: {self.queries:,} queries, {self.pairs:,} judged pairs "
-                            f"(nDCG over the {self.ranked_queries:,} with a relevant item)")
-        table.add_column("system", style="bold")
-        for name in names:
-            table.add_column(name, justify="right", style="bold cyan" if name == self.primary else None)
+        table = Table()
+        table.add_column("metric")
         for r in self.results:
-            table.add_row(r.name, *("-" if r.metrics[n] is None else f"{r.metrics[n]:.3f}" for n in names))
+            table.add_column(r.name, justify="right")
+        names = list(self.results[0].metrics) if self.results else []
+        for name in names:
+            cells = ["-" if r.metrics[name] is None else f"{r.metrics[name]:.4f}" for r in self.results]
+            table.add_row(name, *cells, style="bold" if name == self.primary else None)
+        table.add_row("seconds", *(f"{r.seconds:.1f}" for r in self.results), style="dim")
         return table
 
 

@@ -27,13 +27,13 @@ def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int
     return float(value)
 
 
-def auroc_at(y_true: np.ndarray, proba: np.ndarray, threshold: int) -> float:
-    """AUROC of P(level >= threshold) against the truth of level >= threshold; levels are 1-based
-    and proba is (n, K). NaN when the truth has only one side."""
+def auroc_at(y_true: np.ndarray, score: np.ndarray, threshold: int) -> float:
+    """AUROC of `score` for telling pairs at level >= threshold from the rest. For a distribution,
+    pass P(level >= threshold); a plain ranking score works too. NaN when only one side exists."""
     positive = np.asarray(y_true) >= threshold
     if positive.all() or not positive.any():
         return float("nan")
-    return float(roc_auc_score(positive, np.asarray(proba)[:, threshold - 1:].sum(axis=1)))
+    return float(roc_auc_score(positive, np.asarray(score, dtype=np.float64)))
 
 
 def expected_level(proba: np.ndarray) -> np.ndarray:

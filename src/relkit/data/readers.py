@@ -180,8 +180,9 @@ def _locate_decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -
             try:
                 raw.decode(encoding)
             except UnicodeDecodeError as e:
-                bad = raw[e.start:e.end].hex(" ")
-                return InputError(f"bytes {bad} at column {e.start + 1} are not valid {encoding} "
+                bad = raw[e.start:e.end]
+                what = f"byte 0x{bad.hex()} is" if len(bad) == 1 else f"bytes {bad.hex(' ')} are"
+                return InputError(f"{what} not valid {encoding} (at column {e.start + 1}) "
                                   f"(give the file's encoding with --encoding, e.g. latin-1)",
                                   file=path, line=number)
     return InputError(f"not valid {encoding}: {error.reason}", file=path)

@@ -1,0 +1,32 @@
+# The two commands of the quickstart: `make demo` and `make test`. Both create .venv and install
+# relkit into it first (once; again when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_WS := demo-ws
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test clean
+
+$(BIN)/relkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/relkit
+
+demo: install
+	rm -rf $(DEMO_WS)
+	$(BIN)/relkit init $(DEMO_WS)
+	$(BIN)/relkit import judgments data/sample/homedepot-sample.csv --format homedepot -w $(DEMO_WS)
+	$(BIN)/relkit split --seed 13 --test 0.2 -w $(DEMO_WS)
+	$(BIN)/relkit status -w $(DEMO_WS)
+	$(BIN)/relkit eval --system bm25 --system embedding -w $(DEMO_WS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_WS) .pytest_cache src/*.egg-info

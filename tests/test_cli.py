@@ -1,0 +1,76 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_csv
+
+SAMPLE = ROOT / "data" / "sample" / "homedepot-sample.csv"
+
+
+def relkit(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "relkit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval"])
+def test_every_command_has_help(command):
+    result = relkit(*([command] if command else []), "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_pipeline_on_the_bundled_sample(tmp_path):
+    ws = tmp_path / "ws"
+    assert relkit("init", ws).returncode == 0
+    imported = relkit("import", "judgments", SAMPLE, "--format", "homedepot", "-w", ws)
+    assert imported.returncode == 0, imported.stderr
+    assert "3,187 rows read, 3,187 judgments added" in imported.stdout
+    again = relkit("import", "judgments", SAMPLE, "--format", "homedepot", "-w", ws)
+    assert "0 judgments added, 3,187 already present" in again.stdout
+    assert relkit("split", "--seed", "13", "--test", "0.2", "-w", ws).returncode == 0
+    status = relkit("status", "-w", ws)
+    assert " ".join(status.stdout.split()).count("judgments 3,187") == 1
+    assert "queries per split: train" in status.stdout
+    result = relkit("eval", "--system", "bm25", "--system", "embedding", "--json", "-w", ws)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["systems"]] == ["bm25", "embedding"]
+    assert report["split"] == "test" and 70 < report["queries"] < 130
+    for system in report["systems"]:
+        assert 0.7 < system["metrics"]["ndcg@10"] <= 1.0
+        assert system["metrics"]["accuracy"] is None
+    table = relkit("eval", "--system", "bm25", "-w", ws)
+    assert "ndcg@10" in table.stdout and "test split:" in table.stdout
+
+
+def test_workspace_from_environment(tmp_path):
+    ws = tmp_path / "env-ws"
+    assert relkit("init", ws).returncode == 0
+    result = relkit("status", env={"RELKIT_WORKSPACE": str(ws)})
+    assert result.returncode == 0 and str(ws) in result.stdout.replace("\n", "")
+
+
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
+    ws = tmp_path / "ws"
+    relkit("init", ws)
+    bad = write_csv(tmp_path / "j.csv", ["query", "title", "label"], [["a", "b", "9"]])
+    result = relkit("import", "judgments", bad, "-w", ws)
+    assert result.returncode == 2
+    assert f"{bad}, line 2, field 'label': label '9' is not on the scale" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    missing = relkit("status", "-w", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "relkit init" in missing.stderr
+
+
+def test_init_with_custom_scale(tmp_path):
+    result = relkit("init", tmp_path / "w", "--levels", "3", "--names", "bad,ok,great", "--gains", "0,1,5")
+    assert result.returncode == 0, result.stderr
+    assert "1 = bad, 2 = ok, 3 = great" in result.stdout
+    bad = relkit("init", tmp_path / "w2", "--levels", "3", "--gains", "0,x,1")
+    assert bad.returncode == 2 and "--gains" in bad.stderr
+    mismatch = relkit("init", tmp_path / "w3", "--levels", "4", "--names", "bad,ok,great")
+    assert mismatch.returncode == 2 and "--levels 4 but --names gives 3 names" in mismatch.stderr
+    assert not (tmp_path / "w3").exists()

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from relkit import (JudgedPairs, Prediction, RelkitError, SplitConfig, evaluate, import_file, load_judged_pairs,
+                    make_system, split_queries)
+from relkit.baselines import EmbeddingSystem
+
+
+class Oracle:
+    """Knows the true level of every pair: a real System, used to check the pipeline end to end."""
+
+    name = "oracle"
+
+    def __init__(self, k):
+        self.k = k
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        return Prediction(proba=np.eye(self.k)[pairs.labels - 1])
+
+
+class Reversed:
+    name = "reversed"
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        return Prediction(scores=-pairs.labels.astype(float))
+
+
+@pytest.fixture
+def judged(tmp_path, ws3):
+    rows = [["red chair", "Red wooden chair", "A red chair for the garden", "3"],
+            ["red chair", "Blue garden hose", "Fifty feet of hose", "1"],
+            ["red chair", "Red paint", "A gallon of red paint", "2"],
+            ["garden hose", "Blue garden hose", "Fifty feet of hose", "3"],
+            ["garden hose", "Red wooden chair", "A red chair for the garden", "1"],
+            ["garden hose", "Hose reel", "Winds up cord", "2"]]
+    import_file(ws3, "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "description", "label"], rows),
+                split="test")
+    extra = write_csv(tmp_path / "items.csv", ["item_id", "title"], [[f"x{i}", f"filler product {i}"] for i in range(20)])
+    import_file(ws3, "items", extra)
+    split_queries(ws3)
+    return ws3
+
+
+def test_oracle_is_perfect_and_reversed_is_not(judged):
+    report = evaluate(judged, [Oracle(3), Reversed()], split="test")
+    assert (report.queries, report.pairs, report.ranked_queries) == (2, 6, 2)
+    oracle, rev = (r.metrics for r in report.results)
+    assert oracle["accuracy"] == oracle["qwk"] == oracle["macro_f1"] == oracle["ndcg@10"] == 1.0
+    assert oracle["rmse"] == 0.0 and oracle["auroc@2"] == oracle["auroc@3"] == 1.0
+    assert rev["accuracy"] is None and rev["rmse"] is None  # a plain score has no levels
+    assert rev["auroc@3"] == 0.0 and rev["ndcg@10"] < 0.6
+    assert report.to_dict()["systems"][1]["metrics"]["accuracy"] is None
+
+
+def test_bm25_puts_matching_items_first(judged):
+    report = evaluate(judged, [make_system("bm25", judged)])
+    assert report.results[0].metrics["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_embedding_with_real_minilm(judged):
+    pairs = load_judged_pairs(judged, "test")
+    scores = EmbeddingSystem().predict(pairs).scores
+    by_pair = dict(zip(zip(pairs.queries, [i["title"] for i in pairs.items]), scores))
+    assert by_pair[("red chair", "Red wooden chair")] > by_pair[("red chair", "Blue garden hose")]
+    assert by_pair[("garden hose", "Blue garden hose")] > by_pair[("garden hose", "Red wooden chair")]
+    assert np.all(np.abs(scores) <= 1.0 + 1e-5)  # cosines
+
+
+def test_unknown_system_and_unsplit_workspace(ws):
+    with pytest.raises(RelkitError, match="unknown system 'bm52'"):
+        make_system("bm52", ws)
+    with pytest.raises(RelkitError, match="relkit split"):
+        load_judged_pairs(ws, "test")
+
+
+def test_embedding_model_that_does_not_exist(judged, tmp_path):
+    with pytest.raises(RelkitError, match="cannot load the encoder"):
+        evaluate(judged, [make_system(f"embedding:{tmp_path / 'no-model'}", judged)])
+
+
+def test_prediction_validates():
+    with pytest.raises(ValueError, match="rows sum to 1"):
+        Prediction(proba=np.array([[0.5, 0.6]]))
+    with pytest.raises(ValueError, match="either proba or scores"):
+        Prediction()
+
+
+def test_empty_split(judged):
+    with pytest.raises(RelkitError, match="the dev split has no judged pairs"):
+        load_judged_pairs(judged, "dev")
