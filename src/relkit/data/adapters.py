@@ -13,9 +13,9 @@ Each maps the file's columns onto relkit's fields and its raw labels onto the wo
 - `crowdflower`: Kaggle "Crowdflower Search Results Relevance" (2015) train file: `query`,
   `product_title` -> title, `product_description` -> description, `median_relevance` 1..4 ->
   level 1..4. Products have no id: relkit derives one from title and description. Needs a
-  4-level workspace (`relkit init DIR --levels 4`). Some (query, product) pairs are listed more
-  than once, a few with different labels: they become one judgment whose label is the mean of
-  the listed ones, halves rounded up.
+  4-level workspace (`relkit init DIR --levels 4`). 108 rows repeat a (query, product) pair,
+  33 of them with another label: each pair becomes one judgment whose label is the mean of the
+  listed ones, halves rounded up.
 
 Every other column (`id`, `relevance_variance`) is kept in the judgment's `extra`.
 """
