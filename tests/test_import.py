@@ -70,7 +70,7 @@ def test_map_renames_columns(tmp_path, ws):
     import_file(ws, "judgments", path, mapping={"qid": "query_id", "q": "query", "doc": "item_id", "grade": "label"})
     assert ws.fetchall("SELECT query_id, item_id, label FROM judgments") == [("A", "i1", 4)]
     assert ws.fetchone("SELECT query FROM queries WHERE query_id = 'A'") == ("red chair",)
-    with pytest.raises(InputError, match="--map names column 'nope'"):
+    with pytest.raises(InputError, match="--map reads column 'nope', which the file does not have"):
         import_file(ws, "judgments", path, mapping={"nope": "query_id"})
 
 
@@ -333,6 +333,19 @@ def test_crowdflower_merges_repeated_pairs(tmp_path):
         result = import_file(ws, "judgments", path, format="crowdflower")
         assert (result.added, result.merged) == (1, 1)
         assert ws.fetchone("SELECT label FROM judgments") == (4,)  # mean 3.5, halves up
+
+
+def test_adapter_names_a_missing_column(tmp_path, ws):
+    path = write_csv(tmp_path / "hd.csv", ["id", "product_uid", "product_title", "search_term"], [["1", "2", "t", "q"]])
+    with pytest.raises(InputError, match="--format homedepot reads column 'relevance', which the file does not have"):
+        import_file(ws, "judgments", path, format="homedepot")
+
+
+def test_pairs_found_by_two_sources(tmp_path, ws):
+    catalog(tmp_path, ws)
+    path = write_csv(tmp_path / "p.csv", ["query", "item_id", "source"], [["chair", "i1", "bm25"], ["chair", "i1", "knn"]])
+    assert import_file(ws, "pairs", path).added == 1
+    assert ws.fetchall("SELECT source FROM pairs") == [("bm25",)]
 
 
 def test_adapter_needs_matching_scale(tmp_path, ws):

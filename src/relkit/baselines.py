@@ -13,13 +13,15 @@ from relkit.workspace import Workspace
 class BM25System:
     """BM25 of the query against the item text, with statistics from the whole catalog."""
 
-    def __init__(self, ws: Workspace, name: str = "bm25"):
+    def __init__(self, ws: Workspace, name: str = "bm25", show_progress: bool = True):
         self.name = name
         self.ws = ws
+        self.show_progress = show_progress
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         rows = self.ws.fetchall("SELECT item_id, title, description FROM items ORDER BY item_id")
-        index = BM25Index([r[0] for r in rows], [item_text({"title": r[1], "description": r[2]}) for r in rows])
+        index = BM25Index([r[0] for r in rows], [item_text({"title": r[1], "description": r[2]}) for r in rows],
+                          show_progress=self.show_progress)
         scores = np.zeros(len(pairs), dtype=np.float64)
         by_query: dict[str, list[int]] = {}
         for i, q in enumerate(pairs.query_ids):
@@ -33,16 +35,18 @@ class BM25System:
 class EmbeddingSystem:
     """Cosine similarity of query and item text under a sentence-transformers bi-encoder."""
 
-    def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64):
+    def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64,
+                 show_progress: bool = True):
         self.name = name
         self.model = model
         self.batch_size = batch_size
+        self.show_progress = show_progress
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         encoder = Encoder(self.model, batch_size=self.batch_size)
-        queries = sorted(set(pairs.queries))
-        texts = sorted(set(pairs.item_texts()))
-        q_vec = dict(zip(queries, encoder.encode(queries)))
-        t_vec = dict(zip(texts, encoder.encode(texts)))
-        scores = np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(pairs.queries, pairs.item_texts())])
+        item_texts = pairs.item_texts()
+        queries, texts = sorted(set(pairs.queries)), sorted(set(item_texts))  # each text encoded once
+        q_vec = dict(zip(queries, encoder.encode(queries, show_progress=self.show_progress)))
+        t_vec = dict(zip(texts, encoder.encode(texts, show_progress=self.show_progress)))
+        scores = np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(pairs.queries, item_texts)])
         return Prediction(scores=scores)

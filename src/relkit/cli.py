@@ -180,11 +180,9 @@ def eval_(
     with _open(workspace) as ws:
         systems = [make_system(s, ws) for s in system]
         if json_:
-            report = evaluate(ws, systems, split)
-            typer.echo(report.to_json())
+            typer.echo(evaluate(ws, systems, split).to_json())
             return
-        with console.status("evaluating") as live:
-            report = evaluate(ws, systems, split, progress=lambda msg: live.update(msg))
+        report = evaluate(ws, systems, split, progress=lambda msg: err.print(msg, highlight=False))
         console.print(report.headline(), highlight=False)
         console.print(report.table())
 

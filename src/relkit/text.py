@@ -1,6 +1,7 @@
 """Item record -> the text models read. One function, so training and serving agree."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 TEXT_FIELDS: tuple[str, ...] = ("title", "description")
@@ -20,3 +21,8 @@ def item_text(item: Mapping[str, object], fields: Sequence[str] = TEXT_FIELDS) -
         if value is not None and str(value).strip():
             parts.append(str(value).strip())
     return "\n".join(parts)
+
+
+def normalize_space(text: str) -> str:
+    """Collapse runs of whitespace and trim: queries that differ only in spacing are one query."""
+    return re.sub(r"\s+", " ", text).strip()

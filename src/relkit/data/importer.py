@@ -21,6 +21,7 @@ from relkit.data.adapters import ADAPTERS, Adapter
 from relkit.data.readers import Records, read_records
 from relkit.data.splits import pin_queries
 from relkit.errors import InputError, RelkitError
+from relkit.text import normalize_space
 from relkit.workspace import SPLITS, Workspace
 
 KINDS = ("items", "queries", "judgments", "pairs", "engagement")
@@ -63,17 +64,13 @@ class ImportResult:
 
 def query_id_for(text: str) -> str:
     """The id relkit gives a query known only by its text (stable across imports)."""
-    return "q-" + hashlib.sha1(_norm(text).encode()).hexdigest()[:16]
+    return "q-" + hashlib.sha1(normalize_space(text).encode()).hexdigest()[:16]
 
 
 def item_id_for(title: str | None, description: str | None) -> str:
     """The id relkit gives an item known only by its text (stable across imports)."""
-    key = _norm(title or "") + "\x1f" + _norm(description or "")
+    key = normalize_space(title or "") + "\x1f" + normalize_space(description or "")
     return "i-" + hashlib.sha1(key.encode()).hexdigest()[:16]
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | None = None,
@@ -103,7 +100,7 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
         adapter.check_scale(ws.scale)
     records = read_records(path, encoding=encoding or (adapter.encoding if adapter else "utf-8"))
     if adapter is not None:
-        records.rename(adapter.columns)
+        records.rename(adapter.columns, origin=f"--format {adapter.name}")
     if mapping:
         records.rename(mapping)
     importer = {"items": _import_items, "queries": _import_queries, "judgments": _import_judgments,
@@ -309,11 +306,11 @@ def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
     else:
         existing: dict[str, str] = {}
         for qid, text in ws.fetchall("SELECT query_id, query FROM queries"):
-            existing.setdefault(_norm(text), qid)
+            existing.setdefault(normalize_space(text), qid)
         ids = []
         for row in range(n):
             text = _str(records, "query", row, required=True)
-            qid = existing.get(_norm(text)) or query_id_for(text)
+            qid = existing.get(normalize_space(text)) or query_id_for(text)
             ids.append(qid)
             inline.setdefault(qid, text)
     before = ws.count("queries")
@@ -397,8 +394,10 @@ def _import_pairs(ws: Workspace, records: Records, adapter: Adapter | None) -> d
     qids, new_queries = _resolve_queries(ws, records)
     iids, new_items = _resolve_items(ws, records, conflicts="error")
     sources = [_str(records, "source", row) for row in range(len(records))]
-    unique = dict.fromkeys(zip(qids, iids, sources))
-    out = {"query_id": [k[0] for k in unique], "item_id": [k[1] for k in unique], "source": [k[2] for k in unique]}
+    unique: dict[tuple[str, str], str | None] = {}
+    for key, source in zip(zip(qids, iids), sources):
+        unique.setdefault(key, source)  # a pair found by several sources keeps the first
+    out = {"query_id": [k[0] for k in unique], "item_id": [k[1] for k in unique], "source": list(unique.values())}
     before = ws.count("pairs")
     ws.register("_new", out, {})
     ws.run("INSERT OR IGNORE INTO pairs SELECT * FROM _new")

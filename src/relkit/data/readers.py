@@ -38,11 +38,11 @@ class Records:
         return InputError(message, file=self.path, line=line, field=field, column=self.renamed.get(field),
                           unit=self.unit)
 
-    def rename(self, mapping: dict[str, str]) -> None:
+    def rename(self, mapping: dict[str, str], origin: str = "--map") -> None:
         """Rename columns (`{file column: relkit field}`); a column not in the file is an error."""
         for source, target in mapping.items():
             if source not in self.columns:
-                raise InputError(f"--map names column '{source}', which the file does not have "
+                raise InputError(f"{origin} reads column '{source}', which the file does not have "
                                  f"(columns: {', '.join(self.columns)})", file=self.path)
         renamed = {}
         for name, values in self.columns.items():

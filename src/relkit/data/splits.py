@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from relkit.errors import InputError, RelkitError
+from relkit.text import normalize_space
 from relkit.workspace import SPLITS, Workspace
 
 
@@ -94,10 +95,10 @@ def pin_from_file(ws: Workspace, path: str | Path, split: str) -> int:
     by_id = {q for (q,) in ws.fetchall("SELECT query_id FROM queries")}
     by_text: dict[str, str] = {}
     for qid, text in ws.fetchall("SELECT query_id, query FROM queries"):
-        by_text.setdefault(" ".join(text.split()), qid)
+        by_text.setdefault(normalize_space(text), qid)
     ids = []
     for number, line in enumerate(lines, start=1):
-        ref = " ".join(line.split())
+        ref = normalize_space(line)
         if not ref:
             continue
         qid = ref if ref in by_id else by_text.get(ref)
