@@ -219,6 +219,22 @@ def test_conflicting_items_in_one_file(tmp_path, ws):
         import_file(ws, "items", path)
 
 
+def test_conflicting_queries_in_one_file(tmp_path, ws):
+    path = write_csv(tmp_path / "q.csv", ["query_id", "query", "split"], [["q1", "chair", "x"], ["q1", "lamp", "x"]])
+    with pytest.raises(InputError, match=r"q.csv, line 3, field 'query_id': query 'q1' is given differently on line 2"):
+        import_file(ws, "queries", path)
+
+
+def test_conflicting_engagement_in_one_file(tmp_path, ws):
+    catalog(tmp_path, ws)
+    path = write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "timestamp"],
+                     [["chair", "i1", "5", "2025-03-01"], ["chair", "i1", "5", "2025-03-02"],
+                      ["chair", "i1", "6", "2025-03-01T00:00:00"]])
+    with pytest.raises(InputError, match=r"line 4, field 'timestamp': the same query, item and timestamp are "
+                                         r"counted differently on line 2"):
+        import_file(ws, "engagement", path)
+
+
 def test_bad_counts_and_timestamps(tmp_path, ws):
     catalog(tmp_path, ws)
     header = ["query", "item_id", "impressions", "clicks", "timestamp"]

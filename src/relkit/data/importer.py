@@ -194,6 +194,25 @@ def _extra(records: Records, row: int, known: set[str]) -> str | None:
     return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str) if extra else None
 
 
+class _FirstOfEach:
+    """Rows of one file keyed by id: a repeat of a key must say the same as its first row, else it
+    is an error naming both lines (or, with `strict=False`, the first row wins)."""
+
+    def __init__(self, records: Records, field: str, what: str, strict: bool = True):
+        self.records, self.field, self.what, self.strict = records, field, what, strict
+        self.seen: dict[object, tuple[int, object]] = {}
+
+    def is_new(self, key: object, values: object, row: int) -> bool:
+        if key not in self.seen:
+            self.seen[key] = (row, values)
+            return True
+        first_row, first = self.seen[key]
+        if first != values and self.strict:
+            raise self.records.error(f"{self.what(key)} differently on {self.records.unit} "
+                                     f"{self.records.lines[first_row]}", row, self.field)
+        return False
+
+
 def _require(records: Records, *alternatives: str | tuple[str, ...]) -> None:
     """Each argument is a field, or a tuple of fields of which one suffices."""
     for need in alternatives:
@@ -243,19 +262,14 @@ def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -
     is an error (conflicts='error') or keeps its first version (conflicts='first')."""
     known = {"item_id", *ITEM_FIELDS}
     out: dict[str, list] = {k: [] for k in ("item_id", *ITEM_FIELDS, "extra")}
-    seen: dict[str, tuple[int, dict]] = {}
+    unique = _FirstOfEach(records, "item_id", lambda key: f"item '{key}' is described", strict=conflicts == "error")
     for row in indices:
         item_id = _str(records, "item_id", row, required=True) if "item_id" in records.columns \
             else item_id_for(_str(records, "title", row), _str(records, "description", row))
         item = {f: _board_titles(records, row) if f == "board_titles" else _str(records, f, row) for f in ITEM_FIELDS}
         item["extra"] = _extra(records, row, known) if with_extra else None
-        if item_id in seen:
-            first_row, first = seen[item_id]
-            if first != item and conflicts == "error":
-                raise records.error(f"item '{item_id}' is described differently on {records.unit} "
-                                    f"{records.lines[first_row]}", row, "item_id")
+        if not unique.is_new(item_id, item, row):
             continue
-        seen[item_id] = (row, item)
         out["item_id"].append(item_id)
         for name, value in item.items():
             out[name].append(value)
@@ -264,18 +278,14 @@ def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -
 
 def _import_queries(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
     _require(records, "query_id", "query")
-    seen: dict[str, tuple[int, tuple]] = {}
+    unique = _FirstOfEach(records, "query_id", lambda key: f"query '{key}' is given")
     out: dict[str, list] = {"query_id": [], "query": [], "language": [], "extra": []}
     for row in range(len(records)):
         qid = _str(records, "query_id", row, required=True)
         values = (_str(records, "query", row, required=True), _str(records, "language", row),
-                  _extra(records, row, set(QUERY_FIELDS) | {"split"}))
-        if qid in seen:
-            if seen[qid][1] != values:
-                raise records.error(f"query '{qid}' is given differently on {records.unit} "
-                                    f"{records.lines[seen[qid][0]]}", row, "query_id")
+                  _extra(records, row, set(QUERY_FIELDS)))
+        if not unique.is_new(qid, values, row):
             continue
-        seen[qid] = (row, values)
         for name, value in zip(out, (qid, *values)):
             out[name].append(value)
     before = ws.count("queries")
@@ -410,17 +420,13 @@ def _import_pairs(ws: Workspace, records: Records, adapter: Adapter | None) -> d
 def _import_engagement(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
     _require(records, "query", "item_id", "impressions", "timestamp")
     out: dict[str, list] = {k: [] for k in ("query", "item_id", *ENGAGEMENT_COUNTS, "timestamp", "_row")}
-    seen: dict[tuple, tuple[int, tuple]] = {}
+    unique = _FirstOfEach(records, "timestamp", lambda key: "the same query, item and timestamp are counted")
     for row in range(len(records)):
         key = (_str(records, "query", row, required=True), _str(records, "item_id", row, required=True),
                _timestamp(records, "timestamp", row))
         counts = tuple(_count(records, c, row, default=None if c == "impressions" else 0) for c in ENGAGEMENT_COUNTS)
-        if key in seen:
-            if seen[key][1] != counts:
-                raise records.error(f"the same query, item and timestamp have other counts on {records.unit} "
-                                    f"{records.lines[seen[key][0]]}", row, "timestamp")
+        if not unique.is_new(key, counts, row):
             continue
-        seen[key] = (row, counts)
         for name, value in zip(out, (key[0], key[1], *counts, key[2], row)):
             out[name].append(value)
     _first_unknown(ws, records, "item_id", "items", out["item_id"], out["_row"])
