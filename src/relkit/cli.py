@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -168,7 +169,7 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
 @_friendly
 def eval_(
     system: Annotated[list[str], typer.Option(
-        "--system", "-s", help="A system to score: bm25, embedding or embedding:MODEL (repeatable).")],
+        "--system", "-s", help="A system to score: bm25, embedding[:MODEL] or teacher:NAME (repeatable).")],
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -185,6 +186,81 @@ def eval_(
         report = evaluate(ws, systems, split, progress=lambda msg: err.print(msg, highlight=False))
         console.print(report.headline(), highlight=False)
         console.print(report.table())
+
+
+@app.command()
+@_friendly
+def teach(
+    model: Annotated[str | None, typer.Option(
+        help="Base model: a local path, a hub id, 'default' (all-MiniLM-L6-v2) or 'smollm2'.")] = None,
+    name: Annotated[str | None, typer.Option(help="Save as artifacts/teacher-NAME (default: base-date-time).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the train split (default 3).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-5).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per micro-batch (default 32).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens of query + item text (default 128).")] = None,
+    class_weights: Annotated[str | None, typer.Option(help="Loss weight per level: none, sqrt or inverse.")] = None,
+    primary: Annotated[str | None, typer.Option(help="Dev metric that picks the weights to keep (default qwk).")] = None,
+    lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters instead of every weight.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A JSON file of training options (see relkit.teacher.TrainConfig).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any training option as KEY=VALUE (repeatable), e.g. --set warmup=0.06.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the interrupted teacher NAME from its checkpoint.")] = None,
+    stop_after: Annotated[int | None, typer.Option(help="Stop after this many steps, leaving a checkpoint.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Fine-tune a cross-encoder teacher on the train split, keeping the best weights on dev."""
+    from relkit.teacher.train import TrainConfig, train_teacher
+
+    options: dict = {}
+    if config is not None:
+        try:
+            options.update(json.loads(config.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise RelkitError(f"{config}: not a readable JSON object of training options ({e})") from None
+    options.update(_parse_sets(set_ or [], TrainConfig))
+    flags = {"model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+             "max_length": max_length, "class_weights": class_weights, "primary": primary, "lora": lora}
+    options.update({k: v for k, v in flags.items() if v is not None})
+    if resume is not None and options:
+        raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
+    with _open(workspace) as ws:
+        result = train_teacher(ws, None if resume else TrainConfig.from_dict(options), resume=resume,
+                               stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
+    if result.finished:
+        shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
+        console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
+                      f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
+
+
+def _parse_sets(entries: list[str], cls) -> dict:
+    """KEY=VALUE strings as typed values of the dataclass `cls`'s fields."""
+    import dataclasses
+
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    out = {}
+    for entry in entries:
+        key, sep, raw = entry.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in types:
+            raise RelkitError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got '{entry}'")
+        kind = str(types[key])
+        try:
+            if raw.lower() in ("none", "null") and "None" in kind:
+                value = None
+            elif kind.startswith("bool"):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                value = raw.lower() in ("true", "1", "yes")
+            elif kind.startswith("int"):
+                value = int(raw)
+            elif kind.startswith("float"):
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            raise RelkitError(f"--set {key}: '{raw}' is not a valid {kind}") from None
+        out[key] = value
+    return out
 
 
 def main() -> None:

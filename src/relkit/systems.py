@@ -1,4 +1,4 @@
-"""Systems by name: `bm25`, `embedding[:MODEL]`. One registry; each entry builds a System."""
+"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`. One registry; each entry builds a System."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,9 +22,18 @@ def _embedding(ws: Workspace, arg: str | None) -> System:
     return EmbeddingSystem(arg or None, name=f"embedding:{arg}" if arg else "embedding")
 
 
+def _teacher(ws: Workspace, arg: str | None) -> System:
+    from relkit.teacher.system import TeacherSystem
+
+    if not arg:
+        raise RelkitError("name the teacher: teacher:NAME (a folder artifacts/teacher-NAME) or teacher:PATH")
+    return TeacherSystem.from_workspace(ws, arg)
+
+
 SYSTEMS: dict[str, Callable[[Workspace, str | None], System]] = {
     "bm25": _bm25,
     "embedding": _embedding,
+    "teacher": _teacher,
 }
 
 

@@ -33,9 +33,10 @@ class Encoder:
 
     def __init__(self, model: str | None = DEFAULT_ENCODER, batch_size: int = 64, device: str | None = None):
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar says nothing useful
+        from relkit.hf import quiet
+
+        quiet()
 
         self.model_name = resolve_model(model)
         self.batch_size = batch_size

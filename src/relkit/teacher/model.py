@@ -1,0 +1,177 @@
+"""A teacher: a sequence-classification transformer that reads `query [SEP] item text` and gives a
+distribution over the K relevance levels. Load with `Teacher.load(path)`; everything it needs to
+predict (scale, text template, max length) is in the `relkit.json` beside its weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.scale import LabelScale
+from relkit.text import TEXT_FIELDS, item_text
+
+META_FILE = "relkit.json"
+
+# How each architecture reads a pair, by `config.model_type`. An explicit list: a model type that
+# is not here is refused with this list rather than guessed at.
+#   encoder: [CLS] query [SEP] item [SEP], the first token's vector feeds the head
+#   decoder: "query: ... item: ...", the last non-padding token's vector feeds the head
+#   encoder-decoder: T5's own classification head (the decoder's final EOS state)
+FAMILIES: dict[str, str] = {
+    "bert": "encoder", "roberta": "encoder", "xlm-roberta": "encoder", "deberta": "encoder",
+    "deberta-v2": "encoder", "distilbert": "encoder", "electra": "encoder", "modernbert": "encoder",
+    "llama": "decoder", "qwen2": "decoder", "qwen3": "decoder", "mistral": "decoder", "gemma": "decoder",
+    "gemma2": "decoder", "phi3": "decoder",
+    "t5": "encoder-decoder", "mt5": "encoder-decoder", "umt5": "encoder-decoder",
+}
+# What goes before the query and before the item. Decoder tokenizers join a pair with no separator.
+TEMPLATES: dict[str, tuple[str, str]] = {
+    "encoder": ("", ""), "encoder-decoder": ("", ""), "decoder": ("query: ", "\nitem: "),
+}
+
+
+@dataclass(frozen=True)
+class TextTemplate:
+    fields: tuple[str, ...] = TEXT_FIELDS   # item fields, in order, that make the item text
+    query_prefix: str = ""
+    item_prefix: str = ""
+
+    def item(self, item: str | Mapping[str, object]) -> str:
+        return item if isinstance(item, str) else item_text(item, self.fields)
+
+
+@dataclass
+class TeacherMeta:
+    """The `relkit.json` of a teacher."""
+
+    base_model: str
+    family: str
+    scale: LabelScale
+    template: TextTemplate
+    max_length: int
+    config: dict = field(default_factory=dict)    # the resolved training config
+    metrics: dict = field(default_factory=dict)   # dev metrics of the saved weights
+    kind: str = "teacher"
+    relkit_version: str = ""
+
+    def to_json(self) -> str:
+        from relkit import __version__
+
+        d = asdict(self)
+        d["relkit_version"] = __version__
+        d["scale"] = {"names": list(self.scale.names), "gains": list(self.scale.gains)}
+        d["template"]["fields"] = list(self.template.fields)
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TeacherMeta":
+        d = json.loads(text)
+        if d.get("kind") != "teacher":
+            raise RelkitError(f"not a teacher (kind {d.get('kind')!r})")
+        d["scale"] = LabelScale(names=tuple(d["scale"]["names"]), gains=tuple(d["scale"]["gains"]))
+        t = d["template"]
+        d["template"] = TextTemplate(fields=tuple(t["fields"]), query_prefix=t["query_prefix"],
+                                     item_prefix=t["item_prefix"])
+        return cls(**d)
+
+
+def family_of(config) -> str:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise RelkitError(f"relkit does not know how to read pairs with a '{model_type}' model; supported model "
+                          f"types: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+def load_tokenizer(path_or_id: str, family: str, **kwargs):
+    from transformers import AutoTokenizer
+
+    from relkit.hf import quiet
+
+    quiet()
+    tokenizer = AutoTokenizer.from_pretrained(path_or_id, **kwargs)
+    if family == "decoder":
+        if tokenizer.pad_token is None:
+            # decoders ship without a pad token; padding is masked out, any known token serves
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "right"  # the head reads the last non-padding token
+    return tokenizer
+
+
+def encode_pairs(tokenizer, template: TextTemplate, queries: Sequence[str], items: Sequence[str],
+                 max_length: int) -> list[list[int]]:
+    """Token ids of each pair, the item side truncated first so the query is kept whole."""
+    q = [template.query_prefix + query[:512] for query in queries]
+    i = [template.item_prefix + text for text in items]
+    enc = tokenizer(q, i, truncation="only_second", max_length=max_length, return_token_type_ids=False)
+    return enc["input_ids"]
+
+
+def collate(tokenizer, ids: list[list[int]]):
+    """Pad a batch to its longest member."""
+    return tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+
+
+class Teacher:
+    """A trained teacher.
+
+    >>> teacher = Teacher.load("relkit-ws/artifacts/teacher-minilm")              # doctest: +SKIP
+    >>> teacher.predict_proba([("red chair", {"title": "Red oak chair"})]).shape  # doctest: +SKIP
+    (1, 5)
+    """
+
+    def __init__(self, model, tokenizer, meta: TeacherMeta):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.meta = meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Teacher":
+        from transformers import AutoModelForSequenceClassification
+
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise RelkitError(f"{path} is not a saved teacher (no {META_FILE})")
+        meta = TeacherMeta.from_json((path / META_FILE).read_text())
+        tokenizer = load_tokenizer(str(path), meta.family)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device)
+        model.eval()
+        return cls(model, tokenizer, meta)
+
+    @property
+    def scale(self) -> LabelScale:
+        return self.meta.scale
+
+    def predict_proba(self, pairs: Sequence[tuple[str, str | Mapping[str, object]]], batch_size: int = 64,
+                      show_progress: bool = False) -> np.ndarray:
+        """(n, K) probabilities for (query, item) pairs; an item is its text or its record."""
+        queries = [q for q, _ in pairs]
+        items = [self.meta.template.item(i) for _, i in pairs]
+        ids = encode_pairs(self.tokenizer, self.meta.template, queries, items, self.meta.max_length)
+        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress)
+
+
+def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    """Softmax of the model over encoded pairs, batched longest first so padding stays small."""
+    import torch
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), disable=not show_progress, desc="scoring", unit="batch"):
+            chunk = order[start:start + batch_size]
+            batch = collate(tokenizer, [ids[i] for i in chunk]).to(device)
+            logits = model(**batch).logits.float()
+            out[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()
+    model.train(was_training)
+    return out

@@ -1,0 +1,33 @@
+"""A saved teacher as an evaluation system."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from relkit.errors import RelkitError
+from relkit.evaluate import JudgedPairs, Prediction
+from relkit.teacher.model import META_FILE, Teacher
+from relkit.workspace import Workspace
+
+
+class TeacherSystem:
+    def __init__(self, path: Path, name: str, batch_size: int = 64, show_progress: bool = True):
+        self.path = path
+        self.name = name
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_workspace(cls, ws: Workspace, ref: str) -> "TeacherSystem":
+        """`ref` is NAME (artifacts/teacher-NAME), a folder name in artifacts/, or a path."""
+        for path in (ws.artifacts / f"teacher-{ref}", ws.artifacts / ref, Path(ref)):
+            if (path / META_FILE).is_file():
+                return cls(path, name=f"teacher:{ref}")
+        raise RelkitError(f"no teacher '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        teacher = Teacher.load(self.path)
+        if teacher.scale.k != len(teacher.scale.names) or teacher.scale.k != teacher.model.config.num_labels:
+            raise RelkitError(f"{self.path}: the saved scale and the model's head disagree")
+        proba = teacher.predict_proba(list(zip(pairs.queries, pairs.items)), batch_size=self.batch_size,
+                                      show_progress=self.show_progress)
+        return Prediction(proba=proba)

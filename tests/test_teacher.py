@@ -1,0 +1,177 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_csv
+from relkit import LabelScale, RelkitError, SplitConfig, Workspace, evaluate, import_file, make_system, split_queries
+from relkit.teacher import Teacher, TeacherMeta, TextTemplate, TrainConfig, train_teacher
+from relkit.teacher.model import TEMPLATES, encode_pairs, predict_ids
+from relkit.teacher.train import load_base, save_teacher
+from tiny_models import build
+
+FAMILIES = ["bert", "xlm-roberta", "deberta-v2", "llama", "qwen2", "t5"]
+COLORS, THINGS = ["red", "blue", "green"], ["chair", "table", "lamp", "hose", "drill", "door"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {kind: build(kind, root) for kind in FAMILIES}
+
+
+@pytest.fixture
+def learnable(tmp_path):
+    """Three levels a small model can learn: the item names the query's thing and color (3), its thing
+    only (2), or another thing (1). Queries are split train / dev / test."""
+    rows = []
+    for color in COLORS:
+        for thing in THINGS:
+            other = THINGS[(THINGS.index(thing) + 1) % len(THINGS)]
+            wrong = COLORS[(COLORS.index(color) + 1) % len(COLORS)]
+            q = f"{color} {thing}"
+            rows += [[q, f"{color} oak {thing}", "3"], [q, f"{wrong} metal {thing}", "2"],
+                     [q, f"{color} steel {other}", "1"], [q, f"{wrong} {other} cord", "1"]]
+    scale = LabelScale(names=("off", "partly", "exact"), gains=(0, 1, 2))
+    ws = Workspace.create(tmp_path / "ws", scale)
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], rows))
+    split_queries(ws, SplitConfig(seed=1, dev=0.2, test=0.2))
+    yield ws
+    ws.close()
+
+
+def pairs():
+    return [("red chair", "red oak chair"), ("blue lamp", "green garden hose reel"), ("green drill", "drill bit")]
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_each_family_round_trips(tiny, tmp_path, kind):
+    """Fresh head on a tiny base, saved and loaded: the same probabilities for the same pairs."""
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(tiny[kind])), 3, "cpu")
+    expected_family = {"llama": "decoder", "qwen2": "decoder", "t5": "encoder-decoder"}.get(kind, "encoder")
+    assert family == expected_family
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    ids = encode_pairs(tokenizer, template, [q for q, _ in pairs()], [i for _, i in pairs()], 32)
+    before = predict_ids(model, tokenizer, ids)
+    meta = TeacherMeta(base_model=str(tiny[kind]), family=family, scale=LabelScale.default(3), template=template,
+                       max_length=32)
+    save_teacher(model, tokenizer, meta, tmp_path / "teacher")
+    teacher = Teacher.load(tmp_path / "teacher")
+    after = teacher.predict_proba(pairs())
+    assert after.shape == (3, 3) and np.allclose(after.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+    assert (tmp_path / "teacher" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "teacher" / "relkit.json").read_text())["family"] == family
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_decoders_read_the_last_real_token_with_lora(tiny, tmp_path, kind):
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(tiny[kind]), lora=True), 3, "cpu")
+    assert tokenizer.pad_token is not None and model.config.pad_token_id == tokenizer.pad_token_id
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
+    assert not any("embed_tokens" in n for n in trainable)
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    short = encode_pairs(tokenizer, template, ["red chair"], ["oak"], 32)
+    long = encode_pairs(tokenizer, template, ["red chair", "blue lamp steel door"], ["oak", "red oak chair table"], 32)
+    # padding the short pair in a batch with a longer one must not change its prediction
+    np.testing.assert_allclose(predict_ids(model, tokenizer, short)[0], predict_ids(model, tokenizer, long)[0],
+                               atol=1e-5)
+    meta = TeacherMeta(base_model="tiny", family=family, scale=LabelScale.default(3), template=template, max_length=32)
+    save_teacher(model, tokenizer, meta, tmp_path / "t")  # LoRA merged into plain weights
+    np.testing.assert_allclose(Teacher.load(tmp_path / "t").predict_proba([("red chair", "oak")]),
+                               predict_ids(model, tokenizer, short), atol=1e-5)
+
+
+def test_training_learns_and_evaluates(learnable, tiny):
+    config = TrainConfig(model=str(tiny["bert"]), name="tiny", epochs=12, batch_size=8, lr=3e-3, warmup=0.1,
+                         eval_every=6, primary="ndcg@10", max_length=32, class_weights="sqrt", ordinal_weight=0.5)
+    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    assert result.finished and result.path == learnable.artifacts / "teacher-tiny"
+    losses = [h["dev_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    meta = json.loads((result.path / "relkit.json").read_text())
+    assert meta["kind"] == "teacher" and meta["scale"]["names"] == ["off", "partly", "exact"]
+    assert meta["config"]["lr"] == 3e-3 and meta["max_length"] == 32 and "ndcg@10" in meta["metrics"]
+    assert (result.path / "README.md").is_file() and not (result.path / "checkpoint").exists()
+    report = evaluate(learnable, [make_system("teacher:tiny", learnable), make_system("bm25", learnable)], "test")
+    teacher = report.results[0].metrics
+    assert teacher["accuracy"] is not None and teacher["qwk"] is not None
+    assert {m["id"] for m in learnable.models()} == {"teacher-tiny"}
+
+
+def run(ws, tiny, name, **kw):
+    config = TrainConfig(model=str(tiny["bert"]), name=name, epochs=2, batch_size=8, lr=1e-3, eval_every=3,
+                         checkpoint_every=2, max_length=32, seed=3)
+    return train_teacher(ws, config, show_progress=False, log=lambda m: None, **kw)
+
+
+def weights(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_gives_the_same_teacher(learnable, tiny):
+    straight = run(learnable, tiny, "straight")
+    part = run(learnable, tiny, "parts", stop_after=5)
+    assert not part.finished and (part.path / "checkpoint" / "trainer.pt").is_file()
+    done = train_teacher(learnable, resume="parts", show_progress=False, log=lambda m: None)
+    assert done.finished and done.steps == straight.steps
+    a, b = weights(straight.path), weights(done.path)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+
+def test_ctrl_c_leaves_a_checkpoint(learnable, tiny):
+    def interrupt(message):
+        if message.startswith("step 6"):
+            raise KeyboardInterrupt
+
+    config = TrainConfig(model=str(tiny["bert"]), name="stopped", epochs=2, batch_size=8, eval_every=3,
+                         max_length=32)
+    with pytest.raises(RelkitError, match="interrupted at step 6 of 12.*relkit teach --resume stopped"):
+        train_teacher(learnable, config, show_progress=False, log=interrupt)
+    path = learnable.artifacts / "teacher-stopped"
+    assert (path / "checkpoint" / "trainer.pt").is_file()
+    assert Teacher.load(path).predict_proba(pairs()).shape == (3, 3)  # the best weights so far are usable
+    done = train_teacher(learnable, resume="stopped", show_progress=False, log=lambda m: None)
+    assert done.finished
+
+
+def test_bad_model_and_config_fail_before_training(learnable, tiny, tmp_path):
+    with pytest.raises(RelkitError, match="cannot load the model"):
+        train_teacher(learnable, TrainConfig(model=str(tmp_path / "nothing"), name="x"), show_progress=False)
+    assert not (learnable.artifacts / "teacher-x").exists()
+    from transformers import AutoModelForSequenceClassification
+    five = AutoModelForSequenceClassification.from_pretrained(tiny["bert"], num_labels=5)
+    five.save_pretrained(tmp_path / "five-head")
+    with pytest.raises(RelkitError, match="already has a classification head for 5 labels"):
+        train_teacher(learnable, TrainConfig(model=str(tmp_path / "five-head")), show_progress=False)
+    with pytest.raises(RelkitError, match="unknown primary metric 'ndcg@7'"):
+        train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), primary="ndcg@7"), show_progress=False)
+    with pytest.raises(RelkitError, match="unknown training option.*: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    with pytest.raises(RelkitError, match="class_weights is none, sqrt or inverse"):
+        TrainConfig(class_weights="log")
+
+
+def test_empty_train_split_and_missing_level(tmp_path, tiny):
+    with Workspace.create(tmp_path / "w", LabelScale.default(3)) as ws:
+        path = write_csv(tmp_path / "j.csv", ["query", "title", "label"],
+                         [["red chair", "red oak chair", "3"], ["red chair", "blue lamp", "1"]])
+        import_file(ws, "judgments", path, split="test")
+        split_queries(ws)
+        with pytest.raises(RelkitError, match="the train split has no judged pairs"):
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+        more = write_csv(tmp_path / "k.csv", ["query", "title", "label"],
+                         [["blue lamp", "blue lamp", "3"], ["blue lamp", "red door", "1"]])
+        import_file(ws, "judgments", more, split="train")
+        with pytest.raises(RelkitError, match=r"the train split has no judgment at level\(s\) 2"):
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+        import_file(ws, "judgments", write_csv(tmp_path / "l.csv", ["query", "title", "label"],
+                                               [["green door", "green door", "2"]]), split="train")
+        with pytest.raises(RelkitError, match="the dev split has no judged pairs"):
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+        assert list(ws.artifacts.iterdir()) == []
