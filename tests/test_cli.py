@@ -74,3 +74,28 @@ def test_init_with_custom_scale(tmp_path):
     mismatch = relkit("init", tmp_path / "w3", "--levels", "4", "--names", "bad,ok,great")
     assert mismatch.returncode == 2 and "--levels 4 but --names gives 3 names" in mismatch.stderr
     assert not (tmp_path / "w3").exists()
+
+
+def test_teach_then_eval(tmp_path):
+    from tiny_models import build
+
+    model = build("bert", tmp_path)
+    ws = tmp_path / "ws"
+    relkit("init", ws, "--levels", "3")
+    rows = [[f"{c} {t}", f"{c} oak {t}", "3"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    rows += [[f"{c} {t}", f"metal {t}", "2"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    rows += [[f"{c} {t}", "garden hose", "1"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    relkit("import", "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], rows), "-w", ws)
+    relkit("split", "--seed", "2", "--dev", "0.3", "--test", "0.3", "-w", ws)
+    bad = relkit("teach", "--model", model, "--set", "colour=red", "-w", ws)
+    assert bad.returncode == 2 and "--set takes KEY=VALUE with KEY one of" in bad.stderr
+    taught = relkit("teach", "--model", model, "--name", "t", "--epochs", "2", "--batch-size", "4",
+                    "--max-length", "24", "--set", "lr=1e-3", "--set", "listwise_weight=0.5", "-w", ws)
+    assert taught.returncode == 0, taught.stderr
+    assert "saved" in taught.stdout and "teacher-t" in taught.stdout
+    again = relkit("teach", "--model", model, "--name", "t", "-w", ws)
+    assert again.returncode == 2 and "exists; pick another --name" in again.stderr
+    report = json.loads(relkit("eval", "--system", "teacher:t", "--json", "-w", ws).stdout)
+    metrics = report["systems"][0]["metrics"]
+    assert report["systems"][0]["name"] == "teacher:t" and 0.0 <= metrics["accuracy"] <= 1.0
+    assert "teacher-t" in relkit("status", "-w", ws).stdout

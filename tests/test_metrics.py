@@ -61,3 +61,17 @@ def test_ndcg_per_query_with_scale_gains():
     assert "q2" not in out[5]
     # q3 puts its only relevant item first
     assert out[1]["q3"] == out[5]["q3"] == 1.0
+
+
+def test_cutpoints():
+    # levels from the expected level: below 1.5 -> 1, [1.5, 2.5) -> 2, from 2.5 -> 3
+    assert metrics.apply_cutpoints(np.array([1.0, 1.5, 2.49, 2.5, 9.0]), [1.5, 2.5]).tolist() == [1, 2, 2, 3, 3]
+    # a model that is right up to a shift of -0.8: the fitted cuts undo the shift, the default ones cannot
+    rng = np.random.default_rng(0)
+    y = rng.integers(1, 4, 300)
+    expected = y - 0.8 + rng.normal(0, 0.1, 300)
+    cuts = metrics.fit_cutpoints(expected, y, [1, 2, 3])
+    assert np.all(np.diff(cuts) > 0)
+    fitted = metrics.quadratic_kappa(y, metrics.apply_cutpoints(expected, cuts), [1, 2, 3])
+    default = metrics.quadratic_kappa(y, metrics.apply_cutpoints(expected, [1.5, 2.5]), [1, 2, 3])
+    assert fitted > 0.99 > default

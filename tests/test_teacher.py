@@ -97,6 +97,7 @@ def test_training_learns_and_evaluates(learnable, tiny):
     report = evaluate(learnable, [make_system("teacher:tiny", learnable), make_system("bm25", learnable)], "test")
     teacher = report.results[0].metrics
     assert teacher["accuracy"] is not None and teacher["qwk"] is not None
+    assert meta["cutpoints"] is not None and len(meta["cutpoints"]) == 2
     assert {m["id"] for m in learnable.models()} == {"teacher-tiny"}
 
 
@@ -175,3 +176,49 @@ def test_empty_train_split_and_missing_level(tmp_path, tiny):
         with pytest.raises(RelkitError, match="the dev split has no judged pairs"):
             train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
         assert list(ws.artifacts.iterdir()) == []
+
+
+def test_query_batches_keep_queries_whole():
+    from relkit.teacher.train import epoch_batches
+
+    groups = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 3])
+    batches = epoch_batches(len(groups), groups, 4, seed=5)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(groups)))
+    assert all(len(b) <= 4 for b in batches)
+    for g in (0, 1, 3):  # queries that fit in a batch are never split
+        assert sum(any(groups[i] == g for i in b) for b in batches) == 1
+    assert [b.tolist() for b in epoch_batches(len(groups), groups, 4, seed=5)] == [b.tolist() for b in batches]
+
+
+def test_listnet_loss_prefers_the_true_order():
+    import torch
+
+    from relkit.teacher.train import listnet_loss
+
+    gains = torch.tensor([2.0, 0.0, 1.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 1, 1])  # query 1 has one gain: no order to learn
+    right, wrong = torch.tensor([3.0, 0.0, 1.0, 5.0, 0.0]), torch.tensor([0.0, 3.0, 1.0, 0.0, 5.0])
+    assert listnet_loss(right, gains, groups) < listnet_loss(wrong, gains, groups)
+    # by hand for query 0 alone: target softmax(2, 0, 1), prediction softmax(3, 0, 1)
+    t, p = torch.softmax(gains[:3], 0), torch.log_softmax(right[:3], 0)
+    assert float(listnet_loss(right, gains, groups)) == pytest.approx(float(-(t * p).sum()))
+
+
+def test_listwise_training_runs(learnable, tiny):
+    config = TrainConfig(model=str(tiny["bert"]), name="lw", epochs=2, batch_size=8, lr=1e-3, max_length=32,
+                         listwise_weight=1.0)
+    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    assert result.finished and result.history
+
+
+def test_dev_sample_is_whole_queries(learnable):
+    from relkit import load_judged_pairs
+    from relkit.teacher.train import sample_queries
+
+    train = load_judged_pairs(learnable, "train")
+    sample = sample_queries(train, 3, seed=0)
+    assert len(set(sample.query_ids)) == 3
+    for q in set(sample.query_ids):  # every judgment of a sampled query comes along
+        rows = [i for i, x in enumerate(sample.query_ids) if x == q]
+        assert len(rows) == sum(1 for x in train.query_ids if x == q)
+    assert sample_queries(train, 0, seed=0) is train

@@ -68,10 +68,13 @@ def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
 @dataclass(frozen=True)
 class Prediction:
     """What a system says of each pair: a distribution over the K levels (`proba`, rows sum to 1),
-    or only a ranking score (`scores`). With `proba`, the ranking score is the expected gain."""
+    or only a ranking score (`scores`). With `proba`, the ranking score is the expected gain, and
+    the predicted level is the most probable one unless the system gives its own `levels` (a
+    decision rule such as cutpoints on the expected level)."""
 
     proba: np.ndarray | None = None
     scores: np.ndarray | None = None
+    levels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if (self.proba is None) == (self.scores is None):
@@ -81,7 +84,14 @@ class Prediction:
             if p.ndim != 2 or not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
                 raise ValueError("proba must be an (n, K) array of probabilities whose rows sum to 1")
             object.__setattr__(self, "proba", p)
+            if self.levels is not None:
+                levels = np.asarray(self.levels, dtype=np.int64)
+                if levels.shape != (len(p),) or levels.min() < 1 or levels.max() > p.shape[1]:
+                    raise ValueError("levels must hold one level in 1..K per pair")
+                object.__setattr__(self, "levels", levels)
         else:
+            if self.levels is not None:
+                raise ValueError("levels come with proba")
             s = np.asarray(self.scores, dtype=np.float64)
             if s.ndim != 1 or not np.isfinite(s).all():
                 raise ValueError("scores must be a 1-d array of finite numbers")
@@ -118,7 +128,7 @@ def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelSca
     y = pairs.labels
     p = prediction.proba
     if p is not None:
-        y_pred = p.argmax(axis=1) + 1
+        y_pred = prediction.levels if prediction.levels is not None else p.argmax(axis=1) + 1
         out["accuracy"] = metrics.accuracy(y, y_pred)
         out["macro_f1"] = metrics.macro_f1(y, y_pred)
         out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)

@@ -69,3 +69,31 @@ def ndcg_per_query(query_ids: Sequence[str], item_ids: Sequence[str], labels: np
     for m in ir_measures.iter_calc(list(measures), qrels, run):
         out[measures[m.measure]][m.query_id] = float(m.value)
     return out
+
+
+def apply_cutpoints(expected: np.ndarray, cutpoints: Sequence[float]) -> np.ndarray:
+    """Levels from expected levels: level 1 below cutpoints[0], level i+1 from cutpoints[i-1] on."""
+    return np.searchsorted(np.asarray(cutpoints, dtype=np.float64), np.asarray(expected), side="right") + 1
+
+
+def fit_cutpoints(expected: np.ndarray, y_true: np.ndarray, levels: Sequence[int], rounds: int = 3) -> np.ndarray:
+    """K-1 increasing cutpoints on the expected level that maximise quadratic kappa on (expected,
+    y_true): start half-way between levels, then move one cutpoint at a time to its best value among
+    the observed expected levels (coordinate ascent). Fit on dev, never on test."""
+    expected = np.asarray(expected, dtype=np.float64)
+    k = len(levels)
+    cuts = np.arange(1, k, dtype=np.float64) + 0.5
+    candidates = np.unique(np.quantile(expected, np.linspace(0, 1, 101)))
+    best = quadratic_kappa(y_true, apply_cutpoints(expected, cuts), levels)
+    best = -np.inf if np.isnan(best) else best
+    for _ in range(rounds):
+        for j in range(k - 1):
+            low = cuts[j - 1] if j > 0 else -np.inf
+            high = cuts[j + 1] if j < k - 2 else np.inf
+            for c in candidates[(candidates > low) & (candidates < high)]:
+                trial = cuts.copy()
+                trial[j] = c
+                value = quadratic_kappa(y_true, apply_cutpoints(expected, trial), levels)
+                if not np.isnan(value) and value > best + 1e-12:
+                    best, cuts = value, trial
+    return cuts

@@ -55,6 +55,7 @@ class TeacherMeta:
     scale: LabelScale
     template: TextTemplate
     max_length: int
+    cutpoints: list[float] | None = None          # levels from the expected level (fit on dev); None: argmax
     config: dict = field(default_factory=dict)    # the resolved training config
     metrics: dict = field(default_factory=dict)   # dev metrics of the saved weights
     kind: str = "teacher"
@@ -155,6 +156,14 @@ class Teacher:
         items = [self.meta.template.item(i) for _, i in pairs]
         ids = encode_pairs(self.tokenizer, self.meta.template, queries, items, self.meta.max_length)
         return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress)
+
+    def predict_levels(self, proba: np.ndarray) -> np.ndarray:
+        """The teacher's level for each row of `predict_proba`'s output: its decision rule."""
+        from relkit.metrics import apply_cutpoints, expected_level
+
+        if self.meta.cutpoints is None:
+            return np.asarray(proba).argmax(axis=1) + 1
+        return apply_cutpoints(expected_level(proba), self.meta.cutpoints)
 
 
 def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:

@@ -30,4 +30,4 @@ class TeacherSystem:
             raise RelkitError(f"{self.path}: the saved scale and the model's head disagree")
         proba = teacher.predict_proba(list(zip(pairs.queries, pairs.items)), batch_size=self.batch_size,
                                       show_progress=self.show_progress)
-        return Prediction(proba=proba)
+        return Prediction(proba=proba, levels=teacher.predict_levels(proba))

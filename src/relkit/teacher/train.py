@@ -19,6 +19,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
+from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.teacher.model import (META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate, encode_pairs,
                                   family_of, load_tokenizer, predict_ids)
 from relkit.workspace import Workspace
@@ -43,8 +44,14 @@ class TrainConfig:
     class_weights: str = "none"       # none | sqrt | inverse: loss weight of each level from its train count
     label_smoothing: float = 0.0
     ordinal_weight: float = 0.0       # adds this x squared error of the expected level: the levels are ordered
+    listwise_weight: float = 0.0      # adds this x a ListNet loss over each query's items in a batch (batches are
+                                      # then made of whole queries): the order within a query, which absolute
+                                      # labels from a few hundred queries teach poorly
     primary: str = "qwk"              # dev metric that picks the weights to keep
+    decision: str = "cutpoints"       # cutpoints: a level from the expected level, cut where dev QWK is best;
+                                      # argmax: the most probable level
     eval_every: int = 0               # optimizer steps between dev evaluations; 0 = at the end of each epoch
+    dev_queries: int = 0              # evaluate on this many dev queries (a fixed sample); 0 = all of them
     checkpoint_every: int = 200       # optimizer steps between resumable checkpoints
     seed: int = 0
     lora: bool = False                # train LoRA adapters (peft) and the head, not every weight
@@ -65,11 +72,13 @@ class TrainConfig:
             (0 <= self.warmup < 1, "warmup is a fraction of the steps, in [0, 1)"),
             (self.class_weights in ("none", "sqrt", "inverse"), "class_weights is none, sqrt or inverse"),
             (0 <= self.label_smoothing < 1, "label_smoothing is in [0, 1)"),
-            (self.ordinal_weight >= 0, "ordinal_weight must be >= 0"),
+            (self.ordinal_weight >= 0 and self.listwise_weight >= 0, "loss weights must be >= 0"),
             (self.precision in ("fp32", "bf16"), "precision is fp32 or bf16"),
+            (self.decision in ("cutpoints", "argmax"), "decision is cutpoints or argmax"),
             (self.device in ("auto", "cpu", "cuda"), "device is auto, cpu or cuda"),
             (not self.quantize_4bit or self.lora, "quantize_4bit trains LoRA adapters: set lora too"),
             (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
+            (self.dev_queries >= 0, "dev_queries must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -150,6 +159,12 @@ def load_base(config: TrainConfig, num_labels: int, device: str):
         model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         raise RelkitError(f"cannot build a {num_labels}-level classifier from '{config.model}': {e}") from None
+    if gguf:
+        # transformers dequantizes GGUF weights to float as it loads them; what remains marked as
+        # quantized is only a flag, and it would stop save_pretrained
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if family == "decoder":
         model.config.pad_token_id = tokenizer.pad_token_id
     if config.gradient_checkpointing:
@@ -183,6 +198,18 @@ def check_train_data(train: JudgedPairs, k: int) -> None:
                           f"teacher cannot learn a level it never sees (judge some, or use a smaller scale)")
 
 
+def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
+    """The pairs of `n` of the queries (a sample fixed by the seed); all of them when n is 0."""
+    queries = sorted(set(pairs.query_ids))
+    if not n or n >= len(queries):
+        return pairs
+    keep = set(np.random.default_rng(seed).choice(queries, size=n, replace=False).tolist())
+    rows = [i for i, q in enumerate(pairs.query_ids) if q in keep]
+    return JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
+                       queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
+                       labels=pairs.labels[rows])
+
+
 def class_weights(labels: np.ndarray, k: int, how: str) -> np.ndarray | None:
     if how == "none":
         return None
@@ -190,6 +217,45 @@ def class_weights(labels: np.ndarray, k: int, how: str) -> np.ndarray | None:
     w = len(labels) / (k * np.maximum(counts, 1.0))
     w = np.sqrt(w) if how == "sqrt" else w
     return w / np.average(w, weights=counts)  # the average pair keeps weight 1
+
+
+def epoch_batches(n: int, groups: np.ndarray | None, batch_size: int, seed: int) -> list[np.ndarray]:
+    """The micro-batches of one epoch, a pure function of the seed: shuffled pairs, or, with
+    `groups` (a query number per pair), shuffled whole queries packed up to `batch_size` pairs."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(n)
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(int(g), []).append(i)
+    batches, current = [], []
+    for g in rng.permutation(sorted(members)):
+        items = rng.permutation(members[int(g)]).tolist()
+        for start in range(0, len(items), batch_size):  # a query larger than a batch is cut
+            chunk = items[start:start + batch_size]
+            if current and len(current) + len(chunk) > batch_size:
+                batches.append(np.array(current))
+                current = []
+            current += chunk
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def listnet_loss(scores, gains, groups):
+    """Mean over the batch's queries of the cross-entropy between softmax(scores) and softmax(gains)
+    of each query's items; queries whose items all share one gain carry no order and are skipped."""
+    import torch
+
+    losses = []
+    for g in torch.unique(groups):
+        mask = groups == g
+        if mask.sum() < 2 or gains[mask].max() == gains[mask].min():
+            continue
+        target = torch.softmax(gains[mask], dim=0)
+        losses.append(-(target * torch.log_softmax(scores[mask], dim=0)).sum())
+    return torch.stack(losses).mean() if losses else scores.sum() * 0.0
 
 
 # --- saving ---------------------------------------------------------------------------------
@@ -305,15 +371,15 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
         raise RelkitError("the dev split has no judged pairs, and the teacher keeps the weights best on dev: "
                           "split with --dev above 0, or pin queries to dev")
-    dev = load_judged_pairs(ws, "dev")
+    dev = sample_queries(load_judged_pairs(ws, "dev"), config.dev_queries, config.seed)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    model, tokenizer, family, source = load_base(config, k, device)
-    name = config.name or f"{Path(source).name or 'model'}-{datetime.now():%Y%m%d-%H%M%S}"
-    config.name = name
+    base_name = Path(resolve_base(config)[0]).name or "model"
+    name = config.name = config.name or f"{base_name}-{datetime.now():%Y%m%d-%H%M%S}"
     out = teacher_dir(ws, name)
     if resume is None and (out / META_FILE).exists():
         raise RelkitError(f"{out} exists; pick another --name, or --resume {name}")
+    torch.manual_seed(config.seed)
+    model, tokenizer, family, _ = load_base(config, k, device)
     prefix_q, prefix_i = TEMPLATES[family]
     meta = TeacherMeta(base_model=config.model if not config.gguf_file else f"{config.model}:{config.gguf_file}",
                        family=family, scale=ws.scale, template=TextTemplate(query_prefix=prefix_q, item_prefix=prefix_i),
@@ -324,11 +390,16 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
 
     head = _head_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr},
-              {"params": [p for p in params if id(p) in head], "lr": config.head_lr or config.lr}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
-    micro_per_epoch = math.ceil(len(train_ids) / config.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum)
+    param_groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr},
+                    {"params": [p for p in params if id(p) in head], "lr": config.head_lr or config.lr}]
+    optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], weight_decay=config.weight_decay)
+    query_numbers = np.unique(np.array(train.query_ids), return_inverse=True)[1]
+    groups = query_numbers if config.listwise_weight else None
+
+    def batches_of(epoch_: int) -> list[np.ndarray]:
+        return epoch_batches(len(train_ids), groups, config.batch_size, config.seed + epoch_)
+
+    steps_per_epoch = math.ceil(len(batches_of(0)) / config.grad_accum)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total_steps), total_steps)
     weights = class_weights(train.labels, k, config.class_weights)
@@ -336,6 +407,9 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                                                                                         device=device),
                                         label_smoothing=config.label_smoothing)
     levels = torch.arange(k, dtype=torch.float32, device=device)
+    gain_of = torch.tensor(ws.scale.gains, dtype=torch.float32, device=device)
+    gain_scale = 5.0 / max(float(max(ws.scale.gains)), 1.0)  # ListNet on gains mapped to [0, 5]
+    group_of = torch.tensor(query_numbers)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
     step, epoch, micro, best, best_step, history = 0, 0, 0, -math.inf, 0, []
@@ -348,14 +422,18 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
         torch.set_rng_state(checkpoint_state["torch_rng"])
         step, epoch, micro = int(checkpoint_state["step"]), int(checkpoint_state["epoch"]), int(checkpoint_state["micro"])
         best, best_step = float(checkpoint_state["best"]), int(checkpoint_state["best_step"])
-        history = _history(out)
+        history = [h for h in _history(out) if h["step"] <= step]  # evaluations after the checkpoint are redone
         log(f"resuming {name} at step {step} of {total_steps}")
 
-    def evaluate_dev() -> dict:
+    def evaluate_dev() -> tuple[dict, list[float] | None]:
         proba = predict_ids(model, tokenizer, dev_ids, batch_size=64)
-        metrics = score_prediction(dev, Prediction(proba=proba), ws.scale)
+        cuts = None
+        if config.decision == "cutpoints":
+            cuts = fit_cutpoints(expected_level(proba), dev.labels, ws.scale.levels).tolist()
+        levels = None if cuts is None else apply_cutpoints(expected_level(proba), cuts)
+        metrics = score_prediction(dev, Prediction(proba=proba, levels=levels), ws.scale)
         metrics["dev_loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(dev)), dev.labels - 1], 1e-12, 1))))
-        return metrics
+        return metrics, cuts
 
     def checkpoint() -> None:
         save_checkpoint(model, optimizer, scheduler, {"step": step, "epoch": epoch, "micro": micro, "best": best,
@@ -367,14 +445,14 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     seen, tick = 0, time.perf_counter()
     try:
         while step < stop_at:
-            order = np.random.default_rng(config.seed + epoch).permutation(len(train_ids))
-            while micro < micro_per_epoch and step < stop_at:
+            batches = batches_of(epoch)
+            while micro < len(batches) and step < stop_at:
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum, n_micro = 0.0, 0
                 for _ in range(config.grad_accum):
-                    if micro >= micro_per_epoch:
+                    if micro >= len(batches):
                         break
-                    idx = order[micro * config.batch_size:(micro + 1) * config.batch_size]
+                    idx = batches[micro]
                     batch = collate(tokenizer, [train_ids[i] for i in idx]).to(device)
                     with autocast:
                         logits = model(**batch).logits.float()
@@ -383,6 +461,10 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                     if config.ordinal_weight:
                         expected = torch.softmax(logits, -1) @ levels
                         loss = loss + config.ordinal_weight * torch.mean((expected - y.float()) ** 2)
+                    if config.listwise_weight:
+                        score = (torch.softmax(logits, -1) @ gain_of) * gain_scale
+                        loss = loss + config.listwise_weight * listnet_loss(score, gain_of[y] * gain_scale,
+                                                                            group_of[idx].to(device))
                     (loss / config.grad_accum).backward()
                     loss_sum += loss.item()
                     n_micro += 1
@@ -395,10 +477,11 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                 rate = seen / max(time.perf_counter() - tick, 1e-9)
                 bar.set_postfix(loss=f"{loss_sum / max(n_micro, 1):.4f}", pairs_s=f"{rate:.1f}")
                 bar.update(1)
-                end_of_epoch = micro >= micro_per_epoch
+                end_of_epoch = micro >= len(batches)
                 if (config.eval_every and step % config.eval_every == 0) or (not config.eval_every and end_of_epoch) \
                         or step == total_steps:
-                    metrics = evaluate_dev()
+                    eval_start = time.perf_counter()
+                    metrics, cuts = evaluate_dev()
                     history.append({"step": step, **metrics})
                     value = metrics[config.primary]
                     improved = value is not None and value > best
@@ -406,14 +489,15 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                         f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
                     if improved or best == -math.inf:
                         best, best_step = (value if value is not None else best), step
-                        meta.metrics = {**metrics, "step": step}
+                        meta.metrics, meta.cutpoints = {**metrics, "step": step}, cuts
                         meta.config = asdict(config)
                         save_teacher(model, tokenizer, meta, out)
                     _write_history(out, history)
                     model.train()
+                    tick += time.perf_counter() - eval_start  # pairs/s counts training time only
                 if step % config.checkpoint_every == 0:
                     checkpoint()
-            if micro >= micro_per_epoch:
+            if micro >= len(batches):
                 epoch, micro = epoch + 1, 0
     except KeyboardInterrupt:
         bar.close()
