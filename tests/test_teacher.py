@@ -222,3 +222,11 @@ def test_dev_sample_is_whole_queries(learnable):
         rows = [i for i, x in enumerate(sample.query_ids) if x == q]
         assert len(rows) == sum(1 for x in train.query_ids if x == q)
     assert sample_queries(train, 0, seed=0) is train
+
+
+def test_teacher_of_another_scale_is_refused(learnable, tiny, tmp_path):
+    config = TrainConfig(model=str(tiny["bert"]), name="s", epochs=0.2, batch_size=8, max_length=32)
+    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    with Workspace.create(tmp_path / "other", LabelScale.default(3)) as other:
+        with pytest.raises(RelkitError, match="trained on another label scale"):
+            make_system(f"teacher:{result.path}", other)

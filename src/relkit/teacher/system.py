@@ -5,7 +5,7 @@ from pathlib import Path
 
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction
-from relkit.teacher.model import META_FILE, Teacher
+from relkit.teacher.model import META_FILE, Teacher, TeacherMeta
 from relkit.workspace import Workspace
 
 
@@ -21,13 +21,18 @@ class TeacherSystem:
         """`ref` is NAME (artifacts/teacher-NAME), a folder name in artifacts/, or a path."""
         for path in (ws.artifacts / f"teacher-{ref}", ws.artifacts / ref, Path(ref)):
             if (path / META_FILE).is_file():
+                scale = TeacherMeta.from_json((path / META_FILE).read_text()).scale
+                if scale != ws.scale:
+                    raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
+                                      f"workspace's ({ws.scale.describe()})")
                 return cls(path, name=f"teacher:{ref}")
         raise RelkitError(f"no teacher '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         teacher = Teacher.load(self.path)
-        if teacher.scale.k != len(teacher.scale.names) or teacher.scale.k != teacher.model.config.num_labels:
-            raise RelkitError(f"{self.path}: the saved scale and the model's head disagree")
+        if teacher.scale.k != teacher.model.config.num_labels:
+            raise RelkitError(f"{self.path}: the saved scale has {teacher.scale.k} levels, the model's head "
+                              f"{teacher.model.config.num_labels}")
         proba = teacher.predict_proba(list(zip(pairs.queries, pairs.items)), batch_size=self.batch_size,
                                       show_progress=self.show_progress)
         return Prediction(proba=proba, levels=teacher.predict_levels(proba))
