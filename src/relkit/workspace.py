@@ -12,6 +12,7 @@ import duckdb
 
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
+from relkit.text import normalize_space
 
 DB_NAME = "relkit.duckdb"
 SCHEMA_VERSION = 1
@@ -185,6 +186,13 @@ class Workspace:
             info = json.loads(meta.read_text())
             found.append({"id": meta.parent.name, "kind": info.get("kind", "?"), "path": str(meta.parent)})
         return found
+
+    def query_ids_by_text(self) -> dict[str, str]:
+        """Each query text (spacing normalised) -> the id of the first query with that text."""
+        by_text: dict[str, str] = {}
+        for qid, text in self.fetchall("SELECT query_id, query FROM queries ORDER BY query_id"):
+            by_text.setdefault(normalize_space(text), qid)
+        return by_text
 
     def count(self, table: str) -> int:
         return self.fetchone(f"SELECT count(*) FROM {table}")[0]

@@ -314,9 +314,7 @@ def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
                 if text is not None:
                     inline.setdefault(qid, text)
     else:
-        existing: dict[str, str] = {}
-        for qid, text in ws.fetchall("SELECT query_id, query FROM queries"):
-            existing.setdefault(normalize_space(text), qid)
+        existing = ws.query_ids_by_text()
         ids = []
         for row in range(n):
             text = _str(records, "query", row, required=True)

@@ -93,9 +93,7 @@ def pin_from_file(ws: Workspace, path: str | Path, split: str) -> int:
     except UnicodeDecodeError as e:
         raise InputError(f"not valid utf-8 ({e.reason})", file=path) from None
     by_id = {q for (q,) in ws.fetchall("SELECT query_id FROM queries")}
-    by_text: dict[str, str] = {}
-    for qid, text in ws.fetchall("SELECT query_id, query FROM queries"):
-        by_text.setdefault(normalize_space(text), qid)
+    by_text = ws.query_ids_by_text()
     ids = []
     for number, line in enumerate(lines, start=1):
         ref = normalize_space(line)
