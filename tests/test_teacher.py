@@ -230,3 +230,53 @@ def test_teacher_of_another_scale_is_refused(learnable, tiny, tmp_path):
     with Workspace.create(tmp_path / "other", LabelScale.default(3)) as other:
         with pytest.raises(RelkitError, match="trained on another label scale"):
             make_system(f"teacher:{result.path}", other)
+
+
+def test_prior_fit_orders_the_levels():
+    from relkit.teacher.prior import Prior
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(1, 4, size=600)
+    cosine = 0.25 * labels + rng.normal(0, 0.1, size=600)
+    prior = Prior.fit("default", cosine, labels, 3)
+    assert prior.weight[0] < prior.weight[1] < prior.weight[2]
+    proba = np.exp(prior.logits(np.array([0.25, 0.5, 0.75])))
+    assert (proba.argmax(axis=1) == [0, 1, 2]).all()  # each level's typical cosine is read as that level
+
+
+def test_a_teacher_starts_from_the_bi_encoder_prior(learnable, tiny):
+    """Before any step, a teacher with a prior ranks as the bi-encoder does (its own head is near zero);
+    the prior is saved with it, and a loaded teacher adds it back."""
+    from scipy.stats import spearmanr
+
+    from relkit import load_judged_pairs
+    from relkit.baselines import EmbeddingSystem
+
+    config = TrainConfig(model=str(tiny["bert"]), name="p", epochs=1, batch_size=8, max_length=32)
+    result = train_teacher(learnable, config, stop_after=0, show_progress=False, log=lambda m: None)
+    assert result.steps == 0 and [h["step"] for h in result.history] == [0]
+    meta = json.loads((result.path / "relkit.json").read_text())
+    assert meta["prior"]["model"] == "default" and len(meta["prior"]["weight"]) == 3
+    test = load_judged_pairs(learnable, "test")
+    teacher = Teacher.load(result.path)
+    expected = teacher.predict_proba(list(zip(test.queries, test.items))) @ np.arange(3)
+    cosine = EmbeddingSystem(show_progress=False).predict(test).scores
+    assert spearmanr(expected, cosine).statistic > 0.95
+    plain = train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), name="plain", epochs=1, batch_size=8,
+                                                 max_length=32, prior="none"),
+                          stop_after=0, show_progress=False, log=lambda m: None)
+    assert json.loads((plain.path / "relkit.json").read_text())["prior"] is None
+    assert abs(spearmanr(Teacher.load(plain.path).predict_proba(list(zip(test.queries, test.items))) @ np.arange(3),
+                         cosine).statistic) < 0.9
+
+
+def test_prediction_uses_the_saved_item_text_template(learnable, tiny):
+    """A teacher trained on titles alone reads only the title of a full item record."""
+    config = TrainConfig(model=str(tiny["bert"]), name="titles", epochs=0.5, batch_size=8, max_length=32,
+                         fields="title:3", prior="none")
+    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    teacher = Teacher.load(result.path)
+    assert teacher.meta.template.item_text.to_list() == [{"name": "title", "label": "", "max_words": 3}]
+    record = {"title": "red oak chair table", "description": "green garden hose", "board_titles": ["lamp"]}
+    np.testing.assert_allclose(teacher.predict_proba([("red chair", record)]),
+                               teacher.predict_proba([("red chair", "red oak chair")]), atol=1e-6)

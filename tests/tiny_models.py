@@ -70,3 +70,28 @@ def build(kind: str, directory: Path) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_blip(directory: Path) -> Path:
+    """A tiny BLIP captioner (random weights, 32-pixel images) saved with its processor."""
+    import torch
+    import transformers as tf
+
+    tokenizer, vocab_size = word_tokenizer("encoder")
+    tokenizer = tf.BertTokenizerFast(tokenizer_object=tokenizer._tokenizer, pad_token="[PAD]", unk_token="[UNK]",
+                                     cls_token="[CLS]", sep_token="[SEP]", model_max_length=64)
+    text = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64,
+                bos_token_id=tokenizer.cls_token_id, pad_token_id=tokenizer.pad_token_id,
+                sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    config = tf.BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
+    model = tf.BlipForConditionalGeneration(config)
+    image_processor = tf.BlipImageProcessor(size={"height": 32, "width": 32})
+    processor = tf.BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    path = directory / "blip"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -5,7 +5,7 @@ import numpy as np
 
 from relkit.evaluate import JudgedPairs, Prediction
 from relkit.features.bm25 import BM25Index
-from relkit.features.embeddings import DEFAULT_ENCODER, Encoder
+from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, pair_cosines
 from relkit.text import item_text
 from relkit.workspace import Workspace
 
@@ -44,9 +44,5 @@ class EmbeddingSystem:
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         encoder = Encoder(self.model, batch_size=self.batch_size)
-        item_texts = pairs.item_texts()
-        queries, texts = sorted(set(pairs.queries)), sorted(set(item_texts))  # each text encoded once
-        q_vec = dict(zip(queries, encoder.encode(queries, show_progress=self.show_progress)))
-        t_vec = dict(zip(texts, encoder.encode(texts, show_progress=self.show_progress)))
-        scores = np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(pairs.queries, item_texts)])
+        scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), show_progress=self.show_progress)
         return Prediction(scores=scores)

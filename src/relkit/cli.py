@@ -201,6 +201,9 @@ def teach(
     class_weights: Annotated[str | None, typer.Option(help="Loss weight per level: none, sqrt or inverse.")] = None,
     primary: Annotated[str | None, typer.Option(help="Dev metric that picks the weights to keep (default qwk).")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters instead of every weight.")] = None,
+    fields: Annotated[str | None, typer.Option(
+        help="Item text fields as name[:max_words],... (default: all of title, description, caption, "
+             "engaged_queries, board_titles, link_title, link_description).")] = None,
     config: Annotated[Path | None, typer.Option(help="A JSON file of training options (see relkit.teacher.TrainConfig).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any training option as KEY=VALUE (repeatable), e.g. --set warmup=0.06.")] = None,
@@ -211,15 +214,10 @@ def teach(
     """Fine-tune a cross-encoder teacher on the train split, keeping the best weights on dev."""
     from relkit.teacher.train import TrainConfig, train_teacher
 
-    options: dict = {}
-    if config is not None:
-        try:
-            options.update(json.loads(config.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise RelkitError(f"{config}: not a readable JSON object of training options ({e})") from None
-    options.update(_parse_sets(set_ or [], TrainConfig))
+    options = _training_options(config, set_)
     flags = {"model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-             "max_length": max_length, "class_weights": class_weights, "primary": primary, "lora": lora}
+             "max_length": max_length, "class_weights": class_weights, "primary": primary, "lora": lora,
+             "fields": fields}
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
@@ -230,6 +228,87 @@ def teach(
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
                       f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
+
+
+def _training_options(config: Path | None, sets: list[str] | None) -> dict:
+    """Training options from a JSON file, then --set KEY=VALUE entries over it."""
+    from relkit.teacher.train import TrainConfig
+
+    options: dict = {}
+    if config is not None:
+        try:
+            options.update(json.loads(config.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise RelkitError(f"{config}: not a readable JSON object of training options ({e})") from None
+    options.update(_parse_sets(sets or [], TrainConfig))
+    return options
+
+
+@app.command()
+@_friendly
+def ablate(
+    fields: Annotated[str, typer.Option(help="Fields to add one at a time, in order; fields no item has are "
+                                             "left out.")] = "title,description,caption,engaged_queries,"
+                                                             "board_titles,link_title,link_description",
+    split: Annotated[str, typer.Option(help="Split to score each teacher on.")] = "test",
+    prefix: Annotated[str, typer.Option(help="Teachers are saved as teacher-PREFIX-N-FIELD.")] = "ablate",
+    config: Annotated[Path | None, typer.Option(help="A JSON file of training options for every teacher.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="A training option KEY=VALUE (repeatable).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Train a teacher per item text prefix (title; + description; + caption; ...) and compare them."""
+    from relkit.ablation import ablate as run_ablation, ablation_table, rows_as_dicts
+    from relkit.teacher.train import TrainConfig
+
+    options = _training_options(config, set_)
+    if "fields" in options or "name" in options:
+        raise RelkitError("ablate sets each teacher's fields and name itself; use --fields and --prefix")
+    with _open(workspace) as ws:
+        rows = run_ablation(ws, TrainConfig.from_dict(options), [f.strip() for f in fields.split(",") if f.strip()],
+                            split, prefix, log=lambda m: err.print(m, highlight=False))
+        aurocs = [f"auroc@{t}" for t in range(2, ws.scale.k + 1)]
+    if json_:
+        typer.echo(json.dumps(rows_as_dicts(rows), indent=2))
+        return
+    console.print(ablation_table(rows, ["accuracy", "qwk", *aurocs, "ndcg@10"]))
+
+
+@app.command()
+@_friendly
+def caption(
+    model: Annotated[str, typer.Option(help="A Hugging Face image-to-text model: hub id or local path.")] =
+        "Salesforce/blip-image-captioning-base",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 8,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an image URL.")] = 10.0,
+    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB.")] = 20.0,
+    redo: Annotated[bool, typer.Option(help="Caption again items already done by this model.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Caption every item's image (local path or URL); captions join the item text as 'image: ...'."""
+    from relkit.captions import caption_items
+
+    with _open(workspace) as ws:
+        result = caption_items(ws, model, batch_size=batch_size, timeout=timeout, max_bytes=int(max_mb * 1e6),
+                               redo=redo)
+    console.print(result.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
+def engaged(
+    top: Annotated[int, typer.Option(help="Tokens kept per item.")] = 8,
+    days: Annotated[int, typer.Option(help="Window of engagement, in days, ending at --as-of.")] = 730,
+    as_of: Annotated[str | None, typer.Option(help="End of the window (ISO date); default the latest engagement.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Recompute each item's engaged-query tokens (the text field 'searched: ...') from the engagement table."""
+    from relkit.features.engagement import EngagedQueriesConfig, refresh_engaged_queries
+
+    with _open(workspace) as ws:
+        with ws.transaction():
+            n = refresh_engaged_queries(ws, EngagedQueriesConfig(top_n=top, window_days=days, as_of=as_of))
+    console.print(f"{n:,} items have engaged-query tokens (top {top}, {days} days)", highlight=False)
 
 
 def _parse_sets(entries: list[str], cls) -> dict:

@@ -12,13 +12,11 @@ import numpy as np
 from relkit import metrics
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
-from relkit.text import item_text
-from relkit.workspace import SPLITS, Workspace
+from relkit.text import ItemTextTemplate, item_text
+from relkit.workspace import ITEM_RECORD_COLUMNS, SPLITS, Workspace
 
 NDCG_CUTOFFS = (5, 10, 20)
 PRIMARY_METRIC = "ndcg@10"
-ITEM_COLUMNS = ("item_id", "title", "description", "image", "board_titles", "link_title", "link_description",
-                "language")
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ class JudgedPairs:
     def item_ids(self) -> list[str]:
         return [item["item_id"] for item in self.items]
 
-    def item_texts(self) -> list[str]:
-        return [item_text(item) for item in self.items]
+    def item_texts(self, template: ItemTextTemplate | None = None) -> list[str]:
+        return [item_text(item, template) for item in self.items]
 
 
 def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
@@ -52,17 +50,17 @@ def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
         raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     if ws.count("splits") == 0:
         raise RelkitError("no query has a split yet: run `relkit split` first")
-    cols = ", ".join(f"i.{c}" for c in ITEM_COLUMNS)
+    cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
     rows = ws.fetchall(f"""
         SELECT j.query_id, q.query, j.label, {cols}
         FROM judgments j JOIN splits s USING (query_id) JOIN queries q USING (query_id)
-        JOIN items i USING (item_id)
+        JOIN item_records i USING (item_id)
         WHERE s.split = ? ORDER BY j.query_id, j.item_id""", [split])
     if not rows:
         raise RelkitError(f"the {split} split has no judged pairs")
     return JudgedPairs(split=split, query_ids=[r[0] for r in rows], queries=[r[1] for r in rows],
                        labels=np.array([r[2] for r in rows], dtype=np.int64),
-                       items=[dict(zip(ITEM_COLUMNS, r[3:])) for r in rows])
+                       items=[dict(zip(ITEM_RECORD_COLUMNS, r[3:])) for r in rows])
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,37 @@ CREATE TABLE splits (
 );
 """
 
+# Derived item text, added to workspaces of any age when they are opened for writing.
+DERIVED = """
+CREATE TABLE IF NOT EXISTS captions (         -- synthetic captions, by image content and model
+    image_hash VARCHAR NOT NULL,              -- sha256 of the image file's bytes
+    model VARCHAR NOT NULL,
+    caption VARCHAR NOT NULL,
+    PRIMARY KEY (image_hash, model)
+);
+CREATE TABLE IF NOT EXISTS item_captions (    -- the last captioning of each item's image
+    item_id VARCHAR PRIMARY KEY,
+    image VARCHAR NOT NULL,
+    image_hash VARCHAR,                       -- NULL when the image could not be read
+    model VARCHAR NOT NULL,
+    error VARCHAR,                            -- why there is no caption (missing file, not an image, timeout)
+    updated TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS engaged_queries (  -- top tokens of the queries that led to engagement
+    item_id VARCHAR PRIMARY KEY,
+    tokens VARCHAR NOT NULL
+);
+CREATE OR REPLACE VIEW item_records AS        -- every field an item text can use
+SELECT i.item_id, i.title, i.description, c.caption, e.tokens AS engaged_queries, i.board_titles,
+       i.link_title, i.link_description, i.image, i.language
+FROM items i
+LEFT JOIN item_captions ic USING (item_id)
+LEFT JOIN captions c ON c.image_hash = ic.image_hash AND c.model = ic.model
+LEFT JOIN engaged_queries e USING (item_id);
+"""
+ITEM_RECORD_COLUMNS = ("item_id", "title", "description", "caption", "engaged_queries", "board_titles",
+                       "link_title", "link_description", "image", "language")
+
 
 @dataclass
 class Workspace:
@@ -127,6 +158,8 @@ class Workspace:
             con.close()
             raise RelkitError(f"{db} has schema version {version}; this relkit reads version {SCHEMA_VERSION}")
         (path / "artifacts").mkdir(exist_ok=True)
+        if not read_only:
+            con.execute(DERIVED)
         return cls(path=path, con=con, scale=LabelScale.from_json(rows["scale"]))
 
     @property

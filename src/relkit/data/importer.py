@@ -44,6 +44,7 @@ class ImportResult:
     new_items: int = 0
     pinned: int = 0
     merged: int = 0
+    engaged_items: int = 0   # items with engaged-query tokens after an engagement import
 
     def summary(self) -> str:
         parts = [f"{self.rows:,} rows read", f"{self.added:,} {self.kind} added"]
@@ -59,6 +60,8 @@ class ImportResult:
             parts.append(f"{self.new_items:,} new items")
         if self.pinned:
             parts.append(f"{self.pinned:,} queries pinned")
+        if self.kind == "engagement":
+            parts.append(f"{self.engaged_items:,} items with engaged-query tokens")
         return f"{self.file}: " + ", ".join(parts)
 
 
@@ -109,6 +112,10 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
         result = importer(ws, records, adapter)
         query_ids = list(dict.fromkeys(result.pop("query_ids", [])))
         pinned = pin_queries(ws, query_ids, split) if split else 0
+        if kind == "engagement":
+            from relkit.features.engagement import refresh_engaged_queries
+
+            result["engaged_items"] = refresh_engaged_queries(ws)
     return ImportResult(**{**result, "kind": kind, "file": str(path), "rows": len(records), "pinned": pinned})
 
 

@@ -49,3 +49,12 @@ class Encoder:
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=show_progress).astype(np.float32)
+
+
+def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str],
+                 show_progress: bool = False) -> np.ndarray:
+    """Cosine of each (query, text) pair; each distinct query and text is encoded once."""
+    qs, ts = sorted(set(queries)), sorted(set(texts))
+    q_vec = dict(zip(qs, encoder.encode(qs, show_progress=show_progress)))
+    t_vec = dict(zip(ts, encoder.encode(ts, show_progress=show_progress)))
+    return np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(queries, texts)], dtype=np.float32)

@@ -14,7 +14,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
-from relkit.text import TEXT_FIELDS, item_text
+from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
 
 META_FILE = "relkit.json"
 
@@ -38,12 +38,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class TextTemplate:
-    fields: tuple[str, ...] = TEXT_FIELDS   # item fields, in order, that make the item text
+    item_text: ItemTextTemplate = DEFAULT_TEMPLATE   # the item fields, labels and word budgets
     query_prefix: str = ""
     item_prefix: str = ""
 
     def item(self, item: str | Mapping[str, object]) -> str:
-        return item if isinstance(item, str) else item_text(item, self.fields)
+        return item if isinstance(item, str) else self.item_text.render(item)
 
 
 @dataclass
@@ -56,6 +56,7 @@ class TeacherMeta:
     template: TextTemplate
     max_length: int
     cutpoints: list[float] | None = None          # levels from the expected level (fit on dev); None: argmax
+    prior: dict | None = None                     # the bi-encoder prior added to the logits (see prior.py)
     config: dict = field(default_factory=dict)    # the resolved training config
     metrics: dict = field(default_factory=dict)   # dev metrics of the saved weights
     kind: str = "teacher"
@@ -67,7 +68,8 @@ class TeacherMeta:
         d = asdict(self)
         d["relkit_version"] = __version__
         d["scale"] = {"names": list(self.scale.names), "gains": list(self.scale.gains)}
-        d["template"]["fields"] = list(self.template.fields)
+        d["template"] = {"query_prefix": self.template.query_prefix, "item_prefix": self.template.item_prefix,
+                         "fields": self.template.item_text.to_list()}
         return json.dumps(d, indent=2)
 
     @classmethod
@@ -77,8 +79,8 @@ class TeacherMeta:
             raise RelkitError(f"not a teacher (kind {d.get('kind')!r})")
         d["scale"] = LabelScale(names=tuple(d["scale"]["names"]), gains=tuple(d["scale"]["gains"]))
         t = d["template"]
-        d["template"] = TextTemplate(fields=tuple(t["fields"]), query_prefix=t["query_prefix"],
-                                     item_prefix=t["item_prefix"])
+        d["template"] = TextTemplate(item_text=ItemTextTemplate.from_list(t["fields"]),
+                                     query_prefix=t["query_prefix"], item_prefix=t["item_prefix"])
         return cls(**d)
 
 
@@ -155,7 +157,16 @@ class Teacher:
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
         ids = encode_pairs(self.tokenizer, self.meta.template, queries, items, self.meta.max_length)
-        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress)
+        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress,
+                           offsets=self.prior_logits(queries, items))
+
+    def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str]) -> np.ndarray | None:
+        """The bi-encoder prior's logits for these pairs, or None for a teacher without one."""
+        from relkit.teacher.prior import Prior, cosines
+
+        if not self.meta.prior:
+            return None
+        return Prior(**self.meta.prior).logits(cosines(self.meta.prior["model"], queries, item_texts))
 
     def predict_levels(self, proba: np.ndarray) -> np.ndarray:
         """The teacher's level for each row of `predict_proba`'s output: its decision rule."""
@@ -166,8 +177,10 @@ class Teacher:
         return apply_cutpoints(expected_level(proba), self.meta.cutpoints)
 
 
-def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
-    """Softmax of the model over encoded pairs, batched longest first so padding stays small."""
+def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, show_progress: bool = False,
+                offsets: np.ndarray | None = None) -> np.ndarray:
+    """Softmax of the model's logits (plus `offsets`, (n, K), when given) over encoded pairs,
+    batched longest first so padding stays small."""
     import torch
     from tqdm.auto import tqdm
 
@@ -181,6 +194,8 @@ def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, sh
             chunk = order[start:start + batch_size]
             batch = collate(tokenizer, [ids[i] for i in chunk]).to(device)
             logits = model(**batch).logits.float()
+            if offsets is not None:
+                logits = logits + torch.as_tensor(offsets[chunk], dtype=torch.float32, device=device)
             out[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()
     model.train(was_training)
     return out

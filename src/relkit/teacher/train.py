@@ -22,6 +22,7 @@ from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_n
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.teacher.model import (META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate, encode_pairs,
                                   family_of, load_tokenizer, predict_ids)
+from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
 from relkit.workspace import Workspace
 
 CHECKPOINT = "checkpoint"
@@ -34,6 +35,7 @@ class TrainConfig:
     gguf_file: str | None = None      # a GGUF file inside `model` to dequantize and train
     name: str | None = None           # saved as artifacts/teacher-<name>; default <base>-<date>-<time>
     max_length: int = 128             # tokens of query + item text; the item side is cut first
+    fields: str = ""                  # item text fields, `name[:max_words],...` (see relkit.text); "" = all
     epochs: float = 3.0
     batch_size: int = 32              # pairs per optimizer step = batch_size * grad_accum
     grad_accum: int = 1
@@ -47,6 +49,9 @@ class TrainConfig:
     listwise_weight: float = 0.0      # adds this x a ListNet loss over each query's items in a batch (batches are
                                       # then made of whole queries): the order within a query, which absolute
                                       # labels from a few hundred queries teach poorly
+    prior: str = "default"            # bi-encoder whose cosine gives the starting logits (see teacher/prior.py):
+                                      # 'default' (all-MiniLM-L6-v2), a path or hub id; 'none' = a plain
+                                      # cross-encoder
     primary: str = "qwk"              # dev metric that picks the weights to keep
     decision: str = "cutpoints"       # cutpoints: a level from the expected level, cut where dev QWK is best;
                                       # argmax: the most probable level
@@ -293,13 +298,17 @@ def save_teacher(model, tokenizer, meta: TeacherMeta, path: Path) -> None:
 def _model_card(meta: TeacherMeta) -> str:
     metrics = "\n".join(f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in meta.metrics.items()
                         if not isinstance(v, (list, dict)))
+    prior = ""
+    if meta.prior:
+        prior = (f" Its logits add a prior from the bi-encoder `{meta.prior['model']}`: per level, a weight times "
+                 f"the cosine of query and item text plus a bias (in relkit.json).")
     return f"""# relkit teacher
 
 A {meta.family} cross-encoder fine-tuned from `{meta.base_model}` to predict search relevance on
 {meta.scale.k} levels ({meta.scale.describe()}). It reads `{meta.template.query_prefix}query` and
-`{meta.template.item_prefix}item text` (item fields: {', '.join(meta.template.fields)}), at most
-{meta.max_length} tokens. Load it with `relkit.teacher.Teacher.load(path)`; `relkit.json` holds the
-scale, the text template and the training config.
+`{meta.template.item_prefix}item text` (item fields: {meta.template.item_text.describe()}), at
+most {meta.max_length} tokens.{prior} Load it with `relkit.teacher.Teacher.load(path)`; `relkit.json`
+holds the scale, the text template and the training config.
 
 ## Dev metrics of these weights
 
@@ -366,6 +375,7 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     if config.primary not in metric_names(ws.scale):
         raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
     k = ws.scale.k
+    item_template = ItemTextTemplate.parse(config.fields) if config.fields else DEFAULT_TEMPLATE
     train = load_judged_pairs(ws, "train")
     check_train_data(train, k)
     if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
@@ -381,17 +391,36 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     torch.manual_seed(config.seed)
     model, tokenizer, family, _ = load_base(config, k, device)
     prefix_q, prefix_i = TEMPLATES[family]
+    template = TextTemplate(item_text=item_template, query_prefix=prefix_q, item_prefix=prefix_i)
     meta = TeacherMeta(base_model=config.model if not config.gguf_file else f"{config.model}:{config.gguf_file}",
-                       family=family, scale=ws.scale, template=TextTemplate(query_prefix=prefix_q, item_prefix=prefix_i),
-                       max_length=config.max_length, config=asdict(config))
-    train_ids = encode_pairs(tokenizer, meta.template, train.queries, train.item_texts(), config.max_length)
-    dev_ids = encode_pairs(tokenizer, meta.template, dev.queries, dev.item_texts(), config.max_length)
+                       family=family, scale=ws.scale, template=template, max_length=config.max_length,
+                       config=asdict(config))
+    train_texts, dev_texts = train.item_texts(item_template), dev.item_texts(item_template)
+    train_ids = encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length)
+    dev_ids = encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length)
     targets = torch.tensor(train.labels - 1)
+    prior_w = prior_b = train_cos = dev_cos = None
+    if config.prior != "none":
+        from relkit.teacher.prior import Prior, cosines
+
+        log(f"bi-encoder prior: cosines of {len(train) + len(dev):,} pairs under '{config.prior}'")
+        train_cos = torch.tensor(cosines(config.prior, train.queries, train_texts, show_progress))
+        dev_cos = cosines(config.prior, dev.queries, dev_texts, show_progress)
+        fitted = Prior.fit(config.prior, train_cos.numpy(), train.labels, k)
+        prior_w = torch.nn.Parameter(torch.tensor(fitted.weight, dtype=torch.float32, device=device))
+        prior_b = torch.nn.Parameter(torch.tensor(fitted.bias, dtype=torch.float32, device=device))
+
+    def current_prior() -> dict | None:
+        if prior_w is None:
+            return None
+        return Prior(config.prior, prior_w.detach().cpu().tolist(), prior_b.detach().cpu().tolist()).to_dict()
 
     head = _head_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    head_params = [p for p in params if id(p) in head] + ([prior_w, prior_b] if prior_w is not None else [])
     param_groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr},
-                    {"params": [p for p in params if id(p) in head], "lr": config.head_lr or config.lr}]
+                    {"params": head_params, "lr": config.head_lr or config.lr}]
+    params = params + ([prior_w, prior_b] if prior_w is not None else [])
     optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], weight_decay=config.weight_decay)
     query_numbers = np.unique(np.array(train.query_ids), return_inverse=True)[1]
     groups = query_numbers if config.listwise_weight else None
@@ -420,13 +449,18 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
         optimizer.load_state_dict(checkpoint_state["optimizer"])
         scheduler.load_state_dict(checkpoint_state["scheduler"])
         torch.set_rng_state(checkpoint_state["torch_rng"])
+        if prior_w is not None:
+            with torch.no_grad():
+                prior_w.copy_(checkpoint_state["prior_w"])
+                prior_b.copy_(checkpoint_state["prior_b"])
         step, epoch, micro = int(checkpoint_state["step"]), int(checkpoint_state["epoch"]), int(checkpoint_state["micro"])
         best, best_step = float(checkpoint_state["best"]), int(checkpoint_state["best_step"])
         history = [h for h in _history(out) if h["step"] <= step]  # evaluations after the checkpoint are redone
         log(f"resuming {name} at step {step} of {total_steps}")
 
     def evaluate_dev() -> tuple[dict, list[float] | None]:
-        proba = predict_ids(model, tokenizer, dev_ids, batch_size=64)
+        offsets = None if prior_w is None else Prior(**current_prior()).logits(dev_cos)
+        proba = predict_ids(model, tokenizer, dev_ids, batch_size=64, offsets=offsets)
         cuts = None
         if config.decision == "cutpoints":
             cuts = fit_cutpoints(expected_level(proba), dev.labels, ws.scale.levels).tolist()
@@ -436,11 +470,31 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
         return metrics, cuts
 
     def checkpoint() -> None:
-        save_checkpoint(model, optimizer, scheduler, {"step": step, "epoch": epoch, "micro": micro, "best": best,
-                                                      "best_step": best_step}, config, out / CHECKPOINT)
+        state = {"step": step, "epoch": epoch, "micro": micro, "best": best, "best_step": best_step}
+        if prior_w is not None:
+            state.update(prior_w=prior_w.detach().cpu(), prior_b=prior_b.detach().cpu())
+        save_checkpoint(model, optimizer, scheduler, state, config, out / CHECKPOINT)
+
+    def evaluate_and_keep() -> None:
+        """A dev evaluation; the weights are saved as the teacher when `primary` improves."""
+        nonlocal best, best_step
+        metrics, cuts = evaluate_dev()
+        history.append({"step": step, **metrics})
+        value = metrics[config.primary]
+        improved = value is not None and value > best
+        log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
+            f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
+        if improved or best == -math.inf:
+            best, best_step = (value if value is not None else best), step
+            meta.metrics, meta.cutpoints, meta.prior = {**metrics, "step": step}, cuts, current_prior()
+            meta.config = asdict(config)
+            save_teacher(model, tokenizer, meta, out)
+        _write_history(out, history)
 
     stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
     bar = tqdm(total=total_steps, initial=step, disable=not show_progress, desc=f"teacher-{name}", unit="step")
+    if step == 0:
+        evaluate_and_keep()  # the starting point (the prior alone, when there is one) is a candidate too
     model.train()
     seen, tick = 0, time.perf_counter()
     try:
@@ -456,6 +510,8 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                     batch = collate(tokenizer, [train_ids[i] for i in idx]).to(device)
                     with autocast:
                         logits = model(**batch).logits.float()
+                    if prior_w is not None:
+                        logits = logits + train_cos[idx].to(device)[:, None] * prior_w + prior_b
                     y = targets[idx].to(device)
                     loss = loss_fn(logits, y)
                     if config.ordinal_weight:
@@ -481,18 +537,7 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                 if (config.eval_every and step % config.eval_every == 0) or (not config.eval_every and end_of_epoch) \
                         or step == total_steps:
                     eval_start = time.perf_counter()
-                    metrics, cuts = evaluate_dev()
-                    history.append({"step": step, **metrics})
-                    value = metrics[config.primary]
-                    improved = value is not None and value > best
-                    log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
-                        f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
-                    if improved or best == -math.inf:
-                        best, best_step = (value if value is not None else best), step
-                        meta.metrics, meta.cutpoints = {**metrics, "step": step}, cuts
-                        meta.config = asdict(config)
-                        save_teacher(model, tokenizer, meta, out)
-                    _write_history(out, history)
+                    evaluate_and_keep()
                     model.train()
                     tick += time.perf_counter() - eval_start  # pairs/s counts training time only
                 if step % config.checkpoint_every == 0:

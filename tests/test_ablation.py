@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from conftest import write_csv
+from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
+from relkit.ablation import ablate, fields_with_data
+from relkit.teacher import TrainConfig
+from tiny_models import build
+
+
+@pytest.fixture
+def described(tmp_path):
+    """Items with a title and, for half of them, a description; no other field."""
+    things = ["chair", "table", "lamp", "hose", "drill", "door"]
+    items, judgments = [], []
+    for n, thing in enumerate(things):
+        for color in ("red", "blue", "green"):
+            items.append([f"{color}-{thing}", f"{color} {thing}", f"oak {thing}" if n % 2 else ""])
+            judgments += [[f"{color} {thing}", f"{color}-{thing}", "3"],
+                          [f"{color} {thing}", f"{color}-{things[n - 1]}", "1"],
+                          [f"{color} {thing}", f"{'blue' if color == 'red' else 'red'}-{thing}", "2"]]
+    ws = Workspace.create(tmp_path / "ws", LabelScale.default(3))
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"], items))
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], judgments))
+    split_queries(ws, SplitConfig(seed=2, dev=0.25, test=0.25))
+    yield ws
+    ws.close()
+
+
+def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
+    bert = build("bert", tmp_path)
+    assert fields_with_data(described, ["title", "caption", "description", "board_titles"]) == ["title", "description"]
+    messages = []
+    config = TrainConfig(model=str(bert), epochs=1, batch_size=8, max_length=32, prior="none")
+    rows = ablate(described, config, ["title", "caption", "description"], log=messages.append, show_progress=False)
+    assert [r.fields for r in rows] == [("title",), ("title", "description")]
+    assert "no data for caption: left out of the ablation" in messages
+    for row in rows:
+        meta = json.loads((described.artifacts / f"teacher-{row.teacher}" / "relkit.json").read_text())
+        assert [f["name"] for f in meta["template"]["fields"]] == list(row.fields)
+        assert row.metrics["accuracy"] is not None and row.metrics["ndcg@10"] is not None
+    with pytest.raises(RelkitError, match="unknown item text field 'colour'"):
+        ablate(described, config, ["title", "colour"], show_progress=False)
+    with pytest.raises(RelkitError, match="no item judged in the train split has any of the fields"):
+        ablate(described, config, ["caption"], show_progress=False)
