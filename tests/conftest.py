@@ -57,3 +57,13 @@ def head_lines(src: Path, dst: Path, n_records: int) -> Path:
                 break
             writer.writerow(row)
     return dst
+
+
+def write_png(path: Path, seed: int, size: tuple[int, int] = (40, 50)) -> Path:
+    """A real PNG of random pixels (a different picture per seed)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random((*size, 3)) * 255).astype("uint8")
+    Image.fromarray(pixels).save(path, format="PNG")
+    return path

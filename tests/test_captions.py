@@ -2,10 +2,9 @@ import http.server
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from conftest import write_csv
+from conftest import write_csv, write_png as png
 from relkit import import_file, load_judged_pairs, split_queries
 from relkit.captions import Captioner, caption_items
 from tiny_models import build_blip
@@ -14,14 +13,6 @@ from tiny_models import build_blip
 @pytest.fixture(scope="module")
 def blip(tmp_path_factory):
     return str(build_blip(tmp_path_factory.mktemp("blip")))
-
-
-def png(path, seed, size=(40, 50)):
-    from PIL import Image
-
-    pixels = (np.random.default_rng(seed).random((*size, 3)) * 255).astype("uint8")
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ def relkit(*args, cwd=None, env=None):
                           cwd=cwd, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=600)
 
 
-@pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval"])
+@pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval", "teach", "ablate", "caption",
+                                     "engaged"])
 def test_every_command_has_help(command):
     result = relkit(*([command] if command else []), "--help")
     assert result.returncode == 0, result.stderr
@@ -99,3 +100,29 @@ def test_teach_then_eval(tmp_path):
     metrics = report["systems"][0]["metrics"]
     assert report["systems"][0]["name"] == "teacher:t" and 0.0 <= metrics["accuracy"] <= 1.0
     assert "teacher-t" in relkit("status", "-w", ws).stdout
+
+
+def test_item_text_commands(tmp_path):
+    """engaged and caption from the command line, with their counts in status; bad input exits 2."""
+    from conftest import write_png as png
+    from tiny_models import build_blip
+
+    ws = tmp_path / "ws"
+    relkit("init", ws)
+    png(tmp_path / "a.png", 1)
+    items = write_csv(tmp_path / "items.csv", ["item_id", "title", "image"],
+                      [["1", "Chair", str(tmp_path / "a.png")], ["2", "Lamp", str(tmp_path / "gone.png")]])
+    assert relkit("import", "items", items, "-w", ws).returncode == 0
+    log = write_csv(tmp_path / "eng.csv", ["query", "item_id", "impressions", "clicks", "timestamp"],
+                    [["oak chair", "1", 9, 3, "2026-01-02"], ["desk lamp", "2", 9, 1, "2026-01-01"]])
+    imported = relkit("import", "engagement", log, "-w", ws)
+    assert "2 items with engaged-query tokens" in imported.stdout, imported.stderr
+    assert "1 items have engaged-query tokens (top 8, 1 days)" in relkit("engaged", "--days", "1", "-w", ws).stdout
+    bad = relkit("engaged", "--as-of", "soon", "-w", ws)
+    assert bad.returncode == 2 and "as_of must be an ISO date" in bad.stderr
+    blip = build_blip(tmp_path)
+    captioned = relkit("caption", "--model", blip, "-w", ws)
+    assert captioned.returncode == 0, captioned.stderr
+    assert "2 items with an image: 1 images captioned" in captioned.stdout and "1 unreadable" in captioned.stdout
+    status = " ".join(relkit("status", "-w", ws).stdout.split())
+    assert "captioned items 1 (1 images unreadable)" in status and "items with engaged-query tokens 1" in status

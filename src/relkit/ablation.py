@@ -61,16 +61,17 @@ def ablate(ws: Workspace, config: TrainConfig, fields: Sequence[str] = tuple(FIE
 
 
 def ablation_table(rows: list[AblationRow], metrics: Sequence[str]):
+    """Metrics as rows, one column per field set (title, + description, ...), like `relkit eval`."""
     from rich.table import Table
 
     table = Table(title="item text ablation")
-    table.add_column("fields")
-    for m in [*metrics, "minutes"]:
-        table.add_column(m, justify="right")
+    table.add_column("metric", no_wrap=True)
     for i, row in enumerate(rows):
-        label = row.fields[0] if i == 0 else f"+ {row.fields[-1]}"
-        values = [row.metrics.get(m) for m in metrics]
-        table.add_row(label, *("-" if v is None else f"{v:.4f}" for v in values), f"{row.minutes:.1f}")
+        table.add_column(row.fields[0] if i == 0 else f"+ {row.fields[-1]}", justify="right", no_wrap=True)
+    for m in metrics:
+        values = [row.metrics.get(m) for row in rows]
+        table.add_row(m, *("-" if v is None else f"{v:.4f}" for v in values))
+    table.add_row("minutes", *(f"{row.minutes:.1f}" for row in rows))
     return table
 
 

@@ -143,6 +143,10 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
         counts = Table(show_header=False, box=None)
         for table in ("items", "queries", "judgments", "pairs", "engagement"):
             counts.add_row(table, f"{ws.count(table):,}")
+        captioned, failed = ws.fetchone("SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER "
+                                         "(WHERE error IS NOT NULL) FROM item_captions")
+        counts.add_row("captioned items", f"{captioned:,}" + (f" ({failed:,} images unreadable)" if failed else ""))
+        counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
         console.print(counts)
