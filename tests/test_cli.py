@@ -16,7 +16,7 @@ def relkit(*args, cwd=None, env=None):
 
 
 @pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval", "teach", "ablate", "caption",
-                                     "engaged"])
+                                     "engaged", "pairs"])
 def test_every_command_has_help(command):
     result = relkit(*([command] if command else []), "--help")
     assert result.returncode == 0, result.stderr
@@ -126,3 +126,15 @@ def test_item_text_commands(tmp_path):
     assert "2 items with an image: 1 images captioned" in captioned.stdout and "1 unreadable" in captioned.stdout
     status = " ".join(relkit("status", "-w", ws).stdout.split())
     assert "captioned items 1 (1 images unreadable)" in status and "items with engaged-query tokens 1" in status
+
+
+def test_pairs_command_on_the_sample(tmp_path):
+    ws = tmp_path / "ws"
+    relkit("init", ws)
+    relkit("import", "judgments", SAMPLE, "--format", "homedepot", "-w", ws)
+    early = relkit("pairs", "-w", ws)
+    assert early.returncode == 2 and "run `relkit split` first" in early.stderr
+    relkit("split", "--seed", "13", "--test", "0.2", "-w", ws)
+    made = relkit("pairs", "--k", "5", "--source", "bm25", "-w", ws)
+    assert made.returncode == 0, made.stderr
+    assert "train queries" in made.stdout and "new pairs" in made.stdout

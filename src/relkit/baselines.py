@@ -7,7 +7,18 @@ from relkit.evaluate import JudgedPairs, Prediction
 from relkit.features.bm25 import BM25Index
 from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, pair_cosines
 from relkit.text import item_text
-from relkit.workspace import Workspace
+from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
+
+
+def catalog(ws: Workspace) -> tuple[list[str], list[str]]:
+    """Every item's id and text (the default item text template), in item id order."""
+    cols = ", ".join(ITEM_RECORD_COLUMNS)
+    rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
+    return [r[0] for r in rows], [item_text(dict(zip(ITEM_RECORD_COLUMNS, r))) for r in rows]
+
+
+def catalog_index(ws: Workspace, show_progress: bool = False) -> BM25Index:
+    return BM25Index(*catalog(ws), show_progress=show_progress)
 
 
 class BM25System:
@@ -19,9 +30,7 @@ class BM25System:
         self.show_progress = show_progress
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
-        rows = self.ws.fetchall("SELECT item_id, title, description FROM items ORDER BY item_id")
-        index = BM25Index([r[0] for r in rows], [item_text({"title": r[1], "description": r[2]}) for r in rows],
-                          show_progress=self.show_progress)
+        index = catalog_index(self.ws, show_progress=self.show_progress)
         scores = np.zeros(len(pairs), dtype=np.float64)
         by_query: dict[str, list[int]] = {}
         for i, q in enumerate(pairs.query_ids):

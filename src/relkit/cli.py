@@ -315,6 +315,39 @@ def engaged(
     console.print(f"{n:,} items have engaged-query tokens (top {top}, {days} days)", highlight=False)
 
 
+@app.command()
+@_friendly
+def pairs(
+    k: Annotated[int, typer.Option(min=1, help="Items per query from each source.")] = 20,
+    source: Annotated[list[str] | None, typer.Option(
+        help="bm25 and/or embedding (repeatable; default both).")] = None,
+    encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = "default",
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Make unlabeled candidate pairs for the train queries: the catalog's top k by BM25 and by embedding."""
+    from relkit.candidates import SOURCES, make_pairs
+
+    with _open(workspace) as ws:
+        result = make_pairs(ws, k=k, sources=source or SOURCES, encoder=encoder)
+    console.print(result.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
+def label(
+    teacher: Annotated[str, typer.Option(help="The teacher: NAME (artifacts/teacher-NAME) or a path.")],
+    shard_size: Annotated[int, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")] = 4096,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 64,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Label the pairs table with a teacher's soft labels; a rerun labels only what is missing."""
+    from relkit.labeling import label_pairs
+
+    with _open(workspace) as ws:
+        result = label_pairs(ws, teacher, shard_size=shard_size, batch_size=batch_size)
+    console.print(result.summary(), highlight=False)
+
+
 def _parse_sets(entries: list[str], cls) -> dict:
     """KEY=VALUE strings as typed values of the dataclass `cls`'s fields."""
     import dataclasses

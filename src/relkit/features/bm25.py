@@ -40,3 +40,16 @@ class BM25Index:
             return np.zeros(len(item_ids), dtype=np.float32)
         all_scores = self.retriever.get_scores(tokens)
         return all_scores[[self.position[i] for i in item_ids]].astype(np.float32)
+
+    def top_k(self, queries: Sequence[str], k: int) -> list[list[int]]:
+        """Positions (in the indexed order) of each query's k best items with a positive score."""
+        out = []
+        for query in queries:
+            tokens = self.tokens(query)
+            if not tokens:
+                out.append([])
+                continue
+            scores = self.retriever.get_scores(tokens)
+            best = np.argsort(-scores, kind="stable")[:k]
+            out.append([int(i) for i in best if scores[i] > 0])
+        return out

@@ -1,0 +1,84 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, write_csv
+from relkit import LabelScale, SplitConfig, Workspace, import_file, split_queries
+from relkit.labeling import label_pairs
+from relkit.teacher import TrainConfig, train_teacher
+from tiny_models import build
+
+COLORS, THINGS = ["red", "blue", "green", "black"], ["chair", "table", "lamp", "hose", "drill", "door", "saw", "rug"]
+
+
+@pytest.fixture
+def labeled_ws(tmp_path):
+    """A workspace with a (step-0) teacher and 256 candidate pairs, half of which repeat another's text."""
+    ws = Workspace.create(tmp_path / "ws", LabelScale.default(3))
+    items = [[f"{c}-{t}", f"{c} {t}"] for c in COLORS for t in THINGS]
+    items += [[f"{c}-{t}-copy", f"{c} {t}"] for c in COLORS[:1] for t in THINGS]  # same text, other id
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title"], items))
+    judgments = [[f"{c} {t}", f"{c}-{t}", "3"] for c in COLORS for t in THINGS]
+    judgments += [[f"{c} {t}", f"{c}-{THINGS[THINGS.index(t) - 1]}", "1"] for c in COLORS for t in THINGS]
+    judgments += [[f"{c} {t}", f"{COLORS[COLORS.index(c) - 1]}-{t}", "2"] for c in COLORS for t in THINGS]
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], judgments))
+    split_queries(ws, SplitConfig(seed=0, dev=0.25, test=0.0))
+    ids = dict(ws.fetchall("SELECT query, query_id FROM queries"))
+    chosen = items[:4] + items[32:36]  # four items and their copies: two ids per text
+    pairs = [[ids[f"{c} {t}"], item[0]] for c in COLORS for t in THINGS for item in chosen]
+    import_file(ws, "pairs", write_csv(tmp_path / "p.csv", ["query_id", "item_id"], pairs))
+    model = build("bert", tmp_path)
+    train_teacher(ws, TrainConfig(model=str(model), name="t", epochs=1, batch_size=8, max_length=32), stop_after=0,
+                  show_progress=False, log=lambda m: None)
+    yield ws
+    ws.close()
+
+
+def labels(ws):
+    return ws.fetchall("SELECT query_id, item_id, p1 + p2 + p3, expected_level FROM teacher_labels "
+                       "ORDER BY query_id, item_id")
+
+
+def test_labels_every_pair_once_and_dedupes_texts(labeled_ws):
+    ws = labeled_ws
+    n = ws.count("pairs")
+    result = label_pairs(ws, "t", shard_size=64, show_progress=False)  # a query's 8 pairs share a shard
+    assert result.labeled == result.pending == n == 256 and result.shards == 4
+    texts = ws.fetchone("""SELECT count(DISTINCT (q.query, i.title)) FROM pairs p JOIN queries q USING (query_id)
+                           JOIN items i USING (item_id)""")[0]
+    assert result.scored == texts == n // 2  # a repeated (query, text) is scored once
+    rows = labels(ws)
+    assert len(rows) == n and len({(q, i) for q, i, _, _ in rows}) == n
+    assert all(abs(s - 1) < 1e-5 and 1 <= e <= 3 for _, _, s, e in rows)
+    again = label_pairs(ws, "t", show_progress=False)
+    assert again.labeled == 0 and len(labels(ws)) == n
+
+
+def test_sigkill_then_rerun_labels_everything_exactly_once(labeled_ws):
+    ws = labeled_ws
+    path, n = ws.path, ws.count("pairs")
+    ws.close()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "relkit", "label", "--teacher", "t", "--shard-size", "4", "--batch-size", "2",
+               "-w", str(path)]
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = path / "labels" / "t"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 3:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = len(list(shards.glob("shard-*.parquet")))
+    assert 3 <= written < -(-n // 4), "the run was to be killed part way"
+    (shards / "shard-99999.tmp").write_bytes(b"half a shard")  # as if killed while writing
+    rerun = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(shards.glob("*.tmp"))
+    with Workspace.open(path) as again:
+        rows = labels(again)
+        assert len(rows) == n and len({(q, i) for q, i, _, _ in rows}) == n
+        assert {(q, i) for q, i, _, _ in rows} == set(again.fetchall("SELECT query_id, item_id FROM pairs"))
