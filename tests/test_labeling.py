@@ -82,3 +82,59 @@ def test_sigkill_then_rerun_labels_everything_exactly_once(labeled_ws):
         rows = labels(again)
         assert len(rows) == n and len({(q, i) for q, i, _, _ in rows}) == n
         assert {(q, i) for q, i, _, _ in rows} == set(again.fetchall("SELECT query_id, item_id FROM pairs"))
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_onnx_backend_agrees_with_torch(tmp_path, kind):
+    import numpy as np
+
+    from relkit.teacher import Teacher, TeacherMeta, TextTemplate
+    from relkit.teacher.model import TEMPLATES
+    from relkit.teacher.train import load_base, save_teacher
+
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(build(kind, tmp_path))), 3, "cpu")
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    meta = TeacherMeta(base_model=kind, family=family, scale=LabelScale.default(3), template=template, max_length=32)
+    save_teacher(model, tokenizer, meta, tmp_path / "teacher")
+    pairs = [("red chair", "red oak chair"), ("blue lamp", "green garden hose reel with metal cord"), ("saw", "saw")]
+    torch_proba = Teacher.load(tmp_path / "teacher").predict_proba(pairs, batch_size=2)
+    onnx_teacher = Teacher.load(tmp_path / "teacher").use_onnx()
+    np.testing.assert_allclose(onnx_teacher.predict_proba(pairs, batch_size=2), torch_proba, atol=1e-5)
+    assert (tmp_path / "teacher" / "onnx" / "model.onnx").is_file()
+    int8 = Teacher.load(tmp_path / "teacher").use_onnx(int8=True).predict_proba(pairs, batch_size=2)
+    np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(int8 - torch_proba).max() < 0.05  # quantized weights: close, not equal
+
+
+def test_onnx_labels_match_torch_labels(labeled_ws):
+    import numpy as np
+
+    ws = labeled_ws
+    label_pairs(ws, "t", show_progress=False)
+    torch_rows = labels(ws)
+    import shutil
+    shutil.rmtree(ws.path / "labels" / "t")
+    result = label_pairs(ws, "t", backend="onnx", show_progress=False)
+    assert result.labeled == len(torch_rows)
+    onnx_rows = labels(ws)
+    assert [r[:2] for r in onnx_rows] == [r[:2] for r in torch_rows]
+    np.testing.assert_allclose([r[3] for r in onnx_rows], [r[3] for r in torch_rows], atol=1e-4)
+    from relkit import RelkitError
+    with pytest.raises(RelkitError, match="unknown backend 'tpu'"):
+        label_pairs(ws, "t", backend="tpu", show_progress=False)
+
+
+def test_ray_engine_gives_the_local_engine_output(labeled_ws):
+    import numpy as np
+
+    ws = labeled_ws
+    label_pairs(ws, "t", shard_size=64, show_progress=False)
+    local = labels(ws)
+    import shutil
+    shutil.rmtree(ws.path / "labels" / "t")
+    result = label_pairs(ws, "t", shard_size=64, engine="ray", ray_actors=1, show_progress=False)
+    assert result.labeled == len(local) and result.scored == len(local) // 2
+    on_ray = labels(ws)
+    assert [r[:2] for r in on_ray] == [r[:2] for r in local]
+    np.testing.assert_allclose([r[3] for r in on_ray], [r[3] for r in local], atol=1e-5)
+    assert not list((ws.path / "labels" / "t").glob("*.tmp"))

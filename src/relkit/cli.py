@@ -338,13 +338,19 @@ def label(
     teacher: Annotated[str, typer.Option(help="The teacher: NAME (artifacts/teacher-NAME) or a path.")],
     shard_size: Annotated[int, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")] = 4096,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 64,
+    backend: Annotated[str, typer.Option(help="torch, onnx (ONNX Runtime) or onnx-int8 (dynamic int8 weights).")] =
+        "torch",
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data, the same output).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join (default: start a local Ray).")] = None,
+    ray_actors: Annotated[int, typer.Option(min=1, help="Scoring actors in the Ray pool.")] = 2,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Label the pairs table with a teacher's soft labels; a rerun labels only what is missing."""
     from relkit.labeling import label_pairs
 
     with _open(workspace) as ws:
-        result = label_pairs(ws, teacher, shard_size=shard_size, batch_size=batch_size)
+        result = label_pairs(ws, teacher, shard_size=shard_size, batch_size=batch_size, backend=backend,
+                             engine=engine, ray_address=ray_address, ray_actors=ray_actors)
     console.print(result.summary(), highlight=False)
 
 

@@ -9,6 +9,7 @@ labeled exactly once. Pairs with the same query and item text are scored once.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from relkit.errors import RelkitError
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
 LABELS_DIR = "labels"
+PENDING = "pending-input.parquet"   # the ray engine's input, removed when it ends
 VIEW = "teacher_labels"
 
 
@@ -55,8 +57,58 @@ def refresh_view(ws: Workspace) -> None:
         ws.run(f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def score_table(teacher, table, batch_size: int = 64):
+    """The one scoring function of both engines: a table of (query_id, item_id, query, text) ->
+    (teacher, query_id, item_id, p1..pK, expected_level). A repeated (query, text) is scored once."""
+    import pyarrow as pa
+
+    queries, texts = table.column("query").to_pylist(), table.column("text").to_pylist()
+    distinct: dict[tuple[str, str], int] = {}
+    for pair in zip(queries, texts):
+        distinct.setdefault(pair, len(distinct))
+    proba = teacher.predict_proba(list(distinct), batch_size=batch_size)
+    proba = proba[[distinct[pair] for pair in zip(queries, texts)]]
+    k = proba.shape[1]
+    name = teacher.path.name.removeprefix("teacher-") if teacher.path else "teacher"
+    out = {"teacher": [name] * len(queries), "query_id": table.column("query_id"), "item_id": table.column("item_id")}
+    for level in range(k):
+        out[f"p{level + 1}"] = proba[:, level].astype(np.float32)
+    out["expected_level"] = (proba @ np.arange(1, k + 1)).astype(np.float32)
+    return pa.table(out), len(distinct)
+
+
+class RayScorer:
+    """A Ray Data actor: loads the teacher once, then scores batches with `score_table`."""
+
+    def __init__(self, path: str, backend: str, batch_size: int):
+        from relkit.teacher.model import Teacher
+
+        self.teacher = Teacher.load(path)
+        if backend != "torch":
+            self.teacher.use_onnx(int8=backend == "onnx-int8")
+        self.batch_size = batch_size
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        scored, distinct = score_table(self.teacher, table, self.batch_size)
+        return scored.append_column("distinct", pa.array([distinct] + [0] * (len(scored) - 1), pa.int64()))
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+ENGINES = ("local", "ray")
+
+
 def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_size: int = 64,
-                show_progress: bool = True, log=print) -> LabelResult:
+                backend: str = "torch", engine: str = "local", ray_address: str | None = None,
+                ray_actors: int = 2, show_progress: bool = True) -> LabelResult:
+    """Label the pairs no shard holds yet. `backend`: torch, onnx (ONNX Runtime, fp32) or onnx-int8
+    (dynamically quantized weights). `engine`: local (this process) or ray (Ray Data: Parquet in,
+    `map_batches` over a pool of `ray_actors` actors; a local Ray unless `ray_address`); both write
+    the same shards."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm.auto import tqdm
@@ -64,16 +116,20 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     from relkit.teacher.model import Teacher
     from relkit.teacher.system import TeacherSystem
 
-    if shard_size < 1 or batch_size < 1:
-        raise RelkitError("shard_size and batch_size must be at least 1")
+    if backend not in BACKENDS:
+        raise RelkitError(f"unknown backend '{backend}'; one of {', '.join(BACKENDS)}")
+    if engine not in ENGINES:
+        raise RelkitError(f"unknown engine '{engine}'; one of {', '.join(ENGINES)}")
+    if shard_size < 1 or batch_size < 1 or ray_actors < 1:
+        raise RelkitError("shard_size, batch_size and ray_actors must be at least 1")
     system = TeacherSystem.from_workspace(ws, teacher_ref)
     name = system.path.name.removeprefix("teacher-")
     out = labels_dir(ws, name)
     out.mkdir(parents=True, exist_ok=True)
-    for stray in out.glob("*.tmp"):
-        stray.unlink()  # a shard being written when a run was killed
+    for stray in [*out.glob("*.tmp"), out / PENDING]:
+        stray.unlink(missing_ok=True)  # left by a run that was killed
     done = _shards(out)
-    labeled_sql = (f"ANTI JOIN read_parquet(?) l USING (query_id, item_id)" if done else "")
+    labeled_sql = "ANTI JOIN read_parquet(?) l USING (query_id, item_id)" if done else ""
     params = [[str(p) for p in done]] if done else []
     cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
     rows = ws.fetchall(f"""
@@ -84,32 +140,59 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
         refresh_view(ws)
         return LabelResult(name, 0, 0, 0, 0, 0.0)
     teacher = Teacher.load(system.path)
-    k = teacher.scale.k
+    template = teacher.meta.template
+    pending = pa.table({"query_id": [r[0] for r in rows], "item_id": [r[2] for r in rows],
+                        "query": [r[1] for r in rows],
+                        "text": [template.item(dict(zip(ITEM_RECORD_COLUMNS, r[2:]))) for r in rows]})
+    if engine == "local":
+        if backend != "torch":
+            teacher.use_onnx(int8=backend == "onnx-int8")
+        results = (score_table(teacher, pending.slice(s, shard_size), batch_size)
+                   for s in range(0, len(pending), shard_size))
+    else:
+        results = _ray_results(pending, system.path, out, backend, batch_size, shard_size, ray_address, ray_actors)
     next_number = 1 + max((int(p.stem.split("-")[1]) for p in done), default=-1)
     labeled = scored = shards = 0
     bar = tqdm(total=len(rows), disable=not show_progress, desc=f"labeling with teacher-{name}", unit="pair")
-    for start in range(0, len(rows), shard_size):
-        chunk = rows[start:start + shard_size]
-        texts = [teacher.meta.template.item(dict(zip(ITEM_RECORD_COLUMNS, r[2:]))) for r in chunk]
-        distinct: dict[tuple[str, str], int] = {}
-        for r, text in zip(chunk, texts):
-            distinct.setdefault((r[1], text), len(distinct))
-        proba = teacher.predict_proba(list(distinct), batch_size=batch_size)
-        rows_proba = proba[[distinct[(r[1], t)] for r, t in zip(chunk, texts)]]
-        table = {"teacher": [name] * len(chunk), "query_id": [r[0] for r in chunk],
-                 "item_id": [r[2] for r in chunk]}
-        for level in range(k):
-            table[f"p{level + 1}"] = rows_proba[:, level].astype(np.float32)
-        table["expected_level"] = (rows_proba @ np.arange(1, k + 1)).astype(np.float32)
+    for table, distinct in results:
         final = out / f"shard-{next_number + shards:05d}.parquet"
         tmp = final.with_suffix(".tmp")
-        pq.write_table(pa.table(table), tmp)
+        pq.write_table(table, tmp)
         tmp.rename(final)  # a shard exists whole or not at all
-        labeled += len(chunk)
-        scored += len(distinct)
+        labeled += len(table)
+        scored += distinct
         shards += 1
-        bar.update(len(chunk))
+        bar.update(len(table))
         bar.set_postfix(texts_s=f"{scored / (time.perf_counter() - started):.1f}")
     bar.close()
     refresh_view(ws)
     return LabelResult(name, len(rows), labeled, scored, shards, time.perf_counter() - started)
+
+
+def _ray_results(pending, teacher_path: Path, out: Path, backend: str, batch_size: int, shard_size: int,
+                 address: str | None, actors: int):
+    """Score `pending` on Ray Data; yields (shard table, distinct texts scored) as batches finish."""
+    import pyarrow.parquet as pq
+
+    try:
+        import ray
+    except ImportError:
+        raise RelkitError("the ray engine needs Ray: pip install 'ray[data]==2.60.0'") from None
+    source = out / PENDING
+    pq.write_table(pending, source)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 # the actors hold a CPU each; reading and writing blocks need one more
+                 **({} if address else {"num_cpus": max(actors + 1, os.cpu_count() or 1)}))
+    try:
+        ds = ray.data.read_parquet(str(source)).map_batches(
+            RayScorer, fn_constructor_kwargs={"path": str(teacher_path), "backend": backend, "batch_size": batch_size},
+            batch_size=shard_size, batch_format="pyarrow", concurrency=actors)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            distinct = int(sum(batch.column("distinct").to_pylist()))
+            yield batch.drop_columns(["distinct"]), distinct
+    finally:
+        source.unlink(missing_ok=True)
+        if started_here:
+            ray.shutdown()

@@ -129,10 +129,21 @@ class Teacher:
     (1, 5)
     """
 
-    def __init__(self, model, tokenizer, meta: TeacherMeta):
+    def __init__(self, model, tokenizer, meta: TeacherMeta, path: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.meta = meta
+        self.path = path
+        self.onnx = None   # an OnnxScorer once `use_onnx` is called
+
+    def use_onnx(self, int8: bool = False, threads: int | None = None) -> "Teacher":
+        """Score with ONNX Runtime from now on (the export is made once, in the teacher's folder)."""
+        from relkit.teacher.export import OnnxScorer
+
+        if self.path is None:
+            raise RelkitError("only a saved teacher (Teacher.load) can be exported to ONNX")
+        self.onnx = OnnxScorer(self, int8=int8, threads=threads)
+        return self
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Teacher":
@@ -145,7 +156,7 @@ class Teacher:
         tokenizer = load_tokenizer(str(path), meta.family)
         model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device)
         model.eval()
-        return cls(model, tokenizer, meta)
+        return cls(model, tokenizer, meta, path)
 
     @property
     def scale(self) -> LabelScale:
@@ -157,8 +168,10 @@ class Teacher:
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
         ids = encode_pairs(self.tokenizer, self.meta.template, queries, items, self.meta.max_length)
-        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress,
-                           offsets=self.prior_logits(queries, items))
+        offsets = self.prior_logits(queries, items)
+        if self.onnx is not None:
+            return self.onnx(ids, batch_size, offsets)
+        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress, offsets=offsets)
 
     def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str]) -> np.ndarray | None:
         """The bi-encoder prior's logits for these pairs, or None for a teacher without one."""

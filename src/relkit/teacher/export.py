@@ -1,0 +1,90 @@
+"""A teacher on ONNX Runtime: export once (fp32, optionally dynamic int8), then score pairs
+without torch in the loop. The export lives in the teacher's folder (`onnx/`) and is reused.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relkit.errors import RelkitError
+
+ONNX_DIR = "onnx"
+
+
+class LogitsOnly(torch.nn.Module):
+    """The model's logits alone (a decoder without its key-value cache), as the exporter wants."""
+
+    def __init__(self, model, decoder: bool):
+        super().__init__()
+        self.model, self.extra = model, ({"use_cache": False} if decoder else {})
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **self.extra).logits
+
+
+def export_onnx(teacher, int8: bool = False) -> Path:
+    """The teacher's ONNX file (exported on first use); with `int8`, its dynamically quantized copy."""
+    folder = teacher.path / ONNX_DIR
+    fp32 = folder / "model.onnx"
+    if not fp32.exists():
+        if teacher.meta.family == "encoder-decoder":
+            raise RelkitError("ONNX export covers encoder and decoder teachers; use the torch backend for T5")
+        folder.mkdir(exist_ok=True)
+        ids = teacher.tokenizer(["red chair"], ["a red oak chair"], return_tensors="pt",
+                                return_token_type_ids=False)
+        tmp = folder / "model.onnx.tmp"
+        model = LogitsOnly(teacher.model.eval(), decoder=teacher.meta.family == "decoder")
+        with torch.inference_mode():
+            torch.onnx.export(model, (ids["input_ids"], ids["attention_mask"]), str(tmp),
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                            "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+        tmp.rename(fp32)
+    if not int8:
+        return fp32
+    quantized = folder / "model-int8.onnx"
+    if not quantized.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = folder / "model-int8.onnx.tmp"
+        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
+        tmp.rename(quantized)
+    return quantized
+
+
+class OnnxScorer:
+    """Softmax over a teacher's ONNX logits for encoded pairs; the same batching as the torch path."""
+
+    def __init__(self, teacher, int8: bool = False, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = export_onnx(teacher, int8)
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.pad = teacher.tokenizer.pad_token_id or 0
+        self.k = teacher.scale.k
+
+    def __call__(self, ids: list[list[int]], batch_size: int = 64, offsets: np.ndarray | None = None) -> np.ndarray:
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.zeros((len(ids), self.k), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = np.full((len(chunk), width), self.pad, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                input_ids[row, :len(ids[i])] = ids[i]
+                mask[row, :len(ids[i])] = 1
+            logits = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            if offsets is not None:
+                logits = logits + offsets[chunk]
+            logits = logits - logits.max(axis=1, keepdims=True)
+            e = np.exp(logits)
+            out[chunk] = e / e.sum(axis=1, keepdims=True)
+        return out
