@@ -177,7 +177,7 @@ def _ray_results(pending, teacher_path: Path, out: Path, backend: str, batch_siz
     try:
         import ray
     except ImportError:
-        raise RelkitError("the ray engine needs Ray: pip install 'ray[data]==2.60.0'") from None
+        raise RelkitError("the ray engine needs Ray: pip install 'relkit[ray]' (ray[data]==2.60.0)") from None
     source = out / PENDING
     pq.write_table(pending, source)
     started_here = not ray.is_initialized()
