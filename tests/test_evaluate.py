@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import write_csv
-from relkit import (JudgedPairs, Prediction, RelkitError, SplitConfig, evaluate, import_file, load_judged_pairs,
+from relkit import (JudgedPairs, Prediction, RelkitError, evaluate, import_file, load_judged_pairs,
                     make_system, split_queries)
 from relkit.baselines import EmbeddingSystem
 

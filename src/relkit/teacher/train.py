@@ -20,7 +20,7 @@ import numpy as np
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
-from relkit.teacher.model import (META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate, encode_pairs,
+from relkit.teacher.model import (META_FILE, TEMPLATES, TeacherMeta, TextTemplate, collate, encode_pairs,
                                   family_of, load_tokenizer, predict_ids)
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
 from relkit.workspace import Workspace
