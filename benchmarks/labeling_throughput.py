@@ -8,7 +8,8 @@ ONNX Runtime (fp32 and dynamic int8), in one run.
 Pairs are the first N judged pairs of the workspace's test split (query and item text as the
 teacher reads them). Prints pairs/s of each path, its ratio to CrossEncoder.predict, the level
 agreement (argmax) with the torch path, and the achieved GFLOP/s against this machine's measured
-fp32 matmul peak. relkit's paths score each distinct (query, text) once and sort by length; the
+fp32 matmul peak. relkit's paths score each distinct (query, text) once, sort by length and, for
+BERT-style teachers, compute the last layer for the first token only (relkit/teacher/fast.py); the
 teacher must have no bi-encoder prior (CrossEncoder cannot add one).
 """
 from __future__ import annotations
@@ -39,12 +40,17 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return best
 
 
-def flops_per_pair(config, tokens: int) -> float:
-    """Forward FLOPs of a BERT-style encoder on one sequence: the dense layers plus attention."""
+def flops_per_pair(config, tokens: int, first_token_last_layer: bool = False) -> float:
+    """Forward FLOPs of a BERT-style encoder on one sequence: the dense layers plus attention. With
+    `first_token_last_layer`, the last layer computes keys and values for every token and the rest
+    for the first token only (relkit's scoring forward, teacher/fast.py)."""
     d, layers, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    dense = 2 * tokens * layers * (4 * d * d + 2 * d * ff)
-    attention = 2 * layers * 2 * tokens * tokens * d
-    return float(dense + attention)
+    per_token = 2 * (4 * d * d + 2 * d * ff)
+    attention = 2 * 2 * tokens * tokens * d
+    if not first_token_last_layer:
+        return float(layers * (tokens * per_token + attention))
+    last = tokens * 2 * 2 * d * d + (per_token - 2 * 2 * d * d) + 2 * 2 * tokens * d
+    return float((layers - 1) * (tokens * per_token + attention) + last)
 
 
 def timed(fn, repeats: int = 1):
@@ -61,7 +67,7 @@ def main() -> None:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--pairs", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32, help="for every path (CrossEncoder's default: 32)")
     args = parser.parse_args()
 
     teacher = Teacher.load(args.teacher)
@@ -107,8 +113,11 @@ def main() -> None:
     tokens = [len(ids) for ids in teacher.tokenizer([q for q, _ in distinct], [t for _, t in distinct],
                                                     truncation="only_second", max_length=teacher.meta.max_length,
                                                     return_token_type_ids=False)["input_ids"]]
-    work = sum(flops_per_pair(teacher.model.config, t) for t in tokens)  # what relkit computes
-    work_all = work * n / len(distinct)
+    from relkit.teacher.fast import FirstTokenClassifier
+
+    first = FirstTokenClassifier.supports(teacher.model)
+    work_all = sum(flops_per_pair(teacher.model.config, t) for t in tokens) * n / len(distinct)
+    work = sum(flops_per_pair(teacher.model.config, t, first) for t in tokens)  # what relkit computes
     peak = matmul_peak()
     reference = results["relkit torch"][0].argmax(axis=1)
     print(f"fp32 matmul peak (torch, {threads} threads, 2048x2048): {peak:.1f} GFLOP/s")
@@ -118,8 +127,9 @@ def main() -> None:
         agree = float((np.asarray(proba).argmax(axis=1) == reference).mean())
         print(f"{name:<22}{seconds:9.2f}{n / seconds:10.1f}{base_s / seconds:8.2f}{agree:8.4f}"
               f"{flops / seconds / 1e9:9.1f}{flops / seconds / 1e9 / peak:9.1%}")
-    print("GFLOP/s counts the real (unpadded) tokens of the pairs each path had to score: every pair for "
-          "CrossEncoder.predict, each distinct pair once for relkit")
+    print("GFLOP/s counts the work on the real (unpadded) tokens each path had to do: the full model on every "
+          "pair for CrossEncoder.predict; for relkit, each distinct pair once"
+          + (", with the last layer for the first token only" if first else ""))
 
 
 if __name__ == "__main__":

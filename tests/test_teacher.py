@@ -280,3 +280,26 @@ def test_prediction_uses_the_saved_item_text_template(learnable, tiny):
     record = {"title": "red oak chair table", "description": "green garden hose", "board_titles": ["lamp"]}
     np.testing.assert_allclose(teacher.predict_proba([("red chair", record)]),
                                teacher.predict_proba([("red chair", "red oak chair")]), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_first_token_forward_gives_the_models_logits(tiny, kind):
+    """The scoring forward that computes the last layer for the first token only is used for BERT and
+    XLM-R and gives their logits on a padded batch; other architectures keep their own forward."""
+    import torch
+
+    from relkit.teacher.fast import FirstTokenClassifier, logits_fn
+
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(tiny[kind])), 4, "cpu")
+    model.eval()
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    queries = ["red chair", "blue lamp", "green drill door", "oak"]
+    items = ["red oak chair with metal legs", "lamp", "drill bit saw blade steel cord", "wooden table"]
+    batch = tokenizer.pad({"input_ids": encode_pairs(tokenizer, template, queries, items, 32)}, return_tensors="pt")
+    assert (batch["attention_mask"] == 0).any()   # the batch is padded
+    assert FirstTokenClassifier.supports(model) == (kind in ("bert", "xlm-roberta"))
+    with torch.inference_mode():
+        expected = model(**batch).logits
+        got = logits_fn(model)(batch["input_ids"], batch["attention_mask"])
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

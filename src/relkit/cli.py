@@ -337,7 +337,7 @@ def pairs(
 def label(
     teacher: Annotated[str, typer.Option(help="The teacher: NAME (artifacts/teacher-NAME) or a path.")],
     shard_size: Annotated[int, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")] = 4096,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 32,
     backend: Annotated[str, typer.Option(help="torch, onnx (ONNX Runtime) or onnx-int8 (dynamic int8 weights).")] =
         "torch",
     engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data, the same output).")] = "local",

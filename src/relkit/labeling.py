@@ -60,7 +60,7 @@ def refresh_view(ws: Workspace) -> None:
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def score_table(teacher, table, batch_size: int = 64):
+def score_table(teacher, table, batch_size: int = 32):
     """The one scoring function of both engines: a table of (query_id, item_id, query, text) ->
     (teacher, query_id, item_id, p1..pK, expected_level). A repeated (query, text) is scored once."""
     import pyarrow as pa
@@ -102,7 +102,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 ENGINES = ("local", "ray")
 
 
-def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_size: int = 64,
+def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_size: int = 32,
                 backend: str = "torch", engine: str = "local", ray_address: str | None = None,
                 ray_actors: int = 2, show_progress: bool = True) -> LabelResult:
     """Label the pairs no shard holds yet. `backend`: torch, onnx (ONNX Runtime, fp32) or onnx-int8

@@ -35,7 +35,11 @@ def export_onnx(teacher, int8: bool = False) -> Path:
         ids = teacher.tokenizer(["red chair"], ["a red oak chair"], return_tensors="pt",
                                 return_token_type_ids=False)
         tmp = folder / "model.onnx.tmp"
-        model = LogitsOnly(teacher.model.eval(), decoder=teacher.meta.family == "decoder")
+        from relkit.teacher.fast import FirstTokenClassifier
+
+        model = teacher.model.eval()
+        model = (FirstTokenClassifier(model) if FirstTokenClassifier.supports(model)
+                 else LogitsOnly(model, decoder=teacher.meta.family == "decoder"))
         with torch.inference_mode():
             torch.onnx.export(model, (ids["input_ids"], ids["attention_mask"]), str(tmp),
                               input_names=["input_ids", "attention_mask"], output_names=["logits"],
@@ -70,7 +74,7 @@ class OnnxScorer:
         self.pad = teacher.tokenizer.pad_token_id or 0
         self.k = teacher.scale.k
 
-    def __call__(self, ids: list[list[int]], batch_size: int = 64, offsets: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, ids: list[list[int]], batch_size: int = 32, offsets: np.ndarray | None = None) -> np.ndarray:
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = np.zeros((len(ids), self.k), dtype=np.float32)
         for start in range(0, len(order), batch_size):

@@ -135,6 +135,7 @@ class Teacher:
         self.meta = meta
         self.path = path
         self.onnx = None   # an OnnxScorer once `use_onnx` is called
+        self._forward = None  # the scoring forward (fast.logits_fn), made on first use
 
     def use_onnx(self, int8: bool = False, threads: int | None = None) -> "Teacher":
         """Score with ONNX Runtime from now on (the export is made once, in the teacher's folder)."""
@@ -162,7 +163,7 @@ class Teacher:
     def scale(self) -> LabelScale:
         return self.meta.scale
 
-    def predict_proba(self, pairs: Sequence[tuple[str, str | Mapping[str, object]]], batch_size: int = 64,
+    def predict_proba(self, pairs: Sequence[tuple[str, str | Mapping[str, object]]], batch_size: int = 32,
                       show_progress: bool = False) -> np.ndarray:
         """(n, K) probabilities for (query, item) pairs; an item is its text or its record."""
         queries = [q for q, _ in pairs]
@@ -171,7 +172,12 @@ class Teacher:
         offsets = self.prior_logits(queries, items)
         if self.onnx is not None:
             return self.onnx(ids, batch_size, offsets)
-        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress, offsets=offsets)
+        if self._forward is None:
+            from relkit.teacher.fast import logits_fn
+
+            self._forward = logits_fn(self.model)
+        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress, offsets=offsets,
+                           forward=self._forward)
 
     def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str]) -> np.ndarray | None:
         """The bi-encoder prior's logits for these pairs, or None for a teacher without one."""
@@ -190,10 +196,11 @@ class Teacher:
         return apply_cutpoints(expected_level(proba), self.meta.cutpoints)
 
 
-def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, show_progress: bool = False,
-                offsets: np.ndarray | None = None) -> np.ndarray:
+def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 32, show_progress: bool = False,
+                offsets: np.ndarray | None = None, forward=None) -> np.ndarray:
     """Softmax of the model's logits (plus `offsets`, (n, K), when given) over encoded pairs,
-    batched longest first so padding stays small."""
+    batched longest first so padding stays small. `forward(input_ids, attention_mask)` computes the
+    logits when given (see fast.logits_fn); the model's own forward otherwise."""
     import torch
     from tqdm.auto import tqdm
 
@@ -206,7 +213,8 @@ def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 64, sh
         for start in tqdm(range(0, len(order), batch_size), disable=not show_progress, desc="scoring", unit="batch"):
             chunk = order[start:start + batch_size]
             batch = collate(tokenizer, [ids[i] for i in chunk]).to(device)
-            logits = model(**batch).logits.float()
+            logits = (forward(batch["input_ids"], batch["attention_mask"]) if forward is not None
+                      else model(**batch).logits).float()
             if offsets is not None:
                 logits = logits + torch.as_tensor(offsets[chunk], dtype=torch.float32, device=device)
             out[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()

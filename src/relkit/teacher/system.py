@@ -10,7 +10,7 @@ from relkit.workspace import Workspace
 
 
 class TeacherSystem:
-    def __init__(self, path: Path, name: str, batch_size: int = 64, show_progress: bool = True):
+    def __init__(self, path: Path, name: str, batch_size: int = 32, show_progress: bool = True):
         self.path = path
         self.name = name
         self.batch_size = batch_size
