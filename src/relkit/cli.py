@@ -173,7 +173,7 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
 @_friendly
 def eval_(
     system: Annotated[list[str], typer.Option(
-        "--system", "-s", help="A system to score: bm25, embedding[:MODEL] or teacher:NAME (repeatable).")],
+        "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME or student:NAME (repeatable).")],
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -352,6 +352,73 @@ def label(
         result = label_pairs(ws, teacher, shard_size=shard_size, batch_size=batch_size, backend=backend,
                              engine=engine, ray_address=ray_address, ray_actors=ray_actors)
     console.print(result.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
+def distill(
+    teacher: Annotated[str | None, typer.Option(
+        help="Train on this teacher's labels (NAME as in `relkit label`); omit for human labels only.")] = None,
+    name: Annotated[str | None, typer.Option(help="Student name (artifacts/student-NAME); default: the teacher's.")]
+        = None,
+    sizes: Annotated[str | None, typer.Option(
+        help="Scaling curve: students on these numbers of teacher-labeled pairs, e.g. 1000,5000,all, next to "
+             "one on human labels only; each scored on the test split.")] = None,
+    human_weight: Annotated[float, typer.Option(
+        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 1.0,
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "128,64",
+    groups: Annotated[str, typer.Option(help="Feature groups: embedding,bm25,text_match,engagement.")] =
+        "embedding,bm25,text_match,engagement",
+    encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed).")]
+        = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Distill the teacher's labels into a small, fast student (an MLP over cheap features)."""
+    from relkit.student.distill import Distiller, parse_sizes, scaling_curve
+    from relkit.student.features import FeatureConfig
+    from relkit.student.model import StudentConfig
+
+    settings = _parse_sets(set_ or [], StudentConfig)
+    settings.pop("hidden", None)
+    config = StudentConfig(hidden=tuple(_csv_ints(hidden, "--hidden")), human_weight=human_weight, **settings)
+    features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()))
+    plan = parse_sizes(sizes) if sizes else None
+    if teacher is None and plan:
+        raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
+    name = name or (teacher.removeprefix("teacher-") if teacher else "human")
+    with _open(workspace) as ws:
+        distiller = Distiller(ws, teacher, features, show_progress=not json_)
+        if plan:
+            rows = scaling_curve(distiller, plan, config, prefix=name)
+            if json_:
+                typer.echo(json.dumps([vars(r) for r in rows], indent=2))
+                return
+            table = Table(title=f"students on the test split ({ws.scale.k} levels)")
+            for col in ("trained on", "teacher pairs", "human pairs", "accuracy", "qwk", "ndcg@10", "dev ndcg@10",
+                        "seconds"):
+                table.add_column(col, justify="left" if col == "trained on" else "right")
+            for r in rows:
+                table.add_row("human labels only" if r.name == "human" else f"teacher {r.name}",
+                              f"{r.teacher_pairs:,}", f"{r.human_pairs:,}", f"{r.metrics['accuracy']:.4f}",
+                              f"{r.metrics['qwk']:.4f}", f"{r.metrics['ndcg@10']:.4f}", f"{r.dev['ndcg@10']:.4f}",
+                              f"{r.seconds:.1f}")
+            console.print(table)
+            console.print(f"saved as artifacts/student-{name}-<size>", highlight=False)
+            return
+        student = distiller.train(None if teacher else 0, config, human=teacher is None or human_weight > 0)
+        path = student.save(ws.artifacts / f"student-{name}")
+        result = {"student": path.name, **student.meta.data, "dev": student.meta.metrics["dev"],
+                  "best_epoch": student.meta.metrics["best_epoch"]}
+    if json_:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled + {result['human_pairs']:,} human "
+                      f"pairs, best epoch {result['best_epoch']}, dev accuracy {result['dev']['accuracy']:.4f}, "
+                      f"nDCG@10 {result['dev']['ndcg@10']:.4f} ({result['seconds']:.1f} s); evaluate with "
+                      f"`relkit eval --system student:{name}`", highlight=False)
 
 
 def _parse_sets(entries: list[str], cls) -> dict:

@@ -1,4 +1,4 @@
-"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`. One registry; each entry builds a System."""
+"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`, `student:NAME`. One registry; each entry builds a System."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -30,10 +30,19 @@ def _teacher(ws: Workspace, arg: str | None) -> System:
     return TeacherSystem.from_workspace(ws, arg)
 
 
+def _student(ws: Workspace, arg: str | None) -> System:
+    from relkit.student.system import StudentSystem
+
+    if not arg:
+        raise RelkitError("name the student: student:NAME (a folder artifacts/student-NAME) or student:PATH")
+    return StudentSystem.from_workspace(ws, arg)
+
+
 SYSTEMS: dict[str, Callable[[Workspace, str | None], System]] = {
     "bm25": _bm25,
     "embedding": _embedding,
     "teacher": _teacher,
+    "student": _student,
 }
 
 

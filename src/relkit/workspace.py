@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS engaged_queries (  -- top tokens of the queries that 
     item_id VARCHAR PRIMARY KEY,
     tokens VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS item_vectors (     -- cached item embeddings, by encoder
+    model VARCHAR NOT NULL,                   -- the encoder as named in the feature config
+    item_id VARCHAR NOT NULL,
+    text_hash VARCHAR NOT NULL,               -- of the text encoded: a changed item is encoded again
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (model, item_id)
+);
 CREATE OR REPLACE VIEW item_records AS        -- every field an item text can use
 SELECT i.item_id, i.title, i.description, c.caption, e.tokens AS engaged_queries, i.board_titles,
        i.link_title, i.link_description, i.image, i.language

@@ -1,6 +1,7 @@
 """Sentence embeddings from a sentence-transformers bi-encoder, local path or hub id."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,3 +59,41 @@ def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str],
     q_vec = dict(zip(qs, encoder.encode(qs, show_progress=show_progress)))
     t_vec = dict(zip(ts, encoder.encode(ts, show_progress=show_progress)))
     return np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(queries, texts)], dtype=np.float32)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def cached_item_vectors(ws, encoder_name: str, item_ids: list[str], texts: list[str],
+                        encoder: Encoder | None = None, show_progress: bool = False,
+                        chunk: int = 512) -> np.ndarray:
+    """(len(item_ids), d) vectors of the items' texts, from the workspace table `item_vectors`.
+    Items that are new or whose text changed are encoded first and stored chunk by chunk, each
+    chunk in its own transaction: an interrupted run keeps what it encoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from tqdm.auto import tqdm
+
+    hashes = [text_hash(t) for t in texts]
+    stored = dict(ws.fetchall("SELECT item_id, text_hash FROM item_vectors WHERE model = ?", [encoder_name]))
+    todo = [i for i, (item, h) in enumerate(zip(item_ids, hashes)) if stored.get(item) != h]
+    if todo:
+        encoder = encoder or Encoder(encoder_name)
+        bar = tqdm(total=len(todo), disable=not show_progress, desc="encoding items", unit="item")
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            ws.con.register("_new_vectors", pa.table({
+                "item_id": [item_ids[i] for i in part], "text_hash": [hashes[i] for i in part],
+                "vector": pa.array(list(encoder.encode([texts[i] for i in part])), type=pa.list_(pa.float32()))}))
+            with ws.transaction():
+                ws.run("INSERT OR REPLACE INTO item_vectors SELECT ?, item_id, text_hash, vector FROM _new_vectors",
+                       [encoder_name])
+            ws.con.unregister("_new_vectors")
+            bar.update(len(part))
+        bar.close()
+    table = ws.con.sql("SELECT item_id, vector FROM item_vectors WHERE model = ?", params=[encoder_name]).to_arrow_table()
+    vectors = pc.list_flatten(table.column("vector")).to_numpy(zero_copy_only=False).astype(np.float32)
+    vectors = vectors.reshape(len(table), -1)
+    row = {item: n for n, item in enumerate(table.column("item_id").to_pylist())}
+    return vectors[[row[i] for i in item_ids]]

@@ -1,0 +1,161 @@
+"""Distillation: students trained on the teacher's soft labels (the `teacher_labels` view of
+`relkit label`) of train-split pairs, optionally mixed with the train split's human labels,
+early-stopped on the dev split's human labels and scored on the test split's.
+
+`scaling_curve` trains one student per number of teacher-labeled pairs (nested random subsets of
+the same order) next to one trained on human labels alone: how much the teacher's labels add as
+they grow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, score_prediction
+from relkit.student.features import FeatureBuilder, FeatureConfig
+from relkit.student.model import DevSet, Student, StudentConfig, TrainingSet, assemble, fit_student
+from relkit.workspace import Workspace
+
+HUMAN_ONLY = "human"
+
+
+@dataclass
+class LabeledPairs:
+    query_ids: list[str]
+    queries: list[str]
+    item_ids: list[str]
+    targets: np.ndarray     # (n, K) distributions
+
+
+def teacher_labels(ws: Workspace, teacher: str) -> LabeledPairs:
+    """The teacher's soft labels of train-split pairs, in a fixed order."""
+    from relkit.labeling import VIEW, refresh_view
+
+    k = ws.scale.k
+    refresh_view(ws)
+    if not ws.fetchone("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [VIEW])[0]:
+        raise RelkitError("no teacher labels in this workspace: run `relkit pairs` and `relkit label` first")
+    probs = ", ".join(f"l.p{i}" for i in range(1, k + 1))
+    rows = ws.fetchall(f"""
+        SELECT l.query_id, q.query, l.item_id, {probs} FROM {VIEW} l JOIN queries q USING (query_id)
+        JOIN splits s USING (query_id) WHERE l.teacher = ? AND s.split = 'train'
+        ORDER BY l.query_id, l.item_id""", [teacher])
+    if not rows:
+        known = [r[0] for r in ws.fetchall(f"SELECT DISTINCT teacher FROM {VIEW} ORDER BY 1")]
+        raise RelkitError(f"teacher '{teacher}' has labeled no train-split pairs; teachers with labels: "
+                          f"{', '.join(known) or 'none'}")
+    targets = np.array([r[3:] for r in rows], dtype=np.float32)
+    targets /= targets.sum(axis=1, keepdims=True)
+    return LabeledPairs([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], targets)
+
+
+def human_labels(judged: JudgedPairs, k: int) -> LabeledPairs:
+    targets = np.zeros((len(judged), k), dtype=np.float32)
+    targets[np.arange(len(judged)), judged.labels - 1] = 1.0
+    return LabeledPairs(judged.query_ids, judged.queries, judged.item_ids, targets)
+
+
+def inputs(builder: FeatureBuilder, queries: list[str], item_ids: list[str], show_progress: bool = False) -> np.ndarray:
+    features = builder.pairs(queries, item_ids, show_progress=show_progress)
+    return assemble(features, builder.items.vectors, builder.items.extra)
+
+
+def student_prediction(student: Student, builder: FeatureBuilder, judged: JudgedPairs) -> Prediction:
+    proba = student.predict_proba(builder.pairs(judged.queries, judged.item_ids), builder)
+    return Prediction(proba=proba, levels=student.predict_levels(proba))
+
+
+@dataclass
+class CurveRow:
+    name: str
+    teacher_pairs: int
+    human_pairs: int
+    metrics: dict           # test metrics
+    dev: dict               # dev metrics of the kept epoch
+    seconds: float
+
+
+class Distiller:
+    """Holds the features of every split's pairs, so several students can be trained on them."""
+
+    def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None,
+                 show_progress: bool = True):
+        self.ws, self.teacher, self.show_progress = ws, teacher, show_progress
+        self.builder = FeatureBuilder.from_workspace(ws, features, show_progress=show_progress)
+        k = ws.scale.k
+        self.human = human_labels(load_judged_pairs(ws, "train"), k)
+        self.dev_pairs = load_judged_pairs(ws, "dev")
+        self.test_pairs = load_judged_pairs(ws, "test")
+        self.labels = teacher_labels(ws, teacher) if teacher else None
+        self.human_x = inputs(self.builder, self.human.queries, self.human.item_ids, show_progress)
+        self.dev = DevSet(inputs(self.builder, self.dev_pairs.queries, self.dev_pairs.item_ids),
+                          self.dev_pairs.labels, self.dev_pairs.query_ids, self.dev_pairs.item_ids)
+        self.teacher_x = (inputs(self.builder, self.labels.queries, self.labels.item_ids, show_progress)
+                          if self.labels else None)
+
+    @property
+    def available(self) -> int:
+        return 0 if self.labels is None else len(self.labels.targets)
+
+    def train(self, n_teacher: int | None, config: StudentConfig, human: bool = True) -> Student:
+        """A student on the first `n_teacher` teacher-labeled pairs of a fixed random order (all when
+        None), plus the human train labels when `human` (weighted by config.human_weight)."""
+        parts_x, parts_y, parts_w = [], [], []
+        n_teacher = self.available if n_teacher is None else n_teacher
+        if n_teacher > self.available:
+            raise RelkitError(f"asked for {n_teacher:,} teacher-labeled pairs; there are {self.available:,}")
+        if n_teacher:
+            order = np.random.default_rng(config.seed).permutation(self.available)[:n_teacher]
+            parts_x.append(self.teacher_x[order])
+            parts_y.append(self.labels.targets[order])
+            parts_w.append(np.ones(n_teacher, dtype=np.float32))
+        n_human = len(self.human_x) if human and config.human_weight > 0 else 0
+        if n_human:
+            parts_x.append(self.human_x)
+            parts_y.append(self.human.targets)
+            parts_w.append(np.full(n_human, config.human_weight, dtype=np.float32))
+        if not parts_x:
+            raise RelkitError("nothing to train the student on: no teacher-labeled pairs and no human labels")
+        train = TrainingSet(np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w))
+        return fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher,
+                           data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)},
+                           show_progress=self.show_progress)
+
+    def test(self, student: Student) -> dict:
+        return score_prediction(self.test_pairs, student_prediction(student, self.builder, self.test_pairs),
+                                self.ws.scale)
+
+
+def parse_sizes(spec: str) -> list[int | None]:
+    """"1000,5000,all" -> [1000, 5000, None]."""
+    out: list[int | None] = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        if part == "all":
+            out.append(None)
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise RelkitError(f"--sizes: '{part}' is not a positive number of pairs or 'all'")
+    if not out:
+        raise RelkitError("--sizes needs at least one size")
+    return out
+
+
+def scaling_curve(distiller: Distiller, sizes: list[int | None], config: StudentConfig, prefix: str,
+                  save: bool = True) -> list[CurveRow]:
+    """One student on human labels only, then one per size; each scored on the test split and
+    saved as artifacts/student-PREFIX-human, student-PREFIX-N."""
+    rows = []
+    plan = [(HUMAN_ONLY, 0)] + [(str(n or distiller.available), n) for n in sizes]
+    for label, n in plan:
+        if label == HUMAN_ONLY:
+            student = distiller.train(0, replace(config, human_weight=max(config.human_weight, 1e-9)), human=True)
+        else:
+            student = distiller.train(n, config)
+        if save:
+            student.save(distiller.ws.artifacts / f"student-{prefix}-{label}")
+        rows.append(CurveRow(label, student.meta.data["teacher_pairs"], student.meta.data["human_pairs"],
+                             distiller.test(student), student.meta.metrics["dev"], student.meta.data["seconds"]))
+    return rows

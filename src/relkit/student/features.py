@@ -1,0 +1,274 @@
+"""The student's features: one code path for training, evaluation and serving.
+
+Features come in four blocks, laid out so a scorer can split the work by what it depends on:
+
+- query vectors (the bi-encoder's embedding of the query): computed once per query;
+- item vectors (the bi-encoder's embedding of the item text, cached in the workspace table
+  `item_vectors`) and item extras (item-level engagement rates): computed once per item;
+- the query-item product of the two vectors: computed from the two above;
+- pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
+
+Every block has a name and a width (`FeatureBuilder.blocks`); a saved student records them and
+refuses a builder whose blocks differ.
+
+Groups (`FeatureConfig.groups`):
+  embedding   query and item vectors, their product, their cosine
+  bm25        BM25 of the query against the item text (catalog statistics), and its log1p
+  text_match  the share of the query's terms found in the title and in the whole item text (stemmed,
+              stopwords dropped), and whether the whole query appears in the text as a phrase
+  engagement  smoothed click-through and save rates and log impressions, per item and per
+              (query, item); zero where there is no log
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_item_vectors
+from relkit.text import DEFAULT_TEMPLATE, item_text
+from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
+
+GROUPS = ("embedding", "bm25", "text_match", "engagement")
+ENGAGEMENT_ITEM = ("item_ctr", "item_save_rate", "item_log_impressions")
+ENGAGEMENT_PAIR = ("query_item_ctr", "query_item_save_rate", "query_item_log_impressions")
+TOKEN = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    encoder: str = DEFAULT_ENCODER    # bi-encoder for query and item vectors (path or hub id)
+    groups: tuple[str, ...] = GROUPS
+    ctr_prior: float = 20.0           # pseudo-impressions pulling a rate toward the global rate
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))
+        unknown = [g for g in self.groups if g not in GROUPS]
+        if unknown or not self.groups:
+            raise RelkitError(f"unknown feature group(s) {unknown or '(none given)'}; choose from {', '.join(GROUPS)}")
+        if self.ctr_prior <= 0:
+            raise RelkitError("ctr_prior must be positive")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["groups"] = list(self.groups)
+        return d
+
+
+@dataclass
+class PairFeatures:
+    """Features of n (query, item) pairs. Rows of `query_vectors` and `item_rows` are shared by
+    the pairs that index them."""
+
+    query_vectors: np.ndarray     # (number of distinct queries, d)
+    query_index: np.ndarray       # (n,) row of each pair's query in query_vectors
+    item_rows: np.ndarray         # (n,) row of each pair's item in the catalog (ItemTable)
+    pair: np.ndarray              # (n, s) pair scalars
+
+    def __len__(self) -> int:
+        return len(self.item_rows)
+
+
+def _stem_tokens(stemmer, text: str) -> list[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = [w for w in TOKEN.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
+    return stemmer.stemWords(words) if words else []
+
+
+def _phrase(text: str) -> str:
+    return " " + " ".join(TOKEN.findall(text.lower())) + " "
+
+
+def _rates(impressions: np.ndarray, clicks: np.ndarray, saves: np.ndarray, prior: float,
+           global_ctr: float, global_save: float) -> np.ndarray:
+    """(n, 3): smoothed CTR, smoothed save rate, log1p impressions; zeros where impressions are 0."""
+    seen = impressions > 0
+    ctr = np.where(seen, (clicks + prior * global_ctr) / (impressions + prior), 0.0)
+    save = np.where(seen, (saves + prior * global_save) / (impressions + prior), 0.0)
+    return np.stack([ctr, save, np.log1p(impressions)], axis=1).astype(np.float32)
+
+
+@dataclass
+class ItemTable:
+    """Everything per item the features need, for the whole catalog, in item id order."""
+
+    item_ids: list[str]
+    position: dict[str, int]
+    texts: list[str]
+    vectors: np.ndarray | None             # (items, d) unit vectors, or None without `embedding`
+    extra: np.ndarray                      # (items, e) item-level features (engagement)
+    title_terms: list[frozenset] = field(default_factory=list)
+    text_terms: list[frozenset] = field(default_factory=list)
+    phrases: list[str] = field(default_factory=list)
+
+    def rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        missing = [i for i in item_ids if i not in self.position]
+        if missing:
+            raise RelkitError(f"{len(missing)} item(s) are not in the workspace catalog, e.g. {missing[:3]}")
+        return np.fromiter((self.position[i] for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+
+class FeatureBuilder:
+    """Builds features for any (query, item) pairs of a workspace's catalog.
+
+    >>> fb = FeatureBuilder.from_workspace(ws)                         # doctest: +SKIP
+    >>> f = fb.pairs(["red chair"], ["item-1"]); f.pair.shape           # doctest: +SKIP
+    (1, 6)
+    """
+
+    def __init__(self, config: FeatureConfig, items: ItemTable, bm25=None, encoder: Encoder | None = None,
+                 query_engagement: dict | None = None):
+        import Stemmer
+
+        self.config = config
+        self.items = items
+        self.bm25 = bm25
+        self._encoder = encoder
+        self.query_engagement = query_engagement or {}
+        self.stemmer = Stemmer.Stemmer("english")
+        self.global_rates = (0.0, 0.0)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, show_progress: bool = False,
+                       encoder: Encoder | None = None) -> "FeatureBuilder":
+        import Stemmer
+
+        config = config or FeatureConfig()
+        cols = ", ".join(ITEM_RECORD_COLUMNS)
+        rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
+        if not rows:
+            raise RelkitError("the workspace has no items: import judgments or a catalog first")
+        records = [dict(zip(ITEM_RECORD_COLUMNS, r)) for r in rows]
+        item_ids = [r["item_id"] for r in records]
+        texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
+        vectors = None
+        if "embedding" in config.groups:
+            vectors = cached_item_vectors(ws, config.encoder, item_ids, texts, encoder, show_progress)
+        items = ItemTable(item_ids, {i: n for n, i in enumerate(item_ids)}, texts, vectors,
+                          np.zeros((len(item_ids), 0), dtype=np.float32))
+        if "text_match" in config.groups:
+            stemmer = Stemmer.Stemmer("english")
+            items.title_terms = [frozenset(_stem_tokens(stemmer, r["title"] or "")) for r in records]
+            items.text_terms = [frozenset(_stem_tokens(stemmer, t)) for t in texts]
+            items.phrases = [_phrase(t) for t in texts]
+        bm25 = None
+        if "bm25" in config.groups:
+            from relkit.features.bm25 import BM25Index
+
+            bm25 = BM25Index(item_ids, texts, show_progress=show_progress)
+        query_engagement: dict = {}
+        builder = cls(config, items, bm25, encoder, query_engagement)
+        if "engagement" in config.groups:
+            builder._load_engagement(ws)
+        return builder
+
+    def _load_engagement(self, ws: Workspace) -> None:
+        totals = ws.fetchone("SELECT sum(impressions), sum(clicks), sum(saves) FROM engagement")
+        impressions, clicks, saves = (float(x or 0) for x in totals)
+        g_ctr = clicks / impressions if impressions else 0.0
+        g_save = saves / impressions if impressions else 0.0
+        self.global_rates = (g_ctr, g_save)
+        prior = self.config.ctr_prior
+        per_item = np.zeros((len(self.items.item_ids), 3), dtype=np.float64)
+        for item_id, i, c, s in ws.fetchall("SELECT item_id, sum(impressions), sum(clicks), sum(saves) "
+                                            "FROM engagement GROUP BY item_id"):
+            row = self.items.position.get(item_id)
+            if row is not None:
+                per_item[row] = (i, c, s)
+        self.items.extra = _rates(per_item[:, 0], per_item[:, 1], per_item[:, 2], prior, g_ctr, g_save)
+        for query, item_id, i, c, s in ws.fetchall(
+                "SELECT lower(trim(query)), item_id, sum(impressions), sum(clicks), sum(saves) "
+                "FROM engagement GROUP BY ALL"):
+            rates = _rates(np.array([i], float), np.array([c], float), np.array([s], float), prior, g_ctr, g_save)
+            self.query_engagement[(query, item_id)] = rates[0]
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = Encoder(self.config.encoder)
+        return self._encoder
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return 0 if self.items.vectors is None else self.items.vectors.shape[1]
+
+    def pair_names(self) -> list[str]:
+        names = []
+        groups = self.config.groups
+        if "embedding" in groups:
+            names.append("cosine")
+        if "bm25" in groups:
+            names += ["bm25", "log1p_bm25"]
+        if "text_match" in groups:
+            names += ["title_coverage", "text_coverage", "exact_phrase"]
+        if "engagement" in groups:
+            names += list(ENGAGEMENT_PAIR)
+        return names
+
+    def item_extra_names(self) -> list[str]:
+        return list(ENGAGEMENT_ITEM) if "engagement" in self.config.groups else []
+
+    def blocks(self) -> list[tuple[str, int]]:
+        """The model input, in order: (name, width) of each block."""
+        d = self.dim
+        out = [("query_vector", d), ("item_vector", d), ("query_item_product", d)] if d else []
+        out += [(name, 1) for name in self.item_extra_names()]
+        out += [(name, 1) for name in self.pair_names()]
+        return out
+
+    # -- features -----------------------------------------------------------------------------
+    def query_vectors(self, queries: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        if not self.dim:
+            return np.zeros((len(queries), 0), dtype=np.float32)
+        return self.encoder.encode(list(queries), show_progress=show_progress)
+
+    def pairs(self, queries: Sequence[str], item_ids: Sequence[str], show_progress: bool = False) -> PairFeatures:
+        """Features of the pairs (queries[i], item_ids[i])."""
+        if len(queries) != len(item_ids):
+            raise RelkitError("pairs: as many queries as items are needed")
+        distinct = list(dict.fromkeys(queries))
+        index = {q: n for n, q in enumerate(distinct)}
+        query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
+        item_rows = self.items.rows(item_ids)
+        vectors = self.query_vectors(distinct, show_progress)
+        pair = np.zeros((len(queries), len(self.pair_names())), dtype=np.float32)
+        for n, query in enumerate(distinct):
+            sel = np.flatnonzero(query_index == n) if len(distinct) > 1 else np.arange(len(queries))
+            pair[sel] = self.pair_scalars(query, vectors[n] if self.dim else None, item_rows[sel])
+        return PairFeatures(vectors, query_index, item_rows, pair)
+
+    def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), s) pair scalars of one query against catalog rows: the per-candidate work."""
+        cols = []
+        groups = self.config.groups
+        if "embedding" in groups:
+            cols.append(self.items.vectors[rows] @ query_vector)
+        if "bm25" in groups:
+            tokens = self.bm25.tokens(query)
+            bm = (self.bm25.retriever.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))).astype(np.float32)
+            cols += [bm, np.log1p(bm)]
+        if "text_match" in groups:
+            terms = set(_stem_tokens(self.stemmer, query))
+            n = max(len(terms), 1)
+            title = self.items.title_terms
+            text = self.items.text_terms
+            cols.append(np.fromiter((len(terms & title[r]) / n for r in rows), np.float32, len(rows)))
+            cols.append(np.fromiter((len(terms & text[r]) / n for r in rows), np.float32, len(rows)))
+            phrase = _phrase(query)
+            has = phrase.strip() != ""
+            cols.append(np.fromiter((has and phrase in self.items.phrases[r] for r in rows), np.float32, len(rows)))
+        if "engagement" in groups:
+            key = query.strip().lower()
+            eng = self.query_engagement
+            zero = np.zeros(3, dtype=np.float32)
+            cols.extend(np.stack([eng.get((key, self.items.item_ids[r]), zero) for r in rows]).T
+                        if len(rows) else [np.zeros(0)] * 3)
+        if not cols:
+            return np.zeros((len(rows), 0), dtype=np.float32)
+        return np.stack(cols, axis=1).astype(np.float32)

@@ -1,0 +1,304 @@
+"""The student: an MLP over the features of `features.py` with a K-way softmax, trained on the
+teacher's soft labels (soft cross-entropy), optionally mixed with human labels, early-stopped on the
+dev split's human labels.
+
+Saved as a folder: `weights.npz` (standardisation and layer weights, plain numpy so serving needs
+no torch) and `relkit.json` (kind, scale, feature config and blocks, layer sizes, training config,
+data counts and dev metrics).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.scale import LabelScale
+from relkit.student.features import FeatureBuilder, FeatureConfig, PairFeatures
+
+META_FILE = "relkit.json"
+WEIGHTS_FILE = "weights.npz"
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    hidden: tuple[int, ...] = (128, 64)
+    epochs: int = 40                 # at most; early stopping usually ends sooner
+    patience: int = 4                # epochs without a better dev score before stopping
+    batch_size: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.1
+    human_weight: float = 1.0        # weight of a human-labeled pair against a teacher-labeled one
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if not self.hidden or min(self.hidden) < 1:
+            raise RelkitError("student: hidden needs at least one layer size, each at least 1")
+        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise RelkitError("student: epochs, patience and batch_size must be at least 1, lr positive")
+        if self.human_weight < 0:
+            raise RelkitError("student: human_weight cannot be negative")
+
+
+@dataclass
+class StudentMeta:
+    scale: LabelScale
+    features: dict                         # FeatureConfig.to_dict()
+    blocks: list                           # [(name, width), ...] of the model input
+    hidden: list
+    teacher: str | None = None
+    config: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    kind: str = "student"
+    relkit_version: str = ""
+
+    def to_json(self) -> str:
+        from relkit import __version__
+
+        d = asdict(self)
+        d["relkit_version"] = __version__
+        d["scale"] = {"names": list(self.scale.names), "gains": list(self.scale.gains)}
+        d["blocks"] = [list(b) for b in self.blocks]
+        return json.dumps(d, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudentMeta":
+        d = json.loads(text)
+        if d.get("kind") != "student":
+            raise RelkitError(f"not a student (kind {d.get('kind')!r})")
+        d["scale"] = LabelScale(names=tuple(d["scale"]["names"]), gains=tuple(d["scale"]["gains"]))
+        d["blocks"] = [tuple(b) for b in d["blocks"]]
+        return cls(**d)
+
+
+def assemble(features: PairFeatures, item_vectors: np.ndarray | None, item_extra: np.ndarray) -> np.ndarray:
+    """The dense model input of `features` (rows in block order); training and the torch path use
+    this, the fast scorer computes the same first layer without forming it."""
+    parts = []
+    if item_vectors is not None and item_vectors.shape[1]:
+        q = features.query_vectors[features.query_index]
+        i = item_vectors[features.item_rows]
+        parts += [q, i, q * i]
+    if item_extra.shape[1]:
+        parts.append(item_extra[features.item_rows])
+    parts.append(features.pair)
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+class Student:
+    """A trained student: numpy weights, a feature layout, a label scale.
+
+    >>> student = Student.load("relkit-ws/artifacts/student-hd")          # doctest: +SKIP
+    >>> student.predict_proba(builder.pairs(["red chair"], ["item-1"])).shape  # doctest: +SKIP
+    (1, 5)
+    """
+
+    def __init__(self, meta: StudentMeta, weights: dict[str, np.ndarray], path: Path | None = None):
+        self.meta = meta
+        self.weights = weights
+        self.path = path
+
+    @property
+    def scale(self) -> LabelScale:
+        return self.meta.scale
+
+    @property
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        n = len(self.meta.hidden) + 1
+        return [(self.weights[f"w{i}"], self.weights[f"b{i}"]) for i in range(n)]
+
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig(**self.meta.features)
+
+    def check_builder(self, builder: FeatureBuilder) -> None:
+        """Refuse features laid out differently from the ones the student was trained on."""
+        got = [tuple(b) for b in builder.blocks()]
+        want = [tuple(b) for b in self.meta.blocks]
+        if got != want or builder.config.to_dict() != self.meta.features:
+            diff = sorted(set(got) ^ set(want))
+            raise RelkitError(f"the features do not match the student's: it was trained on {len(want)} blocks "
+                              f"({self.meta.features}), these are {len(got)} ({builder.config.to_dict()}); "
+                              f"differing blocks: {diff or 'order or config'}")
+
+    # -- numpy inference (no torch) -----------------------------------------------------------
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        h = (x - self.weights["mean"]) / self.weights["std"]
+        layers = self.layers
+        for w, b in layers[:-1]:
+            h = np.maximum(h @ w.T + b, 0.0)
+        w, b = layers[-1]
+        return h @ w.T + b
+
+    def predict_proba(self, features: PairFeatures, builder: FeatureBuilder) -> np.ndarray:
+        self.check_builder(builder)
+        x = assemble(features, builder.items.vectors, builder.items.extra)
+        return softmax(self.logits(x))
+
+    def predict_levels(self, proba: np.ndarray) -> np.ndarray:
+        return np.asarray(proba).argmax(axis=1) + 1
+
+    # -- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the folder whole: into a temporary sibling, renamed into place at the end."""
+        import shutil
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".saving")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / WEIGHTS_FILE, **self.weights)
+        (tmp / META_FILE).write_text(self.meta.to_json())
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Student":
+        path = Path(path)
+        if not (path / META_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise RelkitError(f"{path} is not a saved student (no {META_FILE} and {WEIGHTS_FILE})")
+        meta = StudentMeta.from_json((path / META_FILE).read_text())
+        with np.load(path / WEIGHTS_FILE) as f:
+            weights = {k: f[k] for k in f.files}
+        width = sum(w for _, w in meta.blocks)
+        if weights["w0"].shape[1] != width:
+            raise RelkitError(f"{path}: the first layer takes {weights['w0'].shape[1]} inputs, the blocks "
+                              f"in {META_FILE} make {width}")
+        return cls(meta, weights, path)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# -- training ---------------------------------------------------------------------------------
+@dataclass
+class TrainingSet:
+    """Model inputs and targets: x (n, F), targets (n, K) distributions, weights (n,)."""
+
+    x: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass
+class DevSet:
+    x: np.ndarray
+    labels: np.ndarray          # human levels 1..K
+    query_ids: list[str]
+    item_ids: list[str]
+
+
+def torch_net(sizes: list[int], dropout: float = 0.0):
+    import torch
+
+    layers = []
+    for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+    layers.append(torch.nn.Linear(sizes[-2], sizes[-1]))
+    return torch.nn.Sequential(*layers)
+
+
+def torch_student(student: Student):
+    """The student as a torch module on standardised inputs (for training-time checks and speed
+    comparisons); `logits` is the numpy equivalent."""
+    import torch
+
+    sizes = [student.weights["w0"].shape[1], *student.meta.hidden, student.scale.k]
+    net = torch_net(sizes)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for module, (w, b) in zip(linears, student.layers):
+            module.weight.copy_(torch.from_numpy(w))
+            module.bias.copy_(torch.from_numpy(b))
+    mean = torch.from_numpy(student.weights["mean"])
+    std = torch.from_numpy(student.weights["std"])
+    return net.eval(), mean, std
+
+
+def dev_metrics(proba: np.ndarray, dev: DevSet, scale: LabelScale) -> dict[str, float]:
+    from relkit.metrics import accuracy, ndcg_per_query
+
+    scores = proba @ np.asarray(scale.gains, dtype=np.float64)
+    per_query = ndcg_per_query(dev.query_ids, dev.item_ids, dev.labels, scores, scale.gains, cutoffs=(10,))[10]
+    return {"accuracy": accuracy(dev.labels, proba.argmax(axis=1) + 1),
+            "ndcg@10": float(np.mean(list(per_query.values()))) if per_query else 0.0}
+
+
+def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder,
+                config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None,
+                show_progress: bool = True) -> Student:
+    """Train an MLP on `train` (soft targets), keep the epoch with the best dev nDCG@10 (accuracy breaks ties)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    config = config or StudentConfig()
+    if len(train.x) == 0:
+        raise RelkitError("the student has no training pairs")
+    if len(dev.x) == 0:
+        raise RelkitError("the student needs judged dev pairs for early stopping: run `relkit split` with --dev > 0")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    mean = train.x.mean(axis=0)
+    std = train.x.std(axis=0)
+    std[std < 1e-6] = 1.0
+    sizes = [train.x.shape[1], *config.hidden, scale.k]
+    net = torch_net(sizes, config.dropout)
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    x = torch.from_numpy((train.x - mean) / std)
+    y = torch.from_numpy(train.targets.astype(np.float32))
+    w = torch.from_numpy(train.weights.astype(np.float32))
+    dev_x = torch.from_numpy((dev.x - mean) / std)
+    weights_of = lambda: {f"{kind}{i}": p.detach().numpy().copy()  # noqa: E731
+                          for i, m in enumerate(m for m in net if isinstance(m, torch.nn.Linear))
+                          for kind, p in (("w", m.weight), ("b", m.bias))}
+    best, best_key, stale, history = None, (-1.0, -1.0), 0, []
+    started = time.perf_counter()
+    bar = tqdm(range(config.epochs), disable=not show_progress, desc="training student", unit="epoch")
+    for epoch in bar:
+        net.train()
+        order = torch.from_numpy(rng.permutation(len(x)))
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            logp = torch.log_softmax(net(x[idx]), dim=-1)
+            loss = (-(y[idx] * logp).sum(1) * w[idx]).sum() / w[idx].sum().clamp_min(1e-9)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        net.eval()
+        with torch.no_grad():
+            proba = torch.softmax(net(dev_x), dim=-1).numpy()
+        metrics = dev_metrics(proba, dev, scale)
+        history.append({"epoch": epoch + 1, "loss": total / len(x), **metrics})
+        key = (metrics["ndcg@10"], metrics["accuracy"])
+        bar.set_postfix(loss=f"{total / len(x):.4f}", dev_ndcg=f"{metrics['ndcg@10']:.4f}")
+        if key > best_key:
+            best, best_key, stale = copy.deepcopy(weights_of()), key, 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    bar.close()
+    weights = {"mean": mean.astype(np.float32), "std": std.astype(np.float32), **best}
+    best_epoch = max(history, key=lambda h: (h["ndcg@10"], h["accuracy"]))
+    meta = StudentMeta(scale=scale, features=builder.config.to_dict(), blocks=builder.blocks(),
+                       hidden=list(config.hidden), teacher=teacher,
+                       config={**asdict(config), "hidden": list(config.hidden)},
+                       data={**(data or {}), "train_rows": len(train.x), "seconds": time.perf_counter() - started},
+                       metrics={"dev": {k: best_epoch[k] for k in ("accuracy", "ndcg@10")},
+                                "best_epoch": best_epoch["epoch"], "history": history})
+    return Student(meta, weights)

@@ -1,0 +1,34 @@
+"""A saved student as an evaluation system."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from relkit.errors import RelkitError
+from relkit.evaluate import JudgedPairs, Prediction
+from relkit.student.model import META_FILE, Student, StudentMeta
+from relkit.workspace import Workspace
+
+
+class StudentSystem:
+    def __init__(self, ws: Workspace, path: Path, name: str, show_progress: bool = True):
+        self.ws, self.path, self.name, self.show_progress = ws, path, name, show_progress
+
+    @classmethod
+    def from_workspace(cls, ws: Workspace, ref: str) -> "StudentSystem":
+        """`ref` is NAME (artifacts/student-NAME), a folder name in artifacts/, or a path."""
+        for path in (ws.artifacts / f"student-{ref}", ws.artifacts / ref, Path(ref)):
+            if (path / META_FILE).is_file():
+                scale = StudentMeta.from_json((path / META_FILE).read_text()).scale
+                if scale != ws.scale:
+                    raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
+                                      f"workspace's ({ws.scale.describe()})")
+                return cls(ws, path, name=f"student:{ref}")
+        raise RelkitError(f"no student '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
+
+    def predict(self, pairs: JudgedPairs) -> Prediction:
+        from relkit.student.distill import student_prediction
+        from relkit.student.features import FeatureBuilder
+
+        student = Student.load(self.path)
+        builder = FeatureBuilder.from_workspace(self.ws, student.feature_config(), show_progress=self.show_progress)
+        return student_prediction(student, builder, pairs)

@@ -1,0 +1,208 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_csv
+from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
+from relkit.cli import app
+from relkit.features.embeddings import Encoder
+from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
+from relkit.student.distill import Distiller, scaling_curve
+from relkit.student.model import assemble, torch_student
+
+COLORS = ["red", "blue", "green", "black"]
+THINGS = ["chair", "table", "lamp", "hose", "drill", "door", "saw", "rug"]
+ITEMS = [(f"{c}-{t}", f"{c} {t}", f"a sturdy {t} painted {c}") for c in COLORS for t in THINGS]
+
+
+def level(query: str, title: str) -> int:
+    """3: the item is the query's color and thing; 2: one of the two; 1: neither."""
+    return 1 + len(set(query.split()) & set(title.split()))
+
+
+@pytest.fixture
+def shop(tmp_path):
+    """32 items, 32 queries (`color thing`) each judged against 8 items, split by query."""
+    ws = Workspace.create(tmp_path / "ws", LabelScale.default(3))
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"], ITEMS))
+    rng = np.random.default_rng(0)
+    judgments = []
+    for c in COLORS:
+        for t in THINGS:
+            q = f"{c} {t}"
+            for n in rng.choice(len(ITEMS), 7, replace=False).tolist() + [ITEMS.index((f"{c}-{t}", q, f"a sturdy {t} painted {c}"))]:
+                judgments.append([q, ITEMS[n][0], str(level(q, ITEMS[n][1]))])
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], judgments))
+    split_queries(ws, SplitConfig(seed=3, dev=0.2, test=0.25))
+    yield ws
+    ws.close()
+
+
+def write_teacher_labels(ws: Workspace, name: str = "rule") -> int:
+    """Soft labels of every (train query, item) pair from a rule teacher (0.8 on the rule's level),
+    written as `relkit label` writes them."""
+    rows = ws.fetchall("""SELECT q.query_id, q.query, i.item_id, i.title FROM queries q JOIN splits s USING (query_id)
+                          CROSS JOIN items i WHERE s.split = 'train' ORDER BY 1, 3""")
+    p = np.full((len(rows), 3), 0.1, dtype=np.float32)
+    p[np.arange(len(rows)), [level(q, t) - 1 for _, q, _, t in rows]] = 0.8
+    out = ws.path / "labels" / name
+    out.mkdir(parents=True)
+    pq.write_table(pa.table({"teacher": [name] * len(rows), "query_id": [r[0] for r in rows],
+                             "item_id": [r[2] for r in rows], "p1": p[:, 0], "p2": p[:, 1], "p3": p[:, 2],
+                             "expected_level": p @ np.arange(1, 4, dtype=np.float32)}), out / "shard-00000.parquet")
+    return len(rows)
+
+
+class CountingEncoder(Encoder):
+    def __init__(self):
+        super().__init__()
+        self.texts: list[str] = []
+
+    def encode(self, texts, show_progress=False):
+        self.texts += list(texts)
+        return super().encode(texts, show_progress)
+
+
+def test_features_have_known_values(shop):
+    enc = CountingEncoder()
+    fb = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("embedding", "bm25", "text_match")), encoder=enc)
+    assert fb.blocks() == [("query_vector", 384), ("item_vector", 384), ("query_item_product", 384), ("cosine", 1),
+                           ("bm25", 1), ("log1p_bm25", 1), ("title_coverage", 1), ("text_coverage", 1),
+                           ("exact_phrase", 1)]
+    f = fb.pairs(["red chairs", "red chairs", "red chairs", "the lamp"], ["red-chair", "blue-chair", "green-saw", "red-lamp"])
+    cosine, bm, log_bm, title, text, phrase = f.pair.T
+    np.testing.assert_allclose(title, [1.0, 0.5, 0.0, 1.0])    # "chairs" stems to chair; "the" is a stopword
+    np.testing.assert_allclose(text, [1.0, 0.5, 0.0, 1.0])
+    np.testing.assert_allclose(phrase, [0, 0, 0, 0])           # "red chairs" is not in "red chair"
+    assert bm[0] > bm[1] > 0 and bm[2] == 0 and np.allclose(log_bm, np.log1p(bm))
+    q = enc.encode(["red chairs"])[0]
+    items = enc.encode(["red chair\na sturdy chair painted red", "green saw\na sturdy saw painted green"])
+    np.testing.assert_allclose(cosine[[0, 2]], items @ q, atol=1e-5)
+    assert fb.pairs(["red chair"], ["red-chair"]).pair[0, 5] == 1.0   # the whole query, as a phrase
+    assert f.query_vectors.shape == (2, 384) and f.query_index.tolist() == [0, 0, 0, 1]
+
+
+def test_item_vectors_are_cached_and_refreshed_when_text_changes(shop):
+    first = CountingEncoder()
+    FeatureBuilder.from_workspace(shop, encoder=first)
+    assert len(first.texts) == len(ITEMS) and shop.count("item_vectors") == len(ITEMS)
+    second = CountingEncoder()
+    FeatureBuilder.from_workspace(shop, encoder=second)
+    assert second.texts == []
+    shop.run("UPDATE items SET title = 'red garden hose' WHERE item_id = 'red-chair'")
+    third = CountingEncoder()
+    fb = FeatureBuilder.from_workspace(shop, encoder=third)
+    assert third.texts == ["red garden hose\na sturdy chair painted red"]
+    row = fb.items.position["red-chair"]
+    np.testing.assert_allclose(fb.items.vectors[row], third.encode(["red garden hose\na sturdy chair painted red"])[0],
+                               atol=1e-6)
+
+
+def test_engagement_rates(shop, tmp_path):
+    log = write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks", "saves", "timestamp"], [
+        ["red chair", "red-chair", "80", "20", "8", "2026-01-01"],
+        ["Red Chair ", "red-chair", "20", "0", "2", "2026-01-02"],
+        ["lamp", "blue-lamp", "100", "0", "0", "2026-01-02"],
+    ])
+    import_file(shop, "engagement", log)
+    fb = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("engagement",), ctr_prior=20.0))
+    g_ctr, g_save = 20 / 200, 10 / 200
+    item = fb.items.extra[fb.items.position["red-chair"]]
+    np.testing.assert_allclose(item, [(20 + 20 * g_ctr) / 120, (10 + 20 * g_save) / 120, np.log1p(100)], rtol=1e-5)
+    np.testing.assert_allclose(fb.items.extra[fb.items.position["green-saw"]], [0, 0, 0])
+    pair = fb.pairs(["red chair", "blue chair"], ["red-chair", "red-chair"]).pair
+    np.testing.assert_allclose(pair[0], item, rtol=1e-5)      # all of red-chair's log is for "red chair"
+    np.testing.assert_allclose(pair[1], [0, 0, 0])           # no log for this query
+
+
+def test_student_learns_the_teachers_labels(shop):
+    n = write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", show_progress=False)
+    assert distiller.available == n
+    student = distiller.train(None, StudentConfig(human_weight=0.0, epochs=60, patience=15, seed=1))
+    assert student.meta.data["teacher_pairs"] == n and student.meta.data["human_pairs"] == 0
+    metrics = distiller.test(student)
+    assert metrics["accuracy"] >= 0.9 and metrics["ndcg@10"] >= 0.95
+    saved = Student.load(student.save(shop.artifacts / "student-rule"))
+    features = distiller.builder.pairs(["green door"], ["green-door"])
+    np.testing.assert_allclose(saved.predict_proba(features, distiller.builder),
+                               student.predict_proba(features, distiller.builder))
+    assert saved.predict_levels(saved.predict_proba(features, distiller.builder)).tolist() == [3]
+
+
+def test_scaling_curve_rows(shop):
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    rows = scaling_curve(distiller, [50, None], StudentConfig(epochs=5, patience=5), prefix="c")
+    assert [(r.name, r.teacher_pairs) for r in rows] == [("human", 0), ("50", 50), (str(distiller.available),
+                                                                                      distiller.available)]
+    assert all(r.human_pairs == len(distiller.human_x) for r in rows)
+    assert all(0 <= r.metrics["accuracy"] <= 1 and r.metrics["ndcg@10"] > 0 for r in rows)
+    assert sorted(p.name for p in shop.artifacts.glob("student-c-*")) == ["student-c-50", f"student-c-{distiller.available}",
+                                                                          "student-c-human"]
+
+
+def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path):
+    import torch
+
+    import_file(shop, "engagement", write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"], [
+        ["red chair", "red-chair", "50", "9", "2026-01-01"], ["blue lamp", "red-chair", "30", "1", "2026-01-01"]]))
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(32, 16)))
+    fb = distiller.builder
+    assert fb.items.extra.any()                                  # the item-side block is not all zero
+    scorer = FastScorer(student, fb)
+    items = [i for i, _, _ in ITEMS]
+    fast = scorer.score("red chair", items)
+    features = fb.pairs(["red chair"] * len(items), items)
+    slow = student.predict_proba(features, fb)
+    net, mean, std = torch_student(student)
+    with torch.no_grad():
+        x = torch.from_numpy(assemble(features, fb.items.vectors, fb.items.extra))
+        by_torch = torch.softmax(net((x - mean) / std), dim=-1).numpy()
+    np.testing.assert_allclose(fast, slow, atol=1e-5)
+    np.testing.assert_allclose(by_torch, slow, atol=1e-5)
+    assert np.abs(fast - fast.mean(axis=0)).max() > 1e-3          # it tells items apart
+
+
+def test_mismatched_features_and_bad_student_folders_are_refused(shop, tmp_path):
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=1))
+    other = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("bm25",)))
+    with pytest.raises(RelkitError, match="do not match the student's.*title_coverage"):
+        FastScorer(student, other)
+    path = student.save(tmp_path / "s")
+    (path / "weights.npz").unlink()
+    with pytest.raises(RelkitError, match="not a saved student"):
+        Student.load(path)
+    with pytest.raises(RelkitError, match="unknown feature group"):
+        FeatureConfig(groups=("bm25", "colour"))
+
+
+def test_cli_distill_and_eval(shop):
+    write_teacher_labels(shop)
+    runner = CliRunner()
+    ws = str(shop.path)
+    shop.close()
+    result = runner.invoke(app, ["distill", "--teacher", "rule", "--sizes", "100,all", "--groups", "bm25,text_match",
+                                 "--set", "epochs=3", "--json", "-w", ws])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows][:2] == ["human", "100"] and rows[1]["teacher_pairs"] == 100
+    result = runner.invoke(app, ["distill", "--teacher", "rule", "--groups", "bm25,text_match", "--set", "epochs=3",
+                                 "-w", ws])
+    assert result.exit_code == 0 and "student-rule" in result.output
+    result = runner.invoke(app, ["eval", "--system", "student:rule", "--system", "bm25", "--json", "-w", ws])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["systems"]] == ["student:rule", "bm25"]
+    result = runner.invoke(app, ["distill", "--teacher", "nobody", "-w", ws])
+    assert result.exit_code == 2 and "teacher 'nobody' has labeled no train-split pairs" in result.output
+    result = runner.invoke(app, ["distill", "--sizes", "10", "-w", ws])
+    assert result.exit_code == 2 and "name a --teacher" in result.output
