@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from conftest import write_csv
 from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
 from relkit.cli import app
-from relkit.features.embeddings import Encoder
+from relkit.features.embeddings import Encoder, text_hash
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller, scaling_curve
 from relkit.student.model import assemble, torch_student
@@ -89,7 +89,7 @@ def test_features_have_known_values(shop):
 def test_item_vectors_are_cached_and_refreshed_when_text_changes(shop):
     first = CountingEncoder()
     FeatureBuilder.from_workspace(shop, encoder=first)
-    assert len(first.texts) == len(ITEMS) and shop.count("item_vectors") == len(ITEMS)
+    assert len(first.texts) == len(ITEMS) and shop.count("text_vectors") == len(ITEMS)
     second = CountingEncoder()
     FeatureBuilder.from_workspace(shop, encoder=second)
     assert second.texts == []
@@ -100,6 +100,16 @@ def test_item_vectors_are_cached_and_refreshed_when_text_changes(shop):
     row = fb.items.position["red-chair"]
     np.testing.assert_allclose(fb.items.vectors[row], third.encode(["red garden hose\na sturdy chair painted red"])[0],
                                atol=1e-6)
+    shop.run("UPDATE items SET title = 'blue garden hose' WHERE item_id = 'red-chair'")
+    shop.close()
+    with Workspace.open(shop.path, read_only=True) as ro:      # encodes what is missing, writes nothing
+        fourth = CountingEncoder()
+        fb = FeatureBuilder.from_workspace(ro, encoder=fourth)
+        assert fourth.texts[-1] == "blue garden hose\na sturdy chair painted red"
+        np.testing.assert_allclose(fb.items.vectors[row], fourth.encode([fourth.texts[-1]])[0], atol=1e-6)
+        assert ro.count("text_vectors") == len(ITEMS) + 1      # the first change's text was stored, not this one
+        assert ro.fetchone("SELECT count(*) FROM text_vectors WHERE text_hash = ?",
+                           [text_hash("red garden hose\na sturdy chair painted red")])[0] == 1
 
 
 def test_engagement_rates(shop, tmp_path):

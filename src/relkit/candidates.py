@@ -59,7 +59,7 @@ def make_pairs(ws: Workspace, k: int = 20, sources: Sequence[str] = SOURCES, enc
             for pos in best:
                 found.setdefault((qid, item_ids[pos]), set()).add("bm25")
     if "embedding" in sources:
-        for qid, best in zip(q_ids, _embedding_top_k(ws, encoder, q_texts, item_ids, texts, k, show_progress)):
+        for qid, best in zip(q_ids, _embedding_top_k(ws, encoder, q_texts, texts, k, show_progress)):
             for pos in best:
                 found.setdefault((qid, item_ids[pos]), set()).add("embedding")
     judged = set(ws.fetchall("SELECT query_id, item_id FROM judgments JOIN splits USING (query_id) "
@@ -78,12 +78,12 @@ def make_pairs(ws: Workspace, k: int = 20, sources: Sequence[str] = SOURCES, enc
     return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())))
 
 
-def _embedding_top_k(ws: Workspace, model: str, queries: list[str], item_ids: list[str], texts: list[str], k: int,
-                     show_progress: bool, chunk: int = 256) -> list[list[int]]:
-    from relkit.features.embeddings import Encoder, cached_item_vectors
+def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int, show_progress: bool,
+                     chunk: int = 256) -> list[list[int]]:
+    from relkit.features.embeddings import Encoder, cached_vectors
 
     encoder = Encoder(model)
-    items = cached_item_vectors(ws, model, item_ids, texts, encoder, show_progress)  # shared with the student
+    items = cached_vectors(ws, model, texts, encoder, show_progress)  # shared with the student's features
     q = encoder.encode(queries, show_progress=show_progress)
     out = []
     k = min(k, len(texts))

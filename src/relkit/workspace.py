@@ -88,12 +88,11 @@ CREATE TABLE IF NOT EXISTS engaged_queries (  -- top tokens of the queries that 
     item_id VARCHAR PRIMARY KEY,
     tokens VARCHAR NOT NULL
 );
-CREATE TABLE IF NOT EXISTS item_vectors (     -- cached item embeddings, by encoder
-    model VARCHAR NOT NULL,                   -- the encoder as named in the feature config
-    item_id VARCHAR NOT NULL,
-    text_hash VARCHAR NOT NULL,               -- of the text encoded: a changed item is encoded again
+CREATE TABLE IF NOT EXISTS text_vectors (     -- cached embeddings of item texts, by encoder
+    model VARCHAR NOT NULL,                   -- the encoder as the user named it
+    text_hash VARCHAR NOT NULL,               -- of the text: an item whose text changes is encoded again
     vector FLOAT[] NOT NULL,
-    PRIMARY KEY (model, item_id)
+    PRIMARY KEY (model, text_hash)
 );
 CREATE OR REPLACE VIEW item_records AS        -- every field an item text can use
 SELECT i.item_id, i.title, i.description, c.caption, e.tokens AS engaged_queries, i.board_titles,
@@ -119,6 +118,7 @@ class Workspace:
     path: Path
     con: duckdb.DuckDBPyConnection
     scale: LabelScale
+    read_only: bool = False
 
     @classmethod
     def create(cls, path: str | os.PathLike, scale: LabelScale | None = None) -> "Workspace":
@@ -167,7 +167,7 @@ class Workspace:
         (path / "artifacts").mkdir(exist_ok=True)
         if not read_only:
             con.execute(DERIVED)
-        return cls(path=path, con=con, scale=LabelScale.from_json(rows["scale"]))
+        return cls(path=path, con=con, scale=LabelScale.from_json(rows["scale"]), read_only=read_only)
 
     @property
     def artifacts(self) -> Path:

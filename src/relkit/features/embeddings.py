@@ -53,11 +53,13 @@ class Encoder:
 
 
 def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str],
-                 show_progress: bool = False) -> np.ndarray:
-    """Cosine of each (query, text) pair; each distinct query and text is encoded once."""
+                 show_progress: bool = False, text_vectors=None) -> np.ndarray:
+    """Cosine of each (query, text) pair; each distinct query and text is encoded once.
+    `text_vectors(texts)`, when given, supplies the texts' vectors (e.g. from `cached_vectors`)."""
     qs, ts = sorted(set(queries)), sorted(set(texts))
     q_vec = dict(zip(qs, encoder.encode(qs, show_progress=show_progress)))
-    t_vec = dict(zip(ts, encoder.encode(ts, show_progress=show_progress)))
+    t_vec = dict(zip(ts, text_vectors(ts) if text_vectors is not None
+                     else encoder.encode(ts, show_progress=show_progress)))
     return np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(queries, texts)], dtype=np.float32)
 
 
@@ -65,35 +67,45 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def cached_item_vectors(ws, encoder_name: str, item_ids: list[str], texts: list[str],
-                        encoder: Encoder | None = None, show_progress: bool = False,
-                        chunk: int = 512) -> np.ndarray:
-    """(len(item_ids), d) vectors of the items' texts, from the workspace table `item_vectors`.
-    Items that are new or whose text changed are encoded first and stored chunk by chunk, each
-    chunk in its own transaction: an interrupted run keeps what it encoded."""
+def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder | None = None,
+                   show_progress: bool = False, chunk: int = 512) -> np.ndarray:
+    """(len(texts), d) unit vectors of `texts`, cached in the workspace table `text_vectors` by
+    (encoder, hash of the text): candidates, the student's features and the teacher's prior share
+    them, and a text is encoded once however many items have it. Texts not cached yet are encoded
+    and stored chunk by chunk, each chunk in its own transaction (an interrupted run keeps what it
+    encoded). A read-only workspace is not written to: what is missing is encoded for this call."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from tqdm.auto import tqdm
 
     hashes = [text_hash(t) for t in texts]
-    stored = dict(ws.fetchall("SELECT item_id, text_hash FROM item_vectors WHERE model = ?", [encoder_name]))
-    todo = [i for i, (item, h) in enumerate(zip(item_ids, hashes)) if stored.get(item) != h]
+    first = {h: t for h, t in zip(hashes, texts)}
+    ws.con.register("_wanted", pa.table({"text_hash": list(first)}))
+    has_table = ws.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'text_vectors'")[0]
+    table = (ws.con.sql("SELECT text_hash, vector FROM text_vectors JOIN _wanted USING (text_hash) WHERE model = ?",
+                        params=[encoder_name]).to_arrow_table() if has_table else None)
+    ws.con.unregister("_wanted")
+    found: dict[str, np.ndarray] = {}
+    if table is not None and len(table):
+        flat = pc.list_flatten(table.column("vector")).to_numpy(zero_copy_only=False).astype(np.float32)
+        found = dict(zip(table.column("text_hash").to_pylist(), flat.reshape(len(table), -1)))
+    todo = [h for h in first if h not in found]
     if todo:
         encoder = encoder or Encoder(encoder_name)
-        bar = tqdm(total=len(todo), disable=not show_progress, desc="encoding items", unit="item")
+        bar = tqdm(total=len(todo), disable=not show_progress, desc="encoding item texts", unit="text")
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            ws.con.register("_new_vectors", pa.table({
-                "item_id": [item_ids[i] for i in part], "text_hash": [hashes[i] for i in part],
-                "vector": pa.array(list(encoder.encode([texts[i] for i in part])), type=pa.list_(pa.float32()))}))
-            with ws.transaction():
-                ws.run("INSERT OR REPLACE INTO item_vectors SELECT ?, item_id, text_hash, vector FROM _new_vectors",
-                       [encoder_name])
-            ws.con.unregister("_new_vectors")
+            vectors = encoder.encode([first[h] for h in part])
+            found.update(zip(part, vectors))
+            if not getattr(ws, "read_only", False):
+                ws.con.register("_new_vectors", pa.table({
+                    "text_hash": part, "vector": pa.array(list(vectors), type=pa.list_(pa.float32()))}))
+                with ws.transaction():
+                    ws.run("INSERT OR REPLACE INTO text_vectors SELECT ?, text_hash, vector FROM _new_vectors",
+                           [encoder_name])
+                ws.con.unregister("_new_vectors")
             bar.update(len(part))
         bar.close()
-    table = ws.con.sql("SELECT item_id, vector FROM item_vectors WHERE model = ?", params=[encoder_name]).to_arrow_table()
-    vectors = pc.list_flatten(table.column("vector")).to_numpy(zero_copy_only=False).astype(np.float32)
-    vectors = vectors.reshape(len(table), -1)
-    row = {item: n for n, item in enumerate(table.column("item_id").to_pylist())}
-    return vectors[[row[i] for i in item_ids]]
+    if not hashes:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([found[h] for h in hashes]).astype(np.float32)

@@ -4,7 +4,7 @@ Features come in four blocks, laid out so a scorer can split the work by what it
 
 - query vectors (the bi-encoder's embedding of the query): computed once per query;
 - item vectors (the bi-encoder's embedding of the item text, cached in the workspace table
-  `item_vectors`) and item extras (item-level engagement rates): computed once per item;
+  `text_vectors`) and item extras (item-level engagement rates): computed once per item;
 - the query-item product of the two vectors: computed from the two above;
 - pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
 
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from relkit.errors import RelkitError
-from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_item_vectors
+from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_vectors
 from relkit.text import DEFAULT_TEMPLATE, item_text
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
@@ -148,7 +148,7 @@ class FeatureBuilder:
         texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
         vectors = None
         if "embedding" in config.groups:
-            vectors = cached_item_vectors(ws, config.encoder, item_ids, texts, encoder, show_progress)
+            vectors = cached_vectors(ws, config.encoder, texts, encoder, show_progress)
         items = ItemTable(item_ids, {i: n for n, i in enumerate(item_ids)}, texts, vectors,
                           np.zeros((len(item_ids), 0), dtype=np.float32))
         if "text_match" in config.groups:

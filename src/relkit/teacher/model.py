@@ -136,6 +136,7 @@ class Teacher:
         self.path = path
         self.onnx = None   # an OnnxScorer once `use_onnx` is called
         self._forward = None  # the scoring forward (fast.logits_fn), made on first use
+        self.text_vectors = None  # texts -> the prior's vectors of them (a workspace cache), if set
 
     def use_onnx(self, int8: bool = False, threads: int | None = None) -> "Teacher":
         """Score with ONNX Runtime from now on (the export is made once, in the teacher's folder)."""
@@ -185,7 +186,8 @@ class Teacher:
 
         if not self.meta.prior:
             return None
-        return Prior(**self.meta.prior).logits(cosines(self.meta.prior["model"], queries, item_texts))
+        return Prior(**self.meta.prior).logits(cosines(self.meta.prior["model"], queries, item_texts,
+                                                       text_vectors=self.text_vectors))
 
     def predict_levels(self, proba: np.ndarray) -> np.ndarray:
         """The teacher's level for each row of `predict_proba`'s output: its decision rule."""

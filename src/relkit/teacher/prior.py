@@ -41,10 +41,12 @@ class Prior:
 _ENCODERS: dict[str, object] = {}
 
 
-def cosines(model: str, queries: Sequence[str], item_texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-    """Cosine of each (query, item text) under the bi-encoder `model` (loaded once per process)."""
+def cosines(model: str, queries: Sequence[str], item_texts: Sequence[str], show_progress: bool = False,
+            text_vectors=None) -> np.ndarray:
+    """Cosine of each (query, item text) under the bi-encoder `model` (loaded once per process).
+    `text_vectors(texts)`, when given, supplies the item texts' vectors (a workspace's cache)."""
     from relkit.features.embeddings import Encoder, pair_cosines
 
     if model not in _ENCODERS:
         _ENCODERS[model] = Encoder(model)
-    return pair_cosines(_ENCODERS[model], queries, item_texts, show_progress)
+    return pair_cosines(_ENCODERS[model], queries, item_texts, show_progress, text_vectors)

@@ -1,0 +1,99 @@
+"""Student quality: distill a trained teacher into students on growing numbers of its labels and
+compare them with the teacher, bm25 and embedding on the test split's human labels.
+
+    python benchmarks/student_quality.py --workspace /tmp/bench-ws/homedepot --teacher hd-prior \
+        --sizes 10000,30000,all [--k 10] [--set epochs=40]
+
+The workspace must have a split and the named teacher (see benchmarks/teacher_quality.py). If it
+has no candidate pairs yet, `relkit pairs --k K` makes them; pairs the teacher has not labeled
+are labeled first (`relkit label`). Prints the scaling curve (students on human labels only and on
+each number of teacher-labeled pairs plus the human ones), then the test table of the teacher,
+the largest student, bm25 and embedding, with the student's share of the teacher's nDCG@10 gain
+over random order (the mean of 20 random orders) and its share of the teacher's accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from relkit import Workspace, evaluate, load_judged_pairs, make_system  # noqa: E402
+from relkit.cli import _parse_sets  # noqa: E402
+from relkit.metrics import ndcg_per_query  # noqa: E402
+from relkit.student.distill import Distiller, parse_sizes, scaling_curve  # noqa: E402
+from relkit.student.model import StudentConfig  # noqa: E402
+
+
+def random_ndcg(ws: Workspace, seeds: int = 20) -> float:
+    """Mean over `seeds` random orders of the per-query mean nDCG@10 on the test split."""
+    pairs = load_judged_pairs(ws, "test")
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(seeds):
+        per_query = ndcg_per_query(pairs.query_ids, pairs.item_ids, pairs.labels, rng.random(len(pairs)),
+                                   ws.scale.gains, cutoffs=(10,))[10]
+        runs.append(np.mean(list(per_query.values())))
+    return float(np.mean(runs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--sizes", default="all")
+    parser.add_argument("--k", type=int, default=10, help="candidates per train query and source, if none exist")
+    parser.add_argument("--prefix", default=None, help="students are saved as student-PREFIX-<size>")
+    parser.add_argument("--set", action="append", default=[], help="student setting KEY=VALUE")
+    args = parser.parse_args()
+    config = StudentConfig(**_parse_sets(args.set, StudentConfig))
+    prefix = args.prefix or f"{args.teacher}-bench"
+
+    with Workspace.open(args.workspace) as ws:
+        if ws.count("pairs") == 0:
+            from relkit.candidates import make_pairs
+
+            print(make_pairs(ws, k=args.k).summary(), flush=True)
+        from relkit.labeling import label_pairs
+
+        print(label_pairs(ws, args.teacher).summary(), flush=True)
+        started = time.perf_counter()
+        distiller = Distiller(ws, args.teacher)
+        print(f"features of {distiller.available:,} teacher-labeled and {len(distiller.human_x):,} human train "
+              f"pairs, {len(distiller.dev.x):,} dev pairs: {time.perf_counter() - started:.0f} s", flush=True)
+        rows = scaling_curve(distiller, parse_sizes(args.sizes), config, prefix)
+        print(f"\nscaling curve ({ws.path.name}, test split, {len(distiller.test_pairs):,} pairs)")
+        print(f"{'trained on':<24}{'teacher':>9}{'human':>8}{'accuracy':>10}{'qwk':>8}{'ndcg@10':>9}{'dev ndcg':>10}"
+              f"{'seconds':>9}")
+        for r in rows:
+            name = "human labels only" if r.name == "human" else f"teacher {r.name} + human"
+            print(f"{name:<24}{r.teacher_pairs:>9,}{r.human_pairs:>8,}{r.metrics['accuracy']:>10.4f}"
+                  f"{r.metrics['qwk']:>8.4f}{r.metrics['ndcg@10']:>9.4f}{r.dev['ndcg@10']:>10.4f}{r.seconds:>9.1f}")
+
+        best = rows[-1]
+        systems = [make_system(f"teacher:{args.teacher}", ws), make_system(f"student:{prefix}-{best.name}", ws),
+                   make_system("bm25", ws), make_system("embedding", ws)]
+        report = evaluate(ws, systems, "test")
+        print()
+        print(report.headline())
+        results = report.results
+        print(f"{'metric':<14}" + "".join(f"{r.name:>26}" for r in results))
+        for m in results[0].metrics:
+            cells = [r.metrics.get(m) for r in results]
+            print(f"{m:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>26}" for v in cells))
+        print(f"{'seconds':<14}" + "".join(f"{r.seconds:>26.1f}" for r in results))
+        teacher, student = results[0].metrics, results[1].metrics
+        rand = random_ndcg(ws)
+        kept = (student["ndcg@10"] - rand) / (teacher["ndcg@10"] - rand)
+        print(f"\nrandom order nDCG@10 {rand:.4f}; student keeps {kept:.1%} of the teacher's gain over random "
+              f"(target >= 90%) and {student['accuracy'] / teacher['accuracy']:.1%} of its accuracy (target >= 95%); "
+              f"above bm25: {student['ndcg@10'] > report.systems[2].metrics['ndcg@10']}, above embedding: "
+              f"{student['ndcg@10'] > report.systems[3].metrics['ndcg@10']}")
+
+
+if __name__ == "__main__":
+    main()
