@@ -216,3 +216,20 @@ def test_cli_distill_and_eval(shop):
     assert result.exit_code == 2 and "teacher 'nobody' has labeled no train-split pairs" in result.output
     result = runner.invoke(app, ["distill", "--sizes", "10", "-w", ws])
     assert result.exit_code == 2 and "name a --teacher" in result.output
+
+
+def test_inline_items_score_as_their_catalog_twins(shop):
+    """An item given inline (not looked up) gets the same features, so the same probabilities, as the
+    identical catalog item: BM25 with the catalog's statistics, text match, a freshly encoded vector."""
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,)))
+    scorer = FastScorer(student, distiller.builder)
+    twins = ["red-chair", "blue-lamp", "green-saw"]
+    records = [{"title": t, "description": d} for i, t, d in ITEMS if i in twins]
+    inline = distiller.builder.inline_items(sorted(records, key=lambda r: twins.index(r["title"].replace(" ", "-"))))
+    for query in ["red chair", "lamp", "sturdy green saw"]:
+        np.testing.assert_allclose(scorer.score_rows(query, np.arange(3), items=inline), scorer.score(query, twins),
+                                   atol=1e-5)
+        np.testing.assert_allclose(distiller.builder.bm25.score_texts(query, inline.texts),
+                                   distiller.builder.bm25.score(query, twins), rtol=1e-5)

@@ -51,18 +51,20 @@ class FastScorer:
         a_t = np.ascontiguousarray((self.w_item + self.w_product * query_vector[None, :]).T)   # (d, hidden)
         return base, a_t
 
-    def score_rows(self, query: str, rows: np.ndarray, query_vector: np.ndarray | None = None) -> np.ndarray:
-        """(len(rows), K) level probabilities of catalog rows for `query`. Pass `query_vector` when
-        the query's embedding is known (cached); otherwise it is encoded here."""
+    def score_rows(self, query: str, rows: np.ndarray, query_vector: np.ndarray | None = None,
+                   items=None) -> np.ndarray:
+        """(len(rows), K) level probabilities of catalog rows for `query` (or of rows of `items`, a
+        `FeatureBuilder.inline_items` table). Pass `query_vector` when the query's embedding is
+        known (cached); otherwise it is encoded here."""
         if self.d and query_vector is None:
             query_vector = self.builder.query_vectors([query])[0]
         base, a_t = self.query_part(query_vector)
-        pair = self.builder.pair_scalars(query, query_vector, rows)
+        pair = self.builder.pair_scalars(query, query_vector, rows, items)
         h = pair @ self.w_pair + base
         if a_t is not None:
-            h += self.builder.items.vectors[rows] @ a_t
-        if self.item_part is not None:
-            h += self.item_part[rows]
+            h += (self.builder.items if items is None else items).vectors[rows] @ a_t
+        if self.item_part is not None and items is None:
+            h += self.item_part[rows]         # inline items have no item-level engagement: zero
         for w_t, b in self.upper:
             h = np.maximum(h, 0.0) @ w_t + b
         return softmax(h)

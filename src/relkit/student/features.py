@@ -243,32 +243,55 @@ class FeatureBuilder:
             pair[sel] = self.pair_scalars(query, vectors[n] if self.dim else None, item_rows[sel])
         return PairFeatures(vectors, query_index, item_rows, pair)
 
-    def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-        """(len(rows), s) pair scalars of one query against catalog rows: the per-candidate work."""
+    def inline_items(self, records: Sequence[dict]) -> ItemTable:
+        """An ItemTable for items that are not in the catalog (records with at least a title; an
+        `item_id` is optional): their vectors are encoded now and not cached, item-level engagement
+        is zero, BM25 uses the catalog's statistics."""
+        texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
+        ids = [str(r.get("item_id") or f"inline-{n}") for n, r in enumerate(records)]
+        vectors = self.encoder.encode(texts) if self.dim and texts else (
+            np.zeros((len(texts), self.dim), dtype=np.float32) if self.dim else None)
+        table = ItemTable(ids, {i: n for n, i in enumerate(ids)}, texts, vectors,
+                          np.zeros((len(texts), len(self.item_extra_names())), dtype=np.float32))
+        if "text_match" in self.config.groups:
+            table.title_terms = [frozenset(_stem_tokens(self.stemmer, str(r.get("title") or ""))) for r in records]
+            table.text_terms = [frozenset(_stem_tokens(self.stemmer, t)) for t in texts]
+            table.phrases = [_phrase(t) for t in texts]
+        return table
+
+    def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray,
+                     items: ItemTable | None = None) -> np.ndarray:
+        """(len(rows), s) pair scalars of one query against rows of the catalog (or of `items`, an
+        inline_items table): the per-candidate work."""
+        inline = items is not None
+        items = items if inline else self.items
         cols = []
         groups = self.config.groups
         if "embedding" in groups:
-            cols.append(self.items.vectors[rows] @ query_vector)
+            cols.append(items.vectors[rows] @ query_vector)
         if "bm25" in groups:
-            tokens = self.bm25.tokens(query)
-            bm = (self.bm25.retriever.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))).astype(np.float32)
+            if inline:
+                bm = self.bm25.score_texts(query, [items.texts[r] for r in rows])
+            else:
+                tokens = self.bm25.tokens(query)
+                bm = self.bm25.retriever.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))
+            bm = bm.astype(np.float32)
             cols += [bm, np.log1p(bm)]
         if "text_match" in groups:
             terms = set(_stem_tokens(self.stemmer, query))
             n = max(len(terms), 1)
-            title = self.items.title_terms
-            text = self.items.text_terms
+            title, text = items.title_terms, items.text_terms
             cols.append(np.fromiter((len(terms & title[r]) / n for r in rows), np.float32, len(rows)))
             cols.append(np.fromiter((len(terms & text[r]) / n for r in rows), np.float32, len(rows)))
             phrase = _phrase(query)
             has = phrase.strip() != ""
-            cols.append(np.fromiter((has and phrase in self.items.phrases[r] for r in rows), np.float32, len(rows)))
+            cols.append(np.fromiter((has and phrase in items.phrases[r] for r in rows), np.float32, len(rows)))
         if "engagement" in groups:
             key = query.strip().lower()
-            eng = self.query_engagement
+            eng = {} if inline else self.query_engagement
             zero = np.zeros(3, dtype=np.float32)
-            cols.extend(np.stack([eng.get((key, self.items.item_ids[r]), zero) for r in rows]).T
-                        if len(rows) else [np.zeros(0)] * 3)
+            rates = np.stack([eng.get((key, items.item_ids[r]), zero) for r in rows]) if len(rows) else np.zeros((0, 3))
+            cols.extend(rates.T)
         if not cols:
             return np.zeros((len(rows), 0), dtype=np.float32)
         return np.stack(cols, axis=1).astype(np.float32)
