@@ -1,60 +1,16 @@
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_csv
-from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
+from conftest import ITEMS, write_csv, write_teacher_labels
+from relkit import RelkitError, Workspace, import_file
 from relkit.cli import app
 from relkit.features.embeddings import Encoder, text_hash
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller, scaling_curve
 from relkit.student.model import assemble, torch_student
-
-COLORS = ["red", "blue", "green", "black"]
-THINGS = ["chair", "table", "lamp", "hose", "drill", "door", "saw", "rug"]
-ITEMS = [(f"{c}-{t}", f"{c} {t}", f"a sturdy {t} painted {c}") for c in COLORS for t in THINGS]
-
-
-def level(query: str, title: str) -> int:
-    """3: the item is the query's color and thing; 2: one of the two; 1: neither."""
-    return 1 + len(set(query.split()) & set(title.split()))
-
-
-@pytest.fixture
-def shop(tmp_path):
-    """32 items, 32 queries (`color thing`) each judged against 8 items, split by query."""
-    ws = Workspace.create(tmp_path / "ws", LabelScale.default(3))
-    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"], ITEMS))
-    rng = np.random.default_rng(0)
-    judgments = []
-    for c in COLORS:
-        for t in THINGS:
-            q = f"{c} {t}"
-            for n in rng.choice(len(ITEMS), 7, replace=False).tolist() + [ITEMS.index((f"{c}-{t}", q, f"a sturdy {t} painted {c}"))]:
-                judgments.append([q, ITEMS[n][0], str(level(q, ITEMS[n][1]))])
-    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], judgments))
-    split_queries(ws, SplitConfig(seed=3, dev=0.2, test=0.25))
-    yield ws
-    ws.close()
-
-
-def write_teacher_labels(ws: Workspace, name: str = "rule") -> int:
-    """Soft labels of every (train query, item) pair from a rule teacher (0.8 on the rule's level),
-    written as `relkit label` writes them."""
-    rows = ws.fetchall("""SELECT q.query_id, q.query, i.item_id, i.title FROM queries q JOIN splits s USING (query_id)
-                          CROSS JOIN items i WHERE s.split = 'train' ORDER BY 1, 3""")
-    p = np.full((len(rows), 3), 0.1, dtype=np.float32)
-    p[np.arange(len(rows)), [level(q, t) - 1 for _, q, _, t in rows]] = 0.8
-    out = ws.path / "labels" / name
-    out.mkdir(parents=True)
-    pq.write_table(pa.table({"teacher": [name] * len(rows), "query_id": [r[0] for r in rows],
-                             "item_id": [r[2] for r in rows], "p1": p[:, 0], "p2": p[:, 1], "p3": p[:, 2],
-                             "expected_level": p @ np.arange(1, 4, dtype=np.float32)}), out / "shard-00000.parquet")
-    return len(rows)
 
 
 class CountingEncoder(Encoder):

@@ -149,6 +149,10 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
         counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
+        from relkit.serve import active_student
+
+        active = active_student(ws.path)
+        counts.add_row("active student", active["student"] if active else "none (relkit promote NAME)")
         console.print(counts)
         rows = ws.fetchall("""
             SELECT j.label, coalesce(s.split, 'unassigned'), count(*) FROM judgments j
@@ -419,6 +423,45 @@ def distill(
                       f"pairs, best epoch {result['best_epoch']}, dev accuracy {result['dev']['accuracy']:.4f}, "
                       f"nDCG@10 {result['dev']['ndcg@10']:.4f} ({result['seconds']:.1f} s); evaluate with "
                       f"`relkit eval --system student:{name}`", highlight=False)
+
+
+@app.command()
+@_friendly
+def promote(
+    student: Annotated[str, typer.Argument(help="The student: NAME (artifacts/student-NAME), a folder name or a path.")],
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
+    from relkit.serve import promote as promote_student
+
+    with _open(workspace) as ws:
+        name = promote_student(ws, student)
+    console.print(f"{name} is now the active student of {workspace}", highlight=False)
+
+
+@app.command()
+@_friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback an API key is required.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key: Annotated[str | None, typer.Option(envvar="RELKIT_API_KEY",
+                                                help="Require this X-API-Key header on /v1/ requests.")] = None,
+    max_candidates: Annotated[int, typer.Option(min=1, help="Items per rerank request.")] = 1000,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (MB); larger gets 413.")] = 4.0,
+    poll_seconds: Annotated[float, typer.Option(min=0.05, help="How often to look for a promoted student.")] = 1.0,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
+    from relkit.serve import Limits
+    from relkit.serve import serve as run_service
+
+    from relkit.workspace import DB_NAME
+
+    if not (workspace / DB_NAME).exists():
+        raise RelkitError(f"no relkit workspace at {workspace} (create one with `relkit init {workspace}`)")
+    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
+    run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds)
 
 
 def _parse_sets(entries: list[str], cls) -> dict:

@@ -1,0 +1,454 @@
+"""The relevance service: FastAPI on uvicorn, serving a workspace's active student.
+
+    relkit promote hd-all -w ws          # choose the student to serve (a running service follows)
+    relkit serve -w ws --port 8000
+
+Endpoints: `POST /v1/rerank` (score the given items for a query), `POST /v1/search` (BM25 and
+nearest-neighbour candidates from the catalog, reranked by the student), `GET /healthz`,
+`GET /metrics` (Prometheus), OpenAPI docs at `/docs`.
+
+Everything a request needs is loaded once, at start-up (the lifespan): the student and its fast
+scorer, the catalog's features (item vectors, BM25 index, text-match terms), a usearch index over
+the item vectors. The workspace database is opened read-only for that and closed again, so other
+relkit commands can use the workspace while the service runs. The service polls the workspace's
+`active-student` file (written by `relkit promote`); when it changes, the new student is loaded
+beside the old one and swapped in with one assignment: requests in flight finish on the model they
+started with, none is dropped.
+
+(No `from __future__ import annotations` here: FastAPI reads the request models defined inside
+`create_app` from the handlers' live annotations.)
+"""
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from relkit.errors import RelkitError
+
+ACTIVE_FILE = "active-student"
+log = logging.getLogger("relkit.serve")
+
+
+# -- which student is served --------------------------------------------------------------------
+def promote(ws, ref: str) -> str:
+    """Make a saved student the one `relkit serve` serves; returns its folder name. The choice is a
+    small file beside the database, replaced atomically, so a running service can follow it."""
+    from relkit.student.system import StudentSystem
+
+    path = StudentSystem.from_workspace(ws, ref).path
+    from relkit.student.model import Student
+
+    Student.load(path)  # refuse a broken folder now, not in the service
+    record = {"student": path.name, "path": str(path.resolve()),
+              "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    tmp = ws.path / (ACTIVE_FILE + ".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(ws.path / ACTIVE_FILE)
+    return path.name
+
+
+def active_student(workspace: Path) -> dict | None:
+    file = Path(workspace) / ACTIVE_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# -- the loaded model -------------------------------------------------------------------------
+@dataclass
+class Model:
+    """One servable version: the student, its features and indexes. Immutable once built."""
+
+    version: str
+    scorer: object              # FastScorer
+    builder: object             # FeatureBuilder
+    ann: object                 # usearch Index over the item vectors, or None without them
+    names: tuple[str, ...]      # the scale's level names
+
+
+def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Model:
+    """Build a Model for the student in `record`; the features and indexes of `reuse` are kept when
+    the new student uses the same feature config."""
+    from relkit.student.fast import FastScorer
+    from relkit.student.features import FeatureBuilder
+    from relkit.student.model import Student
+    from relkit.workspace import Workspace
+
+    path = Path(record["path"])
+    if not path.is_dir():
+        path = Path(workspace) / "artifacts" / record["student"]
+    student = Student.load(path)
+    if reuse is not None and reuse.builder.config == student.feature_config():
+        builder, ann = reuse.builder, reuse.ann
+    else:
+        try:
+            ws = Workspace.open(workspace, read_only=True)
+        except RelkitError:
+            raise
+        except Exception as e:  # DuckDB refuses while another process writes the workspace
+            raise RelkitError(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
+        with ws:
+            builder = FeatureBuilder.from_workspace(ws, student.feature_config())
+        ann = build_ann(builder.items.vectors)
+    version = f"{path.name}@{int(path.stat().st_mtime)}"
+    return Model(version, FastScorer(student, builder), builder, ann, tuple(student.scale.names))
+
+
+def build_ann(vectors: np.ndarray | None):
+    """A usearch HNSW index (inner product on unit vectors = cosine) keyed by catalog row."""
+    if vectors is None or not len(vectors):
+        return None
+    from usearch.index import Index
+
+    index = Index(ndim=vectors.shape[1], metric="ip", dtype="f32")
+    index.add(np.arange(len(vectors), dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+class QueryVectors:
+    """An LRU cache of query embeddings: repeated queries skip the bi-encoder."""
+
+    def __init__(self, size: int = 20000):
+        self.size = size
+        self.cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, model: Model, query: str) -> np.ndarray | None:
+        if not model.builder.dim:
+            return None
+        key = (model.builder.config.encoder, query)
+        vector = self.cache.get(key)
+        if vector is not None:
+            self.cache.move_to_end(key)
+            self.hits += 1
+            return vector
+        self.misses += 1
+        vector = model.builder.query_vectors([query])[0]
+        self.cache[key] = vector
+        if len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return vector
+
+
+# -- the app ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    max_candidates: int = 1000          # items per rerank request
+    max_search_k: int = 1000
+    max_query_chars: int = 1000
+    max_text_chars: int = 20000         # per inline item field
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before the app parses it."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, _replay([message]), send)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._too_large(send)
+            more = message.get("more_body", False)
+        return await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}],
+                                             receive), send)
+
+    async def _too_large(self, send):
+        body = json.dumps({"detail": [{"loc": ["body"], "type": "too_large",
+                                       "msg": f"the request body is larger than {self.limit} bytes"}]}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages, then=None):
+    queue = list(messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+    return receive
+
+
+def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_key: str | None = None,
+               poll_seconds: float = 1.0):
+    """The FastAPI app for `workspace` (its models load when the app starts)."""
+    from contextlib import asynccontextmanager
+    from typing import Annotated, Literal
+
+    from fastapi import Depends, FastAPI, HTTPException, Request, Security
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.security import APIKeyHeader
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+    from relkit import __version__
+
+    workspace = Path(workspace)
+    limits = limits or Limits()
+    registry = CollectorRegistry()
+    requests = Counter("relkit_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=registry)
+    latency = Histogram("relkit_request_seconds", "Request latency by endpoint", ["endpoint"], registry=registry,
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+    candidates_scored = Counter("relkit_candidates_scored", "Candidates scored by the student", registry=registry)
+    model_info = Gauge("relkit_model_info", "The served student (value 1)", ["version"], registry=registry)
+    reloads = Counter("relkit_model_reloads", "Active-student changes picked up", ["outcome"], registry=registry)
+
+    state: dict = {"model": None, "mtime": None, "queries": QueryVectors()}
+
+    def set_model(model: Model) -> None:
+        old = state["model"]
+        state["model"] = model   # one assignment: a request holds whichever it read first
+        if old is not None:
+            model_info.remove(old.version)
+        model_info.labels(model.version).set(1)
+
+    def read_active() -> tuple[dict, float]:
+        file = workspace / ACTIVE_FILE
+        record = active_student(workspace)
+        if record is None:
+            raise RelkitError(f"no student is active in {workspace}: run `relkit promote NAME` "
+                              "(see `relkit status` for the students)")
+        return record, file.stat().st_mtime
+
+    async def follow_promotions() -> None:
+        while True:
+            await asyncio.sleep(poll_seconds)
+            try:
+                mtime = (workspace / ACTIVE_FILE).stat().st_mtime
+                if mtime == state["mtime"]:
+                    continue
+                record, mtime = read_active()
+                model = await asyncio.to_thread(load_model, workspace, record, state["model"])
+                state["mtime"] = mtime
+                set_model(model)
+                reloads.labels("ok").inc()
+                log.warning("now serving %s", model.version)
+            except Exception as e:  # keep serving the old model; say why
+                state["mtime"] = (workspace / ACTIVE_FILE).stat().st_mtime if (workspace / ACTIVE_FILE).exists() else None
+                reloads.labels("failed").inc()
+                log.error("could not switch to the promoted student: %s", e)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        record, mtime = read_active()
+        set_model(await asyncio.to_thread(load_model, workspace, record))
+        state["mtime"] = mtime
+        task = asyncio.create_task(follow_promotions())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="relkit", version=__version__, lifespan=lifespan,
+                  description="Search relevance: rerank and search with a workspace's active student.")
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    async def check_key(key: Annotated[str | None, Security(header)] = None) -> None:
+        if key != api_key:
+            raise HTTPException(status_code=401, detail="a valid X-API-Key header is required")
+
+    # the key check (and its security scheme in the OpenAPI schema) exists only when a key is set
+    errors = {400: {"description": "the body is not readable (not UTF-8 JSON)"},
+              413: {"description": "the body is larger than the service accepts"}}
+    guarded = ({"dependencies": [Depends(check_key)],
+                "responses": {**errors, 401: {"description": "missing or wrong X-API-Key header"}}}
+               if api_key is not None else {"responses": errors})
+
+    Text = Annotated[str, Field(max_length=limits.max_text_chars)]
+
+    class InlineItem(BaseModel):
+        """An item given in the request instead of by id."""
+        model_config = ConfigDict(extra="forbid")
+        item_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+        title: Annotated[str, Field(min_length=1, max_length=limits.max_text_chars)]
+        description: Text | None = None
+        board_titles: Annotated[list[Text], Field(max_length=100)] | None = None
+        link_title: Text | None = None
+        link_description: Text | None = None
+
+    blank = " \t\n\r\f\v"
+
+    class QueryModel(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        # at least one character that is not (ASCII) blank: the same rule in the schema and the check
+        query: Annotated[str, Field(min_length=1, max_length=limits.max_query_chars, pattern=r"[^ \t\n\r\f\v]",
+                                    description="the search query; not empty or blank")]
+
+        @field_validator("query")
+        @classmethod
+        def trimmed(cls, value: str) -> str:
+            return value.strip(blank)
+
+    class RerankRequest(QueryModel):
+        items: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)] | InlineItem],
+                         Field(min_length=1, max_length=limits.max_candidates)]
+        top_k: Annotated[int, Field(ge=1)] | None = None
+
+    class SearchRequest(QueryModel):
+        k: Annotated[int, Field(ge=1, le=limits.max_search_k)] = 10
+
+    class Scored(BaseModel):
+        item_id: str
+        score: float = Field(description="expected gain under the level probabilities")
+        level: int = Field(description="the most probable level, 1..K")
+        probabilities: list[float]
+        inline: bool = False
+
+    class RerankResponse(BaseModel):
+        model: str
+        results: list[Scored]
+        unknown_items: list[str] = Field(description="ids not in the catalog (not scored)")
+
+    class SearchResponse(BaseModel):
+        model: str
+        candidates: int
+        results: list[Scored]
+
+    class Health(BaseModel):
+        status: Literal["ok"]
+        model: str
+        items: int
+        relkit: str
+
+    def ranked(model: Model, proba: np.ndarray, ids: list[str], inline: list[bool], top_k: int | None) -> list[Scored]:
+        gains = np.asarray(model.scorer.student.scale.gains, dtype=np.float64)
+        scores = proba @ gains
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [Scored(item_id=ids[i], score=float(scores[i]), level=int(proba[i].argmax()) + 1,
+                       probabilities=[round(float(p), 6) for p in proba[i]], inline=inline[i]) for i in order]
+
+    @app.post("/v1/rerank", response_model=RerankResponse, **guarded)
+    async def rerank(body: RerankRequest) -> RerankResponse:
+        """Score the given items (catalog ids, or inline objects) for the query, best first."""
+        model: Model = state["model"]
+        position = model.builder.items.position
+        seen, ids, rows, unknown, inline_records, inline_ids = set(), [], [], [], [], []
+        for n, item in enumerate(body.items):
+            if isinstance(item, str):
+                if item in seen:
+                    continue
+                seen.add(item)
+                if item in position:
+                    ids.append(item)
+                    rows.append(position[item])
+                else:
+                    unknown.append(item)
+            else:
+                inline_records.append(item.model_dump())
+                inline_ids.append(item.item_id or f"inline-{n}")
+        qv = state["queries"].get(model, body.query)
+        parts, names, flags = [], [], []
+        if rows:
+            parts.append(model.scorer.score_rows(body.query, np.asarray(rows, dtype=np.int64), qv))
+            names += ids
+            flags += [False] * len(ids)
+        if inline_records:
+            table = model.builder.inline_items(inline_records)
+            parts.append(model.scorer.score_rows(body.query, np.arange(len(inline_records)), qv, items=table))
+            names += inline_ids
+            flags += [True] * len(inline_ids)
+        k = len(model.names)
+        proba = np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.float32)
+        candidates_scored.inc(len(proba))
+        return RerankResponse(model=model.version, results=ranked(model, proba, names, flags, body.top_k),
+                              unknown_items=unknown)
+
+    @app.post("/v1/search", response_model=SearchResponse, **guarded)
+    async def search(body: SearchRequest) -> SearchResponse:
+        """Candidates from the catalog (BM25 and embedding nearest neighbours), reranked by the student."""
+        model: Model = state["model"]
+        items = model.builder.items
+        per_source = min(len(items.item_ids), max(2 * body.k, 100))
+        found: dict[int, None] = {}
+        if model.builder.bm25 is not None:
+            found.update(dict.fromkeys(model.builder.bm25.top_k([body.query], per_source)[0]))
+        qv = state["queries"].get(model, body.query)
+        if model.ann is not None and qv is not None:
+            hits = model.ann.search(qv, per_source)
+            found.update(dict.fromkeys(int(key) for key in hits.keys))
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        proba = (model.scorer.score_rows(body.query, rows, qv) if len(rows)
+                 else np.zeros((0, len(model.names)), dtype=np.float32))
+        candidates_scored.inc(len(rows))
+        ids = [items.item_ids[r] for r in rows]
+        return SearchResponse(model=model.version, candidates=len(rows),
+                              results=ranked(model, proba, ids, [False] * len(ids), body.k))
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        model: Model = state["model"]
+        return Health(status="ok", model=model.version, items=len(model.builder.items.item_ids), relkit=__version__)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics: requests, latency histograms, the served model."""
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # never a traceback to the client
+            log.exception("error serving %s", request.url.path)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        latency.labels(endpoint).observe(time.perf_counter() - start)
+        requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    app.state.relkit = state
+    return app
+
+
+def serve(workspace: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          limits: Limits | None = None, poll_seconds: float = 1.0) -> None:
+    """Run the service until interrupted."""
+    import uvicorn
+
+    if not is_loopback(host) and not api_key:
+        raise RelkitError(f"binding to {host} exposes the service beyond this machine: set an API key "
+                          "(--api-key or RELKIT_API_KEY)")
+    if active_student(Path(workspace)) is None:
+        raise RelkitError(f"no student is active in {workspace}: run `relkit promote NAME` first")
+    app = create_app(workspace, limits, api_key, poll_seconds)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
