@@ -103,7 +103,11 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
             builder = FeatureBuilder.from_workspace(ws, student.feature_config())
         ann = build_ann(builder.items.vectors)
     version = f"{path.name}@{int(path.stat().st_mtime)}"
-    return Model(version, FastScorer(student, builder), builder, ann, tuple(student.scale.names))
+    scorer = FastScorer(student, builder)
+    # warm up before serving: the query encoder loads lazily, and first calls pay one-off costs
+    rows = np.arange(min(len(builder.items.item_ids), 100))
+    scorer.score_rows("warm up", rows)
+    return Model(version, scorer, builder, ann, tuple(student.scale.names))
 
 
 def build_ann(vectors: np.ndarray | None):
@@ -125,11 +129,13 @@ class QueryVectors:
         self.cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, model: Model, query: str) -> np.ndarray | None:
+    def get(self, model: Model, query: str, counter=None) -> np.ndarray | None:
         if not model.builder.dim:
             return None
         key = (model.builder.config.encoder, query)
         vector = self.cache.get(key)
+        if counter is not None:
+            counter.labels("miss" if vector is None else "hit").inc()
         if vector is not None:
             self.cache.move_to_end(key)
             self.hits += 1
@@ -194,6 +200,40 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class Observe:
+    """ASGI middleware: per-endpoint request counts and latency; an exception becomes a JSON 500
+    (logged), never a traceback or a dropped connection."""
+
+    def __init__(self, app, latency, requests):
+        self.app, self.latency, self.requests = app, latency, requests
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status, started = 500, False
+
+        async def observe(message):
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+            await send(message)
+        try:
+            await self.app(scope, receive, observe)
+        except Exception:
+            log.exception("error serving %s", scope.get("path"))
+            if not started:
+                body = b'{"detail":"internal error"}'
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+            status = 500
+        endpoint = getattr(scope.get("route"), "path", "unmatched")
+        self.latency.labels(endpoint).observe(time.perf_counter() - start)
+        self.requests.labels(endpoint, str(status)).inc()
+
+
 def _replay(messages, then=None):
     queue = list(messages)
 
@@ -212,8 +252,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
     from contextlib import asynccontextmanager
     from typing import Annotated, Literal
 
-    from fastapi import Depends, FastAPI, HTTPException, Request, Security
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi import Depends, FastAPI, HTTPException, Security
+    from fastapi.responses import PlainTextResponse
     from fastapi.security import APIKeyHeader
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -230,6 +270,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
     candidates_scored = Counter("relkit_candidates_scored", "Candidates scored by the student", registry=registry)
     model_info = Gauge("relkit_model_info", "The served student (value 1)", ["version"], registry=registry)
     reloads = Counter("relkit_model_reloads", "Active-student changes picked up", ["outcome"], registry=registry)
+    query_cache = Counter("relkit_query_vectors", "Query embeddings from the cache (hit) or the encoder (miss)",
+                          ["result"], registry=registry)
 
     state: dict = {"model": None, "mtime": None, "queries": QueryVectors()}
 
@@ -374,7 +416,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
             else:
                 inline_records.append(item.model_dump())
                 inline_ids.append(item.item_id or f"inline-{n}")
-        qv = state["queries"].get(model, body.query)
+        qv = state["queries"].get(model, body.query, query_cache)
         parts, names, flags = [], [], []
         if rows:
             parts.append(model.scorer.score_rows(body.query, np.asarray(rows, dtype=np.int64), qv))
@@ -400,7 +442,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         found: dict[int, None] = {}
         if model.builder.bm25 is not None:
             found.update(dict.fromkeys(model.builder.bm25.top_k([body.query], per_source)[0]))
-        qv = state["queries"].get(model, body.query)
+        qv = state["queries"].get(model, body.query, query_cache)
         if model.ann is not None and qv is not None:
             hits = model.ann.search(qv, per_source)
             found.update(dict.fromkeys(int(key) for key in hits.keys))
@@ -422,20 +464,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         """Prometheus metrics: requests, latency histograms, the served model."""
         return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # never a traceback to the client
-            log.exception("error serving %s", request.url.path)
-            response = JSONResponse({"detail": "internal error"}, status_code=500)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        latency.labels(endpoint).observe(time.perf_counter() - start)
-        requests.labels(endpoint, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(Observe, latency=latency, requests=requests)
     app.state.relkit = state
     return app
 
