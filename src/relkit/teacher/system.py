@@ -10,11 +10,13 @@ from relkit.workspace import Workspace
 
 
 class TeacherSystem:
-    def __init__(self, path: Path, name: str, batch_size: int = 32, show_progress: bool = True):
+    def __init__(self, path: Path, name: str, batch_size: int = 32, show_progress: bool = True,
+                 ws: Workspace | None = None):
         self.path = path
         self.name = name
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.ws = ws    # when given, the prior's item vectors come from its text_vectors cache
 
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "TeacherSystem":
@@ -25,11 +27,17 @@ class TeacherSystem:
                 if scale != ws.scale:
                     raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
                                       f"workspace's ({ws.scale.describe()})")
-                return cls(path, name=f"teacher:{ref}")
+                return cls(path, name=f"teacher:{ref}", ws=ws)
         raise RelkitError(f"no teacher '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         teacher = Teacher.load(self.path)
+        if teacher.meta.prior and self.ws is not None:
+            import functools
+
+            from relkit.features.embeddings import cached_vectors
+
+            teacher.text_vectors = functools.partial(cached_vectors, self.ws, teacher.meta.prior["model"])
         if teacher.scale.k != teacher.model.config.num_labels:
             raise RelkitError(f"{self.path}: the saved scale has {teacher.scale.k} levels, the model's head "
                               f"{teacher.model.config.num_labels}")
