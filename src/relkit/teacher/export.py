@@ -69,6 +69,8 @@ class OnnxScorer:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between runs: the threads would spin on the cores the Python side needs
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = export_onnx(teacher, int8)
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.pad = teacher.tokenizer.pad_token_id or 0
