@@ -81,18 +81,19 @@ def main() -> None:
         print()
         print(report.headline())
         results = report.results
-        print(f"{'metric':<14}" + "".join(f"{r.name:>26}" for r in results))
+        width = max(len(r.name) for r in results) + 2
+        print(f"{'metric':<14}" + "".join(f"{r.name:>{width}}" for r in results))
         for m in results[0].metrics:
             cells = [r.metrics.get(m) for r in results]
-            print(f"{m:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>26}" for v in cells))
-        print(f"{'seconds':<14}" + "".join(f"{r.seconds:>26.1f}" for r in results))
+            print(f"{m:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{width}}" for v in cells))
+        print(f"{'seconds':<14}" + "".join(f"{r.seconds:>{width}.1f}" for r in results))
         teacher, student = results[0].metrics, results[1].metrics
         rand = random_ndcg(ws)
         kept = (student["ndcg@10"] - rand) / (teacher["ndcg@10"] - rand)
         print(f"\nrandom order nDCG@10 {rand:.4f}; student keeps {kept:.1%} of the teacher's gain over random "
               f"(target >= 90%) and {student['accuracy'] / teacher['accuracy']:.1%} of its accuracy (target >= 95%); "
-              f"above bm25: {student['ndcg@10'] > report.systems[2].metrics['ndcg@10']}, above embedding: "
-              f"{student['ndcg@10'] > report.systems[3].metrics['ndcg@10']}")
+              f"above bm25: {student['ndcg@10'] > results[2].metrics['ndcg@10']}, above embedding: "
+              f"{student['ndcg@10'] > results[3].metrics['ndcg@10']}")
 
 
 if __name__ == "__main__":

@@ -45,13 +45,21 @@ class EmbeddingSystem:
     """Cosine similarity of query and item text under a sentence-transformers bi-encoder."""
 
     def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64,
-                 show_progress: bool = True):
+                 show_progress: bool = True, ws: Workspace | None = None):
         self.name = name
         self.model = model
         self.batch_size = batch_size
         self.show_progress = show_progress
+        self.ws = ws    # when given, item vectors come from (and go to) its text_vectors cache
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
+        import functools
+
+        from relkit.features.embeddings import cached_vectors
+
         encoder = Encoder(self.model, batch_size=self.batch_size)
-        scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), show_progress=self.show_progress)
+        cache = (functools.partial(cached_vectors, self.ws, self.model or DEFAULT_ENCODER, encoder=encoder,
+                                   show_progress=self.show_progress) if self.ws is not None else None)
+        scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), show_progress=self.show_progress,
+                              text_vectors=cache)
         return Prediction(scores=scores)

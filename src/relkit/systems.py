@@ -19,7 +19,7 @@ def _bm25(ws: Workspace, arg: str | None) -> System:
 def _embedding(ws: Workspace, arg: str | None) -> System:
     from relkit.baselines import EmbeddingSystem
 
-    return EmbeddingSystem(arg or None, name=f"embedding:{arg}" if arg else "embedding")
+    return EmbeddingSystem(arg or None, name=f"embedding:{arg}" if arg else "embedding", ws=ws)
 
 
 def _teacher(ws: Workspace, arg: str | None) -> System:
