@@ -104,6 +104,37 @@ class ItemTable:
     title_terms: list[frozenset] = field(default_factory=list)
     text_terms: list[frozenset] = field(default_factory=list)
     phrases: list[str] = field(default_factory=list)
+    terms: dict[str, int] | None = None     # term -> column of the incidence matrices below
+    title_matrix: object = None             # scipy CSC (items x terms), 1 where the title has the term
+    text_matrix: object = None
+
+    def index_terms(self) -> None:
+        """Term incidence matrices (postings by term), so that the coverage of many rows costs the
+        query terms' postings, not a loop over rows."""
+        from scipy.sparse import csr_matrix
+
+        vocab: dict[str, int] = {}
+        for sets in (self.title_terms, self.text_terms):
+            for terms in sets:
+                for t in terms:
+                    vocab.setdefault(t, len(vocab))
+
+        def matrix(sets):
+            indptr, indices = [0], []
+            for terms in sets:
+                indices.extend(vocab[t] for t in terms)
+                indptr.append(len(indices))
+            data = np.ones(len(indices), dtype=np.float32)
+            return csr_matrix((data, indices, indptr), shape=(len(sets), max(len(vocab), 1)))
+        self.terms = vocab
+        self.title_matrix, self.text_matrix = matrix(self.title_terms).tocsc(), matrix(self.text_terms).tocsc()
+
+    def coverage(self, matrix, columns: list[int], rows: np.ndarray) -> np.ndarray:
+        """How many of the terms in `columns` each row has."""
+        counts = np.zeros(matrix.shape[0], dtype=np.float32)
+        for c in columns:
+            counts[matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]]] += 1.0
+        return counts[rows]
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
         missing = [i for i in item_ids if i not in self.position]
@@ -156,6 +187,7 @@ class FeatureBuilder:
             items.title_terms = [frozenset(_stem_tokens(stemmer, r["title"] or "")) for r in records]
             items.text_terms = [frozenset(_stem_tokens(stemmer, t)) for t in texts]
             items.phrases = [_phrase(t) for t in texts]
+            items.index_terms()
         bm25 = None
         if "bm25" in config.groups:
             from relkit.features.bm25 import BM25Index
@@ -185,7 +217,9 @@ class FeatureBuilder:
                 "SELECT lower(trim(query)), item_id, sum(impressions), sum(clicks), sum(saves) "
                 "FROM engagement GROUP BY ALL"):
             rates = _rates(np.array([i], float), np.array([c], float), np.array([s], float), prior, g_ctr, g_save)
-            self.query_engagement[(query, item_id)] = rates[0]
+            row = self.items.position.get(item_id)
+            if row is not None:
+                self.query_engagement.setdefault(query, {})[row] = rates[0]
 
     @property
     def encoder(self) -> Encoder:
@@ -280,17 +314,28 @@ class FeatureBuilder:
         if "text_match" in groups:
             terms = set(_stem_tokens(self.stemmer, query))
             n = max(len(terms), 1)
-            title, text = items.title_terms, items.text_terms
-            cols.append(np.fromiter((len(terms & title[r]) / n for r in rows), np.float32, len(rows)))
-            cols.append(np.fromiter((len(terms & text[r]) / n for r in rows), np.float32, len(rows)))
+            if items.terms is not None:     # catalog rows: sparse incidence (a term not in it matches nothing)
+                columns = [items.terms[t] for t in terms if t in items.terms]
+                title = items.coverage(items.title_matrix, columns, rows) / n
+                text = items.coverage(items.text_matrix, columns, rows) / n
+            else:
+                title = np.fromiter((len(terms & items.title_terms[r]) / n for r in rows), np.float64, len(rows))
+                text = np.fromiter((len(terms & items.text_terms[r]) / n for r in rows), np.float64, len(rows))
+            cols += [title.astype(np.float32), text.astype(np.float32)]
             phrase = _phrase(query)
-            has = phrase.strip() != ""
-            cols.append(np.fromiter((has and phrase in items.phrases[r] for r in rows), np.float32, len(rows)))
+            exact = np.zeros(len(rows), dtype=np.float32)
+            if phrase.strip():
+                # the whole query can only be in a text that has every one of its terms
+                for i in np.flatnonzero(text >= 1.0 - 1e-6) if terms else range(len(rows)):
+                    exact[i] = phrase in items.phrases[rows[i]]
+            cols.append(exact)
         if "engagement" in groups:
-            key = query.strip().lower()
-            eng = {} if inline else self.query_engagement
-            zero = np.zeros(3, dtype=np.float32)
-            rates = np.stack([eng.get((key, items.item_ids[r]), zero) for r in rows]) if len(rows) else np.zeros((0, 3))
+            rates = np.zeros((len(rows), 3), dtype=np.float32)
+            by_row = {} if inline else self.query_engagement.get(query.strip().lower(), {})
+            if by_row:
+                for i, r in enumerate(rows.tolist()):
+                    if r in by_row:
+                        rates[i] = by_row[r]
             cols.extend(rates.T)
         if not cols:
             return np.zeros((len(rows), 0), dtype=np.float32)
