@@ -294,14 +294,15 @@ class FeatureBuilder:
         return table
 
     def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray,
-                     items: ItemTable | None = None) -> np.ndarray:
+                     items: ItemTable | None = None, cosine: bool = True) -> np.ndarray:
         """(len(rows), s) pair scalars of one query against rows of the catalog (or of `items`, an
-        inline_items table): the per-candidate work."""
+        inline_items table): the per-candidate work. `cosine=False` leaves out the cosine column
+        (the fast scorer folds it into its query matrix)."""
         inline = items is not None
         items = items if inline else self.items
         cols = []
         groups = self.config.groups
-        if "embedding" in groups:
+        if "embedding" in groups and cosine:
             cols.append(items.vectors[rows] @ query_vector)
         if "bm25" in groups:
             if inline:
