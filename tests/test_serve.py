@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 
 from conftest import ITEMS, make_shop, write_teacher_labels
 from relkit import RelkitError, Workspace
-from relkit.serve import Limits, create_app, promote, serve
+from relkit.serve import Limits, QueryVectors, active_student, create_app, load_model, promote, serve
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller
 
@@ -105,6 +105,29 @@ def test_rerank_search_health_and_metrics(served):
         assert 'relkit_request_seconds_bucket{endpoint="/v1/search",le="+Inf"} 1.0' in metrics
         assert 'relkit_model_info{version="student-a@' in metrics
         assert http.get("/docs").status_code == 200 and "/v1/rerank" in http.get("/openapi.json").json()["paths"]
+
+
+def test_query_misses_that_arrive_together_share_one_encoder_call(served):
+    import asyncio
+
+    model = load_model(served, active_student(served))
+    calls = []
+    encode = model.builder.query_vectors
+    model.builder.query_vectors = lambda queries: calls.append(list(queries)) or encode(queries)
+    queries = ["red chair", "blue lamp", "green sofa", "red chair", "oak table", "steel shelf"]
+
+    async def burst(cache):
+        return await asyncio.gather(*(cache.get(model, q) for q in queries))
+
+    cache = QueryVectors(max_batch=3)
+    vectors = asyncio.run(burst(cache))
+    # the six requests wait together: five distinct queries, in batches of at most three, the
+    # repeated query encoded once; every vector is the encoder's own
+    assert calls == [["red chair", "blue lamp", "green sofa"], ["oak table", "steel shelf"]]
+    np.testing.assert_allclose(np.stack(vectors), encode(queries), atol=1e-5)
+    assert (cache.hits, cache.misses) == (0, 6)
+    asyncio.run(burst(cache))                # all cached now: no encoder call
+    assert len(calls) == 2 and cache.hits == 6
 
 
 def test_bad_requests_get_clear_errors(served):

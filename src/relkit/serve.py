@@ -20,6 +20,7 @@ started with, none is dropped.
 """
 
 import asyncio
+import gc
 import ipaddress
 import json
 import logging
@@ -122,14 +123,20 @@ def build_ann(vectors: np.ndarray | None):
 
 
 class QueryVectors:
-    """An LRU cache of query embeddings: repeated queries skip the bi-encoder."""
+    """Query embeddings for the service: an LRU cache, and one encoder call for all the misses that
+    arrive together. A miss waits on a batch; while the encoder runs (in a worker thread, so the
+    event loop goes on scoring requests whose query is cached), new misses gather for the next
+    batch. Under load a batch of misses costs about half per query what single calls do (measured
+    with MiniLM on one core: 21 ms for one query, ~10 ms each in batches of 8-32)."""
 
-    def __init__(self, size: int = 20000):
-        self.size = size
+    def __init__(self, size: int = 20000, max_batch: int = 32):
+        self.size, self.max_batch = size, max_batch
         self.cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self.pending: OrderedDict[tuple[str, str], tuple[object, asyncio.Future]] = OrderedDict()
+        self.encoding = False
         self.hits = self.misses = 0
 
-    def get(self, model: Model, query: str, counter=None) -> np.ndarray | None:
+    async def get(self, model: "Model", query: str, counter=None) -> np.ndarray | None:
         if not model.builder.dim:
             return None
         key = (model.builder.config.encoder, query)
@@ -141,11 +148,38 @@ class QueryVectors:
             self.hits += 1
             return vector
         self.misses += 1
-        vector = model.builder.query_vectors([query])[0]
-        self.cache[key] = vector
-        if len(self.cache) > self.size:
-            self.cache.popitem(last=False)
-        return vector
+        if key not in self.pending:
+            self.pending[key] = (model, asyncio.get_running_loop().create_future())
+        future = self.pending[key][1]
+        if not self.encoding:
+            self.encoding = True
+            asyncio.create_task(self._encode_pending())
+        return await asyncio.shield(future)   # a cancelled request leaves the batch to the others
+
+    async def _encode_pending(self) -> None:
+        try:
+            while self.pending:
+                batch = []
+                for key, (model, future) in list(self.pending.items())[:self.max_batch]:
+                    if batch and key[0] != batch[0][0][0]:
+                        break                      # one encoder per call
+                    batch.append((key, model, future))
+                    del self.pending[key]
+                try:
+                    vectors = await asyncio.to_thread(batch[0][1].builder.query_vectors, [k[1] for k, _, _ in batch])
+                except Exception as e:  # every request of the batch gets the error
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(e)
+                    continue
+                for (key, _, future), vector in zip(batch, vectors):
+                    self.cache[key] = vector
+                    if not future.done():
+                        future.set_result(vector)
+                while len(self.cache) > self.size:
+                    self.cache.popitem(last=False)
+        finally:
+            self.encoding = False
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -253,7 +287,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
     from typing import Annotated, Literal
 
     from fastapi import Depends, FastAPI, HTTPException, Security
-    from fastapi.responses import PlainTextResponse
+    from fastapi.responses import PlainTextResponse, Response
     from fastapi.security import APIKeyHeader
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -281,6 +315,10 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         if old is not None:
             model_info.remove(old.version)
         model_info.labels(model.version).set(1)
+        # the catalog's features are millions of long-lived Python objects (ids, term sets): keep
+        # them out of the collector's full passes, which otherwise stall requests for tens of ms
+        gc.collect()
+        gc.freeze()
 
     def read_active() -> tuple[dict, float]:
         file = workspace / ACTIVE_FILE
@@ -390,15 +428,24 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         items: int
         relkit: str
 
-    def ranked(model: Model, proba: np.ndarray, ids: list[str], inline: list[bool], top_k: int | None) -> list[Scored]:
+    def ranked(model: Model, proba: np.ndarray, ids: list[str], inline: list[bool], top_k: int | None) -> list[dict]:
+        """The results, best first, as plain dicts in the shape of `Scored` (built with whole-array
+        numpy and sent without a second validation pass: a third of a request's time otherwise)."""
         gains = np.asarray(model.scorer.student.scale.gains, dtype=np.float64)
         scores = proba @ gains
         order = np.argsort(-scores, kind="stable")[:top_k]
-        return [Scored(item_id=ids[i], score=float(scores[i]), level=int(proba[i].argmax()) + 1,
-                       probabilities=[round(float(p), 6) for p in proba[i]], inline=inline[i]) for i in order]
+        levels = (proba[order].argmax(axis=1) + 1).tolist()
+        probabilities = np.round(proba[order].astype(np.float64), 6).tolist()
+        return [{"item_id": ids[i], "score": score, "level": level, "probabilities": p, "inline": inline[i]}
+                for i, score, level, p in zip(order.tolist(), scores[order].tolist(), levels, probabilities)]
+
+    def send(content: dict) -> Response:
+        # the handlers' response models stay in the OpenAPI schema (and the tests check the bodies
+        # against it); returning a Response skips FastAPI's re-validation of what was just built
+        return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
 
     @app.post("/v1/rerank", response_model=RerankResponse, **guarded)
-    async def rerank(body: RerankRequest) -> RerankResponse:
+    async def rerank(body: RerankRequest) -> Response:
         """Score the given items (catalog ids, or inline objects) for the query, best first."""
         model: Model = state["model"]
         position = model.builder.items.position
@@ -416,7 +463,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
             else:
                 inline_records.append(item.model_dump())
                 inline_ids.append(item.item_id or f"inline-{n}")
-        qv = state["queries"].get(model, body.query, query_cache)
+        qv = await state["queries"].get(model, body.query, query_cache)
         parts, names, flags = [], [], []
         if rows:
             parts.append(model.scorer.score_rows(body.query, np.asarray(rows, dtype=np.int64), qv))
@@ -430,11 +477,11 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         k = len(model.names)
         proba = np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.float32)
         candidates_scored.inc(len(proba))
-        return RerankResponse(model=model.version, results=ranked(model, proba, names, flags, body.top_k),
-                              unknown_items=unknown)
+        return send({"model": model.version, "results": ranked(model, proba, names, flags, body.top_k),
+                     "unknown_items": unknown})
 
     @app.post("/v1/search", response_model=SearchResponse, **guarded)
-    async def search(body: SearchRequest) -> SearchResponse:
+    async def search(body: SearchRequest) -> Response:
         """Candidates from the catalog (BM25 and embedding nearest neighbours), reranked by the student."""
         model: Model = state["model"]
         items = model.builder.items
@@ -442,7 +489,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         found: dict[int, None] = {}
         if model.builder.bm25 is not None:
             found.update(dict.fromkeys(model.builder.bm25.top_k([body.query], per_source)[0]))
-        qv = state["queries"].get(model, body.query, query_cache)
+        qv = await state["queries"].get(model, body.query, query_cache)
         if model.ann is not None and qv is not None:
             hits = model.ann.search(qv, per_source)
             found.update(dict.fromkeys(int(key) for key in hits.keys))
@@ -451,8 +498,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
                  else np.zeros((0, len(model.names)), dtype=np.float32))
         candidates_scored.inc(len(rows))
         ids = [items.item_ids[r] for r in rows]
-        return SearchResponse(model=model.version, candidates=len(rows),
-                              results=ranked(model, proba, ids, [False] * len(ids), body.k))
+        return send({"model": model.version, "candidates": len(rows),
+                     "results": ranked(model, proba, ids, [False] * len(ids), body.k)})
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
