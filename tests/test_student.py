@@ -112,17 +112,23 @@ def test_scaling_curve_rows(shop):
                                                                           "student-c-human"]
 
 
-def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path):
+@pytest.mark.parametrize("rank", [0, 4])
+def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path, rank):
+    """Also for a student whose query-item-product weights have low rank (scored through factors)."""
     import torch
 
     import_file(shop, "engagement", write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"], [
         ["red chair", "red-chair", "50", "9", "2026-01-01"], ["blue lamp", "red-chair", "30", "1", "2026-01-01"]]))
     write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", show_progress=False)
-    student = distiller.train(None, StudentConfig(epochs=3, hidden=(32, 16)))
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(32, 16), product_rank=rank))
     fb = distiller.builder
     assert fb.items.extra.any()                                  # the item-side block is not all zero
     scorer = FastScorer(student, fb)
+    d = fb.dim
+    product_weights = student.layers[0][0][:, 2 * d:3 * d]
+    assert np.linalg.matrix_rank(product_weights, tol=1e-4) == (rank or 32)
+    assert (scorer.factors is not None) == bool(rank)
     items = [i for i, _, _ in ITEMS]
     fast = scorer.score("red chair", items)
     features = fb.pairs(["red chair"] * len(items), items)
@@ -174,12 +180,13 @@ def test_cli_distill_and_eval(shop):
     assert result.exit_code == 2 and "name a --teacher" in result.output
 
 
-def test_inline_items_score_as_their_catalog_twins(shop):
+@pytest.mark.parametrize("rank", [0, 4])
+def test_inline_items_score_as_their_catalog_twins(shop, rank):
     """An item given inline (not looked up) gets the same features, so the same probabilities, as the
     identical catalog item: BM25 with the catalog's statistics, text match, a freshly encoded vector."""
     write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
-    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,)))
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), product_rank=rank))
     scorer = FastScorer(student, distiller.builder)
     twins = ["red-chair", "blue-lamp", "green-saw"]
     records = [{"title": t, "description": d} for i, t, d in ITEMS if i in twins]

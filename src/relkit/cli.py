@@ -375,7 +375,8 @@ def distill(
         "embedding,bm25,text_match,engagement",
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed).")]
+        "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed, "
+                      "product_rank: rank of the query-item-product weights, 0 for full).")]
         = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,

@@ -317,6 +317,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         model_info.labels(model.version).set(1)
         # the catalog's features are millions of long-lived Python objects (ids, term sets): keep
         # them out of the collector's full passes, which otherwise stall requests for tens of ms
+        # (unfrozen first, so that what a replaced model leaves in cycles is collected)
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
 

@@ -36,6 +36,7 @@ class StudentConfig:
     dropout: float = 0.1
     human_weight: float = 1.0        # weight of a human-labeled pair against a teacher-labeled one
     seed: int = 0
+    product_rank: int = 0            # > 0: the first layer's query-item-product weights have this rank
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -45,6 +46,8 @@ class StudentConfig:
             raise RelkitError("student: epochs, patience and batch_size must be at least 1, lr positive")
         if self.human_weight < 0:
             raise RelkitError("student: human_weight cannot be negative")
+        if self.product_rank < 0:
+            raise RelkitError("student: product_rank is 0 (full) or a positive rank")
 
 
 @dataclass
@@ -201,14 +204,55 @@ class DevSet:
     item_ids: list[str]
 
 
-def torch_net(sizes: list[int], dropout: float = 0.0):
+def torch_net(sizes: list[int], dropout: float = 0.0, product: tuple[int, int] | None = None, rank: int = 0):
+    """The MLP; with `rank` > 0 the first layer's weights on the input columns `product` (start,
+    stop) are a product U R of rank `rank` (the other columns and the bias are free)."""
     import torch
 
     layers = []
     for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
+        first = not layers
+        linear = (low_rank_linear(n_in, n_out, product, rank) if first and rank and product
+                  else torch.nn.Linear(n_in, n_out))
+        layers += [linear, torch.nn.ReLU(), torch.nn.Dropout(dropout)]
     layers.append(torch.nn.Linear(sizes[-2], sizes[-1]))
     return torch.nn.Sequential(*layers)
+
+
+def low_rank_linear(n_in: int, n_out: int, columns: tuple[int, int], rank: int):
+    """A linear layer whose weights on `columns` have rank <= `rank`: the fast scorer then scores a
+    candidate's query-item product with rank x (d + hidden) multiply-adds instead of d x hidden.
+    `weight` is the whole (n_out, n_in) matrix, as `torch.nn.Linear` has it (and as it is saved)."""
+    import torch
+
+    class LowRankColumns(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            start, stop = columns
+            init = torch.nn.Linear(n_in, n_out)
+            w = init.weight.detach()
+            u, s, vt = torch.linalg.svd(w[:, start:stop], full_matrices=False)
+            k = min(rank, len(s))
+            self.start, self.stop = start, stop
+            self.left = torch.nn.Parameter(w[:, :start].clone())
+            self.right = torch.nn.Parameter(w[:, stop:].clone())
+            self.u = torch.nn.Parameter((u[:, :k] * s[:k].sqrt()).contiguous())
+            self.r = torch.nn.Parameter((s[:k].sqrt()[:, None] * vt[:k]).contiguous())
+            self.bias = init.bias
+
+        @property
+        def weight(self):
+            return torch.cat([self.left, self.u @ self.r, self.right], dim=1)
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    return LowRankColumns()
+
+
+def linear_layers(net) -> list:
+    """The layers with weights, in order (plain or low-rank linear)."""
+    return [m for m in net if hasattr(m, "weight")]
 
 
 def torch_student(student: Student):
@@ -218,7 +262,7 @@ def torch_student(student: Student):
 
     sizes = [student.weights["w0"].shape[1], *student.meta.hidden, student.scale.k]
     net = torch_net(sizes)
-    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    linears = linear_layers(net)
     with torch.no_grad():
         for module, (w, b) in zip(linears, student.layers):
             module.weight.copy_(torch.from_numpy(w))
@@ -255,14 +299,18 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
     std = train.x.std(axis=0)
     std[std < 1e-6] = 1.0
     sizes = [train.x.shape[1], *config.hidden, scale.k]
-    net = torch_net(sizes, config.dropout)
+    offsets = np.cumsum([0] + [w for _, w in builder.blocks()])
+    names = [name for name, _ in builder.blocks()]
+    product = ((int(offsets[names.index("query_item_product")]), int(offsets[names.index("query_item_product") + 1]))
+               if "query_item_product" in names else None)
+    net = torch_net(sizes, config.dropout, product, config.product_rank)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     x = torch.from_numpy((train.x - mean) / std)
     y = torch.from_numpy(train.targets.astype(np.float32))
     w = torch.from_numpy(train.weights.astype(np.float32))
     dev_x = torch.from_numpy((dev.x - mean) / std)
     weights_of = lambda: {f"{kind}{i}": p.detach().numpy().copy()  # noqa: E731
-                          for i, m in enumerate(m for m in net if isinstance(m, torch.nn.Linear))
+                          for i, m in enumerate(linear_layers(net))
                           for kind, p in (("w", m.weight), ("b", m.bias))}
     best, best_key, stale, history = None, (-1.0, -1.0), 0, []
     started = time.perf_counter()
