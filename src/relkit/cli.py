@@ -370,7 +370,7 @@ def distill(
              "one on human labels only; each scored on the test split.")] = None,
     human_weight: Annotated[float, typer.Option(
         help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 1.0,
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "128,64",
+    hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "64,32",
     groups: Annotated[str, typer.Option(help="Feature groups: embedding,bm25,text_match,engagement.")] =
         "embedding,bm25,text_match,engagement",
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",

@@ -27,7 +27,7 @@ WEIGHTS_FILE = "weights.npz"
 
 @dataclass(frozen=True)
 class StudentConfig:
-    hidden: tuple[int, ...] = (128, 64)
+    hidden: tuple[int, ...] = (64, 32)     # the fastest size that matched the best dev nDCG (HD, CF)
     epochs: int = 40                 # at most; early stopping usually ends sooner
     patience: int = 4                # epochs without a better dev score before stopping
     batch_size: int = 512
