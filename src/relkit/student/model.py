@@ -233,7 +233,6 @@ def low_rank_linear(n_in: int, n_out: int, columns: tuple[int, int], rank: int):
             w = init.weight.detach()
             u, s, vt = torch.linalg.svd(w[:, start:stop], full_matrices=False)
             k = min(rank, len(s))
-            self.start, self.stop = start, stop
             self.left = torch.nn.Parameter(w[:, :start].clone())
             self.right = torch.nn.Parameter(w[:, stop:].clone())
             self.u = torch.nn.Parameter((u[:, :k] * s[:k].sqrt()).contiguous())
