@@ -1,5 +1,6 @@
 """Load on the relevance service: `relkit serve` in its own process on loopback, and an open-loop
-generator (keep-alive connections on plain asyncio streams) that sends requests at a fixed rate whatever the answers' pace.
+generator (keep-alive connections on plain asyncio streams) that sends requests at a fixed rate
+whatever the answers' pace.
 
     python benchmarks/serve_load.py --workspace /tmp/bench-ws/homedepot [--seconds 60] \
         [--rate 200 --candidates 100] [--rate-1000 20]
@@ -11,8 +12,8 @@ requests/s. Queries are the workspace's test-split queries in a shuffled cycle (
 head: the hardest case for the cache; the hit rate of each run is printed from /metrics);
 candidates are random catalog items. Latency is measured from each request's scheduled send
 time, so a service that falls behind is charged for the queueing it causes. Prints throughput,
-p50/p99/max latency and the error count of each run. The workspace needs an active student
-(`relkit promote`).
+p50/p99/max latency, the error count of each run and when its requests slower than 50 ms were
+sent. The workspace needs an active student (`relkit promote`).
 """
 from __future__ import annotations
 
