@@ -53,13 +53,11 @@ class EmbeddingSystem:
         self.ws = ws    # when given, item vectors come from (and go to) its text_vectors cache
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
-        import functools
-
-        from relkit.features.embeddings import cached_vectors
+        from relkit.features.embeddings import workspace_vectors
 
         encoder = Encoder(self.model, batch_size=self.batch_size)
-        cache = (functools.partial(cached_vectors, self.ws, self.model or DEFAULT_ENCODER, encoder=encoder,
-                                   show_progress=self.show_progress) if self.ws is not None else None)
+        cache = (workspace_vectors(self.ws, self.model or DEFAULT_ENCODER, encoder, self.show_progress)
+                 if self.ws is not None else None)
         scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), show_progress=self.show_progress,
                               text_vectors=cache)
         return Prediction(scores=scores)

@@ -455,11 +455,9 @@ def serve(
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
     from relkit.serve import Limits
     from relkit.serve import serve as run_service
+    from relkit.workspace import Workspace
 
-    from relkit.workspace import DB_NAME
-
-    if not (workspace / DB_NAME).exists():
-        raise RelkitError(f"no relkit workspace at {workspace} (create one with `relkit init {workspace}`)")
+    Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
     limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1024 * 1024))
     err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
     run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds)

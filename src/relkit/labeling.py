@@ -146,12 +146,10 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
                         "text": [template.item(dict(zip(ITEM_RECORD_COLUMNS, r[2:]))) for r in rows]})
     if engine == "local":
         if teacher.meta.prior:
-            import functools
-
-            from relkit.features.embeddings import cached_vectors
+            from relkit.features.embeddings import workspace_vectors
 
             # the prior's item vectors come from (and go to) the workspace cache that `relkit pairs` filled
-            teacher.text_vectors = functools.partial(cached_vectors, ws, teacher.meta.prior["model"])
+            teacher.text_vectors = workspace_vectors(ws, teacher.meta.prior["model"])
         if backend != "torch":
             teacher.use_onnx(int8=backend == "onnx-int8")
         results = (score_table(teacher, pending.slice(s, shard_size), batch_size)

@@ -1,6 +1,7 @@
 """Sentence embeddings from a sentence-transformers bi-encoder, local path or hub id."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from collections.abc import Sequence
@@ -65,6 +66,12 @@ def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str],
 
 def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def workspace_vectors(ws, encoder_name: str, encoder: Encoder | None = None, show_progress: bool = False):
+    """`texts -> (len(texts), d) vectors` through the workspace's `text_vectors` cache: the
+    `text_vectors` argument of `pair_cosines` and a teacher prior's `Teacher.text_vectors`."""
+    return functools.partial(cached_vectors, ws, encoder_name, encoder=encoder, show_progress=show_progress)
 
 
 def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder | None = None,

@@ -33,11 +33,9 @@ class TeacherSystem:
     def predict(self, pairs: JudgedPairs) -> Prediction:
         teacher = Teacher.load(self.path)
         if teacher.meta.prior and self.ws is not None:
-            import functools
+            from relkit.features.embeddings import workspace_vectors
 
-            from relkit.features.embeddings import cached_vectors
-
-            teacher.text_vectors = functools.partial(cached_vectors, self.ws, teacher.meta.prior["model"])
+            teacher.text_vectors = workspace_vectors(self.ws, teacher.meta.prior["model"])
         if teacher.scale.k != teacher.model.config.num_labels:
             raise RelkitError(f"{self.path}: the saved scale has {teacher.scale.k} levels, the model's head "
                               f"{teacher.model.config.num_labels}")
