@@ -42,6 +42,25 @@ def test_features_have_known_values(shop):
     assert f.query_vectors.shape == (2, 384) and f.query_index.tolist() == [0, 0, 0, 1]
 
 
+def test_a_teachers_text_match_features_are_the_students(shop):
+    """The teacher's prior computes text match per pair, the student over the catalog's postings:
+    the same values for the same pairs."""
+    from relkit.features.text_match import match_features
+    from relkit.text import DEFAULT_TEMPLATE, item_text
+    from relkit.workspace import ITEM_RECORD_COLUMNS
+
+    fb = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("text_match",)))
+    queries = ["red chairs", "red chair", "the lamp", "sturdy saw", "painted green saw", "", "chair red"] * 2
+    ids = ["red-chair", "red-chair", "red-lamp", "green-saw", "green-saw", "red-chair", "red-chair"] + \
+        ["blue-chair", "green-saw", "red-chair", "red-lamp", "blue-chair", "green-saw", "red-lamp"]
+    records = {r[0]: dict(zip(ITEM_RECORD_COLUMNS, r))
+               for r in shop.fetchall(f"SELECT {', '.join(ITEM_RECORD_COLUMNS)} FROM item_records")}
+    texts = [item_text(records[i], DEFAULT_TEMPLATE) for i in ids]
+    expected = fb.pairs(queries, ids).pair
+    np.testing.assert_allclose(match_features(queries, texts, [records[i]["title"] for i in ids]), expected)
+    assert expected[:, 2].sum() >= 2 and (expected[:, 0] != expected[:, 1]).any()   # phrases; title != text
+
+
 def test_item_vectors_are_cached_and_refreshed_when_text_changes(shop):
     first = CountingEncoder()
     FeatureBuilder.from_workspace(shop, encoder=first)

@@ -239,9 +239,42 @@ def test_prior_fit_orders_the_levels():
     labels = rng.integers(1, 4, size=600)
     cosine = 0.25 * labels + rng.normal(0, 0.1, size=600)
     prior = Prior.fit("default", cosine, labels, 3)
-    assert prior.weight[0] < prior.weight[1] < prior.weight[2]
+    weight = np.asarray(prior.weight)
+    assert weight.shape == (1, 3) and weight[0, 0] < weight[0, 1] < weight[0, 2]
     proba = np.exp(prior.logits(np.array([0.25, 0.5, 0.75])))
     assert (proba.argmax(axis=1) == [0, 1, 2]).all()  # each level's typical cosine is read as that level
+
+
+def test_text_match_prior_reads_the_title_apart_from_the_text():
+    """A level that only the title's terms tell is learned by the text-match prior; a record's
+    title is read as the title, and a plain text stands for its own title."""
+    from relkit.teacher.prior import FEATURE_SETS, Prior
+
+    queries = ["red chair", "red chair", "oak table", "oak table"] * 50
+    texts = ["red chair. garden hose", "garden hose. red chair", "oak table. lamp", "lamp. oak table"] * 50
+    titles = ["red chair", "garden hose", "oak table", "lamp"] * 50
+    labels = np.array([2, 1, 2, 1] * 50)
+    prior = Prior("default", [[0.0, 0.0]] * 4, [0.0, 0.0], list(FEATURE_SETS["cosine+match"]))
+    x = prior.inputs(queries, texts, titles)
+    np.testing.assert_array_equal(x[:4, 1:], [[1, 1, 1], [0, 1, 1], [1, 1, 1], [0, 1, 1]])
+    fitted = Prior.fit("default", x, labels, 2, prior.features)
+    assert (fitted.logits(x).argmax(axis=1) + 1 == labels).all()
+    np.testing.assert_array_equal(prior.inputs(queries[:2], texts[:2])[:, 1], [1, 1])  # text as title
+
+
+def test_a_cosine_prior_saved_in_the_old_layout_loads(learnable, tiny):
+    """relkit.json files written before text-match priors held one weight per level (the cosine's)."""
+    config = TrainConfig(model=str(tiny["bert"]), name="old", epochs=1, batch_size=8, max_length=32,
+                         prior_features="cosine")
+    result = train_teacher(learnable, config, stop_after=0, show_progress=False, log=lambda m: None)
+    pairs_ = pairs()
+    expected = Teacher.load(result.path).predict_proba(pairs_)
+    meta_file = result.path / "relkit.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["prior"]["features"] == ["cosine"]
+    meta["prior"] = {"model": "default", "weight": meta["prior"]["weight"][0], "bias": meta["prior"]["bias"]}
+    meta_file.write_text(json.dumps(meta))
+    np.testing.assert_allclose(Teacher.load(result.path).predict_proba(pairs_), expected, atol=1e-6)
 
 
 def test_a_teacher_starts_from_the_bi_encoder_prior(learnable, tiny):
@@ -252,11 +285,12 @@ def test_a_teacher_starts_from_the_bi_encoder_prior(learnable, tiny):
     from relkit import load_judged_pairs
     from relkit.baselines import EmbeddingSystem
 
-    config = TrainConfig(model=str(tiny["bert"]), name="p", epochs=1, batch_size=8, max_length=32)
+    config = TrainConfig(model=str(tiny["bert"]), name="p", epochs=1, batch_size=8, max_length=32,
+                         prior_features="cosine")
     result = train_teacher(learnable, config, stop_after=0, show_progress=False, log=lambda m: None)
     assert result.steps == 0 and [h["step"] for h in result.history] == [0]
     meta = json.loads((result.path / "relkit.json").read_text())
-    assert meta["prior"]["model"] == "default" and len(meta["prior"]["weight"]) == 3
+    assert meta["prior"]["model"] == "default" and np.asarray(meta["prior"]["weight"]).shape == (1, 3)
     test = load_judged_pairs(learnable, "test")
     teacher = Teacher.load(result.path)
     expected = teacher.predict_proba(list(zip(test.queries, test.items))) @ np.arange(3)

@@ -61,16 +61,18 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def score_table(teacher, table, batch_size: int = 32):
-    """The one scoring function of both engines: a table of (query_id, item_id, query, text) ->
-    (teacher, query_id, item_id, p1..pK, expected_level). A repeated (query, text) is scored once."""
+    """The one scoring function of both engines: a table of (query_id, item_id, query, text[, title]) ->
+    (teacher, query_id, item_id, p1..pK, expected_level). A repeated (query, text, title) is scored once."""
     import pyarrow as pa
 
     queries, texts = table.column("query").to_pylist(), table.column("text").to_pylist()
-    distinct: dict[tuple[str, str], int] = {}
-    for pair in zip(queries, texts):
+    titles = table.column("title").to_pylist() if "title" in table.column_names else texts
+    distinct: dict[tuple[str, str, str], int] = {}
+    for pair in zip(queries, texts, titles):
         distinct.setdefault(pair, len(distinct))
-    proba = teacher.predict_proba(list(distinct), batch_size=batch_size)
-    proba = proba[[distinct[pair] for pair in zip(queries, texts)]]
+    q, t, ti = zip(*distinct) if distinct else ((), (), ())
+    proba = teacher.predict_texts(list(q), list(t), list(ti), batch_size=batch_size)
+    proba = proba[[distinct[pair] for pair in zip(queries, texts, titles)]]
     k = proba.shape[1]
     name = teacher.path.name.removeprefix("teacher-") if teacher.path else "teacher"
     out = {"teacher": [name] * len(queries), "query_id": table.column("query_id"), "item_id": table.column("item_id")}
@@ -141,9 +143,10 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
         return LabelResult(name, 0, 0, 0, 0, 0.0)
     teacher = Teacher.load(system.path)
     template = teacher.meta.template
+    records = [dict(zip(ITEM_RECORD_COLUMNS, r[2:])) for r in rows]
     pending = pa.table({"query_id": [r[0] for r in rows], "item_id": [r[2] for r in rows],
-                        "query": [r[1] for r in rows],
-                        "text": [template.item(dict(zip(ITEM_RECORD_COLUMNS, r[2:]))) for r in rows]})
+                        "query": [r[1] for r in rows], "text": [template.item(r) for r in records],
+                        "title": [str(r["title"] or "") for r in records]})
     if engine == "local":
         if teacher.meta.prior:
             from relkit.features.embeddings import workspace_vectors

@@ -21,7 +21,6 @@ Groups (`FeatureConfig.groups`):
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,13 +28,14 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_vectors
+from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
+from relkit.features.text_match import phrase, stem_tokens, stemmer
 from relkit.text import DEFAULT_TEMPLATE, item_text
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
 GROUPS = ("embedding", "bm25", "text_match", "engagement")
 ENGAGEMENT_ITEM = ("item_ctr", "item_save_rate", "item_log_impressions")
 ENGAGEMENT_PAIR = ("query_item_ctr", "query_item_save_rate", "query_item_log_impressions")
-TOKEN = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -70,17 +70,6 @@ class PairFeatures:
 
     def __len__(self) -> int:
         return len(self.item_rows)
-
-
-def _stem_tokens(stemmer, text: str) -> list[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    words = [w for w in TOKEN.findall(text.lower()) if w not in ENGLISH_STOP_WORDS]
-    return stemmer.stemWords(words) if words else []
-
-
-def _phrase(text: str) -> str:
-    return " " + " ".join(TOKEN.findall(text.lower())) + " "
 
 
 def _rates(impressions: np.ndarray, clicks: np.ndarray, saves: np.ndarray, prior: float,
@@ -153,22 +142,18 @@ class FeatureBuilder:
 
     def __init__(self, config: FeatureConfig, items: ItemTable, bm25=None, encoder: Encoder | None = None,
                  query_engagement: dict | None = None):
-        import Stemmer
-
         self.config = config
         self.items = items
         self.bm25 = bm25
         self._encoder = encoder
         self.query_engagement = query_engagement or {}
-        self.stemmer = Stemmer.Stemmer("english")
+        self.stemmer = stemmer()
         self.global_rates = (0.0, 0.0)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, show_progress: bool = False,
                        encoder: Encoder | None = None) -> "FeatureBuilder":
-        import Stemmer
-
         config = config or FeatureConfig()
         cols = ", ".join(ITEM_RECORD_COLUMNS)
         rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
@@ -183,10 +168,10 @@ class FeatureBuilder:
         items = ItemTable(item_ids, {i: n for n, i in enumerate(item_ids)}, texts, vectors,
                           np.zeros((len(item_ids), 0), dtype=np.float32))
         if "text_match" in config.groups:
-            stemmer = Stemmer.Stemmer("english")
-            items.title_terms = [frozenset(_stem_tokens(stemmer, r["title"] or "")) for r in records]
-            items.text_terms = [frozenset(_stem_tokens(stemmer, t)) for t in texts]
-            items.phrases = [_phrase(t) for t in texts]
+            stem = stemmer()
+            items.title_terms = [frozenset(stem_tokens(stem, r["title"] or "")) for r in records]
+            items.text_terms = [frozenset(stem_tokens(stem, t)) for t in texts]
+            items.phrases = [phrase(t) for t in texts]
             items.index_terms()
         bm25 = None
         if "bm25" in config.groups:
@@ -240,7 +225,7 @@ class FeatureBuilder:
         if "bm25" in groups:
             names += ["bm25", "log1p_bm25"]
         if "text_match" in groups:
-            names += ["title_coverage", "text_coverage", "exact_phrase"]
+            names += list(TEXT_MATCH_NAMES)
         if "engagement" in groups:
             names += list(ENGAGEMENT_PAIR)
         return names
@@ -288,9 +273,9 @@ class FeatureBuilder:
         table = ItemTable(ids, {i: n for n, i in enumerate(ids)}, texts, vectors,
                           np.zeros((len(texts), len(self.item_extra_names())), dtype=np.float32))
         if "text_match" in self.config.groups:
-            table.title_terms = [frozenset(_stem_tokens(self.stemmer, str(r.get("title") or ""))) for r in records]
-            table.text_terms = [frozenset(_stem_tokens(self.stemmer, t)) for t in texts]
-            table.phrases = [_phrase(t) for t in texts]
+            table.title_terms = [frozenset(stem_tokens(self.stemmer, str(r.get("title") or ""))) for r in records]
+            table.text_terms = [frozenset(stem_tokens(self.stemmer, t)) for t in texts]
+            table.phrases = [phrase(t) for t in texts]
         return table
 
     def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray,
@@ -313,7 +298,7 @@ class FeatureBuilder:
             bm = bm.astype(np.float32)
             cols += [bm, np.log1p(bm)]
         if "text_match" in groups:
-            terms = set(_stem_tokens(self.stemmer, query))
+            terms = set(stem_tokens(self.stemmer, query))
             n = max(len(terms), 1)
             if items.terms is not None:     # catalog rows: sparse incidence (a term not in it matches nothing)
                 columns = [items.terms[t] for t in terms if t in items.terms]
@@ -323,12 +308,12 @@ class FeatureBuilder:
                 title = np.fromiter((len(terms & items.title_terms[r]) / n for r in rows), np.float64, len(rows))
                 text = np.fromiter((len(terms & items.text_terms[r]) / n for r in rows), np.float64, len(rows))
             cols += [title.astype(np.float32), text.astype(np.float32)]
-            phrase = _phrase(query)
+            whole = phrase(query)
             exact = np.zeros(len(rows), dtype=np.float32)
-            if phrase.strip():
+            if whole.strip():
                 # the whole query can only be in a text that has every one of its terms
                 for i in np.flatnonzero(text >= 1.0 - 1e-6) if terms else range(len(rows)):
-                    exact[i] = phrase in items.phrases[rows[i]]
+                    exact[i] = whole in items.phrases[rows[i]]
             cols.append(exact)
         if "engagement" in groups:
             rates = np.zeros((len(rows), 3), dtype=np.float32)

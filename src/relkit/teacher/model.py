@@ -56,7 +56,7 @@ class TeacherMeta:
     template: TextTemplate
     max_length: int
     cutpoints: list[float] | None = None          # levels from the expected level (fit on dev); None: argmax
-    prior: dict | None = None                     # the bi-encoder prior added to the logits (see prior.py)
+    prior: dict | None = None                     # the prior added to the logits (see prior.py)
     config: dict = field(default_factory=dict)    # the resolved training config
     metrics: dict = field(default_factory=dict)   # dev metrics of the saved weights
     kind: str = "teacher"
@@ -169,8 +169,15 @@ class Teacher:
         """(n, K) probabilities for (query, item) pairs; an item is its text or its record."""
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
-        ids = encode_pairs(self.tokenizer, self.meta.template, queries, items, self.meta.max_length)
-        offsets = self.prior_logits(queries, items)
+        titles = [str(i.get("title") or "") if isinstance(i, Mapping) else t for (_, i), t in zip(pairs, items)]
+        return self.predict_texts(queries, items, titles, batch_size, show_progress)
+
+    def predict_texts(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
+                      batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+        """(n, K) probabilities for queries and rendered item texts; `titles` feed a text-match prior's
+        title coverage (the item text stands for the title where not given)."""
+        ids = encode_pairs(self.tokenizer, self.meta.template, queries, item_texts, self.meta.max_length)
+        offsets = self.prior_logits(queries, item_texts, titles)
         if self.onnx is not None:
             return self.onnx(ids, batch_size, offsets)
         if self._forward is None:
@@ -180,14 +187,15 @@ class Teacher:
         return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress, offsets=offsets,
                            forward=self._forward)
 
-    def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str]) -> np.ndarray | None:
-        """The bi-encoder prior's logits for these pairs, or None for a teacher without one."""
-        from relkit.teacher.prior import Prior, cosines
+    def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str],
+                     titles: Sequence[str] | None = None) -> np.ndarray | None:
+        """The prior's logits for these pairs, or None for a teacher without one."""
+        from relkit.teacher.prior import Prior
 
         if not self.meta.prior:
             return None
-        return Prior(**self.meta.prior).logits(cosines(self.meta.prior["model"], queries, item_texts,
-                                                       text_vectors=self.text_vectors))
+        prior = Prior(**self.meta.prior)
+        return prior.logits(prior.inputs(queries, item_texts, titles, text_vectors=self.text_vectors))
 
     def predict_levels(self, proba: np.ndarray) -> np.ndarray:
         """The teacher's level for each row of `predict_proba`'s output: its decision rule."""

@@ -1,41 +1,90 @@
-"""The bi-encoder prior of a teacher: per-level logits from the cosine of query and item under a
-sentence-transformers bi-encoder, added to the cross-encoder's logits.
+"""The prior of a teacher: per-level logits from features of the pair that need no training (the
+cosine of query and item under a sentence-transformers bi-encoder and, by default, the text-match
+features of relkit.features.text_match), added to the cross-encoder's logits.
 
 Why: a cross-encoder starts with a random head and no notion of query-item match; trained on a
 few thousand judgments it learns each query's and item's usual level long before it learns the
 match, and ranks items within a query worse than an untuned bi-encoder does. The prior makes the
-teacher start where the bi-encoder is (its logits are `w * cosine + b`, fit to the train labels
-before training), so the cross-encoder only has to learn what the cosine misses.
+teacher start where a linear model of those features is (its logits are `features @ weight + bias`,
+a logistic regression fit to the train labels before training), so the cross-encoder only has to
+learn what they miss.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from relkit.errors import RelkitError
+from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
+
+
+# what a prior can be made of (`TrainConfig.prior_features`), in the order of its weight rows
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "cosine": ("cosine",),
+    "cosine+match": ("cosine", *TEXT_MATCH_NAMES),
+}
 
 
 @dataclass
 class Prior:
     model: str                  # the bi-encoder: 'default' (all-MiniLM-L6-v2), a local path or a hub id
-    weight: list[float]         # per level: logit += weight[k] * cosine + bias[k]
+    weight: list                # (features, K): logit[k] += sum over f of feature[f] * weight[f][k] + bias[k]
     bias: list[float]
+    features: list[str] = field(default_factory=lambda: ["cosine"])
 
-    def logits(self, cosine: np.ndarray) -> np.ndarray:
-        return np.outer(cosine, np.asarray(self.weight)) + np.asarray(self.bias)[None, :]
+    def __post_init__(self) -> None:
+        if self.weight and not isinstance(self.weight[0], list):   # saved before text-match priors: K floats
+            self.weight = [list(self.weight)]
+        self.features = list(self.features)
+        unknown = [f for f in self.features if f not in FEATURE_SETS["cosine+match"]]
+        if unknown or len(self.weight) != len(self.features):
+            raise RelkitError(f"a prior with features {self.features} and {len(self.weight)} weight rows: "
+                              f"expected one row per feature, features among {FEATURE_SETS['cosine+match']}")
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, K) logits from the (n, features) matrix `x` (or the n cosines of a cosine-only prior)."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        return x @ np.asarray(self.weight) + np.asarray(self.bias)[None, :]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "weight": list(map(float, self.weight)), "bias": list(map(float, self.bias))}
+        return {"model": self.model, "features": list(self.features),
+                "weight": [list(map(float, row)) for row in self.weight], "bias": list(map(float, self.bias))}
 
     @classmethod
-    def fit(cls, model: str, cosine: np.ndarray, labels: np.ndarray, k: int) -> "Prior":
-        """The multinomial logistic regression of the level on the cosine (labels 1..K)."""
+    def fit(cls, model: str, x: np.ndarray, labels: np.ndarray, k: int,
+            features: Sequence[str] = ("cosine",)) -> "Prior":
+        """The multinomial logistic regression of the level (1..K) on the features `x` (n, features)."""
         from sklearn.linear_model import LogisticRegression
 
-        lr = LogisticRegression(C=100.0, max_iter=1000).fit(cosine.reshape(-1, 1), labels)
-        weight, bias = np.zeros(k), np.zeros(k)
-        weight[lr.classes_ - 1], bias[lr.classes_ - 1] = lr.coef_[:, 0], lr.intercept_
-        return cls(model=model, weight=weight.tolist(), bias=bias.tolist())
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        lr = LogisticRegression(C=100.0, max_iter=2000).fit(x, labels)
+        coef, intercept = lr.coef_, lr.intercept_
+        if len(lr.classes_) == 2:   # scikit-learn gives the second class's logit against the first's (0)
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        weight, bias = np.zeros((x.shape[1], k)), np.zeros(k)
+        weight[:, lr.classes_ - 1], bias[lr.classes_ - 1] = coef.T, intercept
+        return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features))
+
+    def inputs(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
+               show_progress: bool = False, text_vectors=None) -> np.ndarray:
+        """(n, features): this prior's features of the pairs (see `features`)."""
+        return features(self.features, self.model, queries, item_texts, titles, show_progress, text_vectors)
+
+
+def features(names: Sequence[str], model: str, queries: Sequence[str], item_texts: Sequence[str],
+             titles: Sequence[str] | None = None, show_progress: bool = False, text_vectors=None) -> np.ndarray:
+    """(n, len(names)) float64: the named prior features of each (query, item text) pair. `titles`
+    are the items' titles for the title coverage (the item text stands for it where not given);
+    `text_vectors(texts)`, when given, supplies the item texts' bi-encoder vectors (a workspace's cache)."""
+    from relkit.features.text_match import match_features
+
+    columns = {"cosine": cosines(model, queries, item_texts, show_progress, text_vectors)}
+    if any(n in TEXT_MATCH_NAMES for n in names):
+        match = match_features(queries, item_texts, titles)
+        columns.update({n: match[:, i] for i, n in enumerate(TEXT_MATCH_NAMES)})
+    return np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
 
 
 _ENCODERS: dict[str, object] = {}

@@ -20,6 +20,7 @@ import numpy as np
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
+from relkit.teacher.prior import FEATURE_SETS
 from relkit.teacher.model import (META_FILE, TEMPLATES, TeacherMeta, TextTemplate, collate, encode_pairs,
                                   family_of, load_tokenizer, predict_ids)
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
@@ -52,6 +53,8 @@ class TrainConfig:
     prior: str = "default"            # bi-encoder whose cosine gives the starting logits (see teacher/prior.py):
                                       # 'default' (all-MiniLM-L6-v2), a path or hub id; 'none' = a plain
                                       # cross-encoder
+    prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the
+                                      # share of query terms in the title and in the text, and the exact phrase)
     primary: str = "qwk"              # dev metric that picks the weights to keep
     decision: str = "cutpoints"       # cutpoints: a level from the expected level, cut where dev QWK is best;
                                       # argmax: the most probable level
@@ -84,6 +87,7 @@ class TrainConfig:
             (not self.quantize_4bit or self.lora, "quantize_4bit trains LoRA adapters: set lora too"),
             (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
             (self.dev_queries >= 0, "dev_queries must be >= 0"),
+            (self.prior_features in FEATURE_SETS, f"prior_features is one of {', '.join(FEATURE_SETS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -203,6 +207,10 @@ def check_train_data(train: JudgedPairs, k: int) -> None:
                           f"teacher cannot learn a level it never sees (judge some, or use a smaller scale)")
 
 
+def _titles(pairs: JudgedPairs) -> list[str]:
+    return [str(item.get("title") or "") for item in pairs.items]
+
+
 def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
     """The pairs of `n` of the queries (a sample fixed by the seed); all of them when n is 0."""
     queries = sorted(set(pairs.query_ids))
@@ -300,8 +308,9 @@ def _model_card(meta: TeacherMeta) -> str:
                         if not isinstance(v, (list, dict)))
     prior = ""
     if meta.prior:
-        prior = (f" Its logits add a prior from the bi-encoder `{meta.prior['model']}`: per level, a weight times "
-                 f"the cosine of query and item text plus a bias (in relkit.json).")
+        names = ", ".join(meta.prior.get("features", ["cosine"]))
+        prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
+                 f"the bi-encoder `{meta.prior['model']}`) plus a bias (in relkit.json).")
     return f"""# relkit teacher
 
 A {meta.family} cross-encoder fine-tuned from `{meta.base_model}` to predict search relevance on
@@ -399,21 +408,27 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     train_ids = encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length)
     dev_ids = encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length)
     targets = torch.tensor(train.labels - 1)
-    prior_w = prior_b = train_cos = dev_cos = None
+    prior_w = prior_b = train_x = dev_x = None
+    prior_names = FEATURE_SETS[config.prior_features]
     if config.prior != "none":
-        from relkit.teacher.prior import Prior, cosines
+        from relkit.features.embeddings import workspace_vectors
+        from relkit.teacher.prior import Prior, features
 
-        log(f"bi-encoder prior: cosines of {len(train) + len(dev):,} pairs under '{config.prior}'")
-        train_cos = torch.tensor(cosines(config.prior, train.queries, train_texts, show_progress))
-        dev_cos = cosines(config.prior, dev.queries, dev_texts, show_progress)
-        fitted = Prior.fit(config.prior, train_cos.numpy(), train.labels, k)
+        log(f"prior ({', '.join(prior_names)}; bi-encoder '{config.prior}') of {len(train) + len(dev):,} pairs")
+        item_vectors = workspace_vectors(ws, config.prior, show_progress=show_progress)  # shared with labeling
+        train_x = features(prior_names, config.prior, train.queries, train_texts, _titles(train), show_progress,
+                           item_vectors)
+        dev_x = features(prior_names, config.prior, dev.queries, dev_texts, _titles(dev), show_progress, item_vectors)
+        fitted = Prior.fit(config.prior, train_x, train.labels, k, prior_names)
+        train_x = torch.tensor(train_x, dtype=torch.float32)
         prior_w = torch.nn.Parameter(torch.tensor(fitted.weight, dtype=torch.float32, device=device))
         prior_b = torch.nn.Parameter(torch.tensor(fitted.bias, dtype=torch.float32, device=device))
 
     def current_prior() -> dict | None:
         if prior_w is None:
             return None
-        return Prior(config.prior, prior_w.detach().cpu().tolist(), prior_b.detach().cpu().tolist()).to_dict()
+        return Prior(config.prior, prior_w.detach().cpu().tolist(), prior_b.detach().cpu().tolist(),
+                     list(prior_names)).to_dict()
 
     head = _head_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -459,7 +474,7 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
         log(f"resuming {name} at step {step} of {total_steps}")
 
     def evaluate_dev() -> tuple[dict, list[float] | None]:
-        offsets = None if prior_w is None else Prior(**current_prior()).logits(dev_cos)
+        offsets = None if prior_w is None else Prior(**current_prior()).logits(dev_x)
         proba = predict_ids(model, tokenizer, dev_ids, batch_size=64, offsets=offsets)
         cuts = None
         if config.decision == "cutpoints":
@@ -511,7 +526,7 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
                     with autocast:
                         logits = model(**batch).logits.float()
                     if prior_w is not None:
-                        logits = logits + train_cos[idx].to(device)[:, None] * prior_w + prior_b
+                        logits = logits + train_x[idx].to(device) @ prior_w + prior_b
                     y = targets[idx].to(device)
                     loss = loss_fn(logits, y)
                     if config.ordinal_weight:
