@@ -6,11 +6,13 @@ ONNX Runtime (fp32 and dynamic int8), in one run.
         --workspace /tmp/bench-ws/homedepot [--pairs 2000]
 
 Pairs are the first N judged pairs of the workspace's test split (query and item text as the
-teacher reads them). Prints pairs/s of each path, its ratio to CrossEncoder.predict, the level
-agreement (argmax) with the torch path, and the achieved GFLOP/s against this machine's measured
-fp32 matmul peak. relkit's paths score each distinct (query, text) once, sort by length and, for
-BERT-style teachers, compute the last layer for the first token only (relkit/teacher/fast.py); the
-teacher must have no bi-encoder prior (CrossEncoder cannot add one).
+teacher reads them); each path's time is the best of `--repeats` runs (3). Prints pairs/s of each
+path, its ratio to CrossEncoder.predict, the level agreement (argmax) with the torch path, and the
+achieved GFLOP/s against this machine's measured fp32 matmul peak; then ONNX Runtime's fp32 and
+int8 matmul rates at the teacher's feed-forward shape (int8 pays off only where the second is the
+higher: CPUs with VNNI or AMX). relkit's paths score each distinct (query, text) once, sort by
+length and, for BERT-style teachers, compute the last layer for the first token only
+(relkit/teacher/fast.py); the teacher must have no bi-encoder prior (CrossEncoder cannot add one).
 """
 from __future__ import annotations
 
@@ -38,6 +40,35 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
         a @ b
         best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
     return best
+
+
+def ort_matmul_rates(rows: int, inner: int, outer: int, repeats: int = 20) -> tuple[float, float]:
+    """(fp32, int8) multiply-add rates of ONNX Runtime on this machine, in G(FL)OP/s, for one matmul
+    of the teacher's feed-forward shape: MatMul on floats and MatMulInteger on uint8 x int8 (the
+    kernel of dynamic int8). Dynamic int8 can only be faster where the second rate is above the
+    first (CPUs with VNNI or AMX); without, its extra quantize steps make it as fast or slower."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    rates = []
+    for op, x_type, y_type, x, w in (
+            ("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, rng.standard_normal((rows, inner), dtype=np.float32),
+             rng.standard_normal((inner, outer), dtype=np.float32)),
+            ("MatMulInteger", TensorProto.UINT8, TensorProto.INT32, rng.integers(0, 255, (rows, inner), dtype=np.uint8),
+             rng.integers(-127, 127, (inner, outer), dtype=np.int8))):
+        graph = helper.make_graph([helper.make_node(op, ["x", "w"], ["y"])], op,
+                                  [helper.make_tensor_value_info("x", x_type, [None, inner])],
+                                  [helper.make_tensor_value_info("y", y_type, None)],
+                                  [numpy_helper.from_array(w, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": x})
+        _, seconds = timed(lambda: session.run(None, {"x": x}), repeats)
+        rates.append(2 * rows * inner * outer / seconds / 1e9)
+    return rates[0], rates[1]
 
 
 def flops_per_pair(config, tokens: int, first_token_last_layer: bool = False) -> float:
@@ -68,6 +99,7 @@ def main() -> None:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32, help="for every path (CrossEncoder's default: 32)")
+    parser.add_argument("--repeats", type=int, default=3, help="each path's time is the best of this many runs")
     args = parser.parse_args()
 
     teacher = Teacher.load(args.teacher)
@@ -90,7 +122,7 @@ def main() -> None:
     softmax = torch.nn.Softmax(dim=-1)
     cross.predict(pairs[:64], batch_size=args.batch_size, activation_fn=softmax)  # warm-up
     base, base_s = timed(lambda: cross.predict(pairs, batch_size=args.batch_size, activation_fn=softmax,
-                                               show_progress_bar=False))
+                                               show_progress_bar=False), args.repeats)
     base = np.asarray(base)
 
     def relkit_path(onnx: str | None):
@@ -103,7 +135,7 @@ def main() -> None:
             proba = t.predict_proba(distinct, batch_size=args.batch_size)
             index = {p: i for i, p in enumerate(distinct)}
             return proba[[index[p] for p in pairs]]
-        return timed(run)
+        return timed(run, args.repeats)
 
     results = {"CrossEncoder.predict": (base, base_s)}
     results["relkit torch"] = relkit_path(None)
@@ -120,7 +152,13 @@ def main() -> None:
     work = sum(flops_per_pair(teacher.model.config, t, first) for t in tokens)  # what relkit computes
     peak = matmul_peak()
     reference = results["relkit torch"][0].argmax(axis=1)
+    config = teacher.model.config
+    rows = args.batch_size * round(float(np.mean(tokens)))
+    fp32_rate, int8_rate = ort_matmul_rates(rows, config.hidden_size, config.intermediate_size)
     print(f"fp32 matmul peak (torch, {threads} threads, 2048x2048): {peak:.1f} GFLOP/s")
+    print(f"ONNX Runtime, one feed-forward matmul ({rows}x{config.hidden_size} by "
+          f"{config.hidden_size}x{config.intermediate_size}): fp32 {fp32_rate:.1f} GFLOP/s, "
+          f"int8 {int8_rate:.1f} GOP/s ({int8_rate / fp32_rate:.2f}x)")
     print(f"{'path':<22}{'seconds':>9}{'pairs/s':>10}{'x base':>8}{'agree':>8}{'GFLOP/s':>9}{'of peak':>9}")
     for name, (proba, seconds) in results.items():
         flops = work_all if name == "CrossEncoder.predict" else work

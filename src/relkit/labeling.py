@@ -18,6 +18,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
+from relkit.text import item_title
 
 LABELS_DIR = "labels"
 PENDING = "pending-input.parquet"   # the ray engine's input, removed when it ends
@@ -146,7 +147,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     records = [dict(zip(ITEM_RECORD_COLUMNS, r[2:])) for r in rows]
     pending = pa.table({"query_id": [r[0] for r in rows], "item_id": [r[2] for r in rows],
                         "query": [r[1] for r in rows], "text": [template.item(r) for r in records],
-                        "title": [str(r["title"] or "") for r in records]})
+                        "title": [item_title(r) for r in records]})
     if engine == "local":
         if teacher.meta.prior:
             from relkit.features.embeddings import workspace_vectors

@@ -110,6 +110,15 @@ def item_text(item: Mapping[str, object], template: ItemTextTemplate | None = No
     return (template or DEFAULT_TEMPLATE).render(item)
 
 
+def item_title(item: Mapping[str, object]) -> str:
+    """The item's title as text ("" when it has none): what a text-match feature's title coverage reads.
+
+    >>> item_title({"title": None}), item_title({"title": "Red chair"})
+    ('', 'Red chair')
+    """
+    return str(item.get("title") or "")
+
+
 def normalize_space(text: str) -> str:
     """Collapse runs of whitespace and trim: queries that differ only in spacing are one query."""
     return re.sub(r"\s+", " ", text).strip()

@@ -40,11 +40,13 @@ def match_features(queries: Sequence[str], texts: Sequence[str], titles: Sequenc
     stem = stemmer()
     titles = texts if titles is None else titles
     out = np.zeros((len(queries), len(NAMES)), dtype=np.float32)
+    by_query: dict[str, tuple[set[str], str]] = {}      # terms and phrase, once per distinct query
     for n, (query, text, title) in enumerate(zip(queries, texts, titles)):
-        terms = set(stem_tokens(stem, query))
+        if query not in by_query:
+            by_query[query] = (set(stem_tokens(stem, query)), phrase(query))
+        terms, q = by_query[query]
         size = max(len(terms), 1)
         out[n, 0] = len(terms & set(stem_tokens(stem, title or ""))) / size
         out[n, 1] = len(terms & set(stem_tokens(stem, text))) / size
-        q = phrase(query)
         out[n, 2] = float(bool(q.strip()) and q in phrase(text))
     return out

@@ -30,7 +30,7 @@ from relkit.errors import RelkitError
 from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_vectors
 from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
 from relkit.features.text_match import phrase, stem_tokens, stemmer
-from relkit.text import DEFAULT_TEMPLATE, item_text
+from relkit.text import DEFAULT_TEMPLATE, item_text, item_title
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
 GROUPS = ("embedding", "bm25", "text_match", "engagement")
@@ -273,7 +273,7 @@ class FeatureBuilder:
         table = ItemTable(ids, {i: n for n, i in enumerate(ids)}, texts, vectors,
                           np.zeros((len(texts), len(self.item_extra_names())), dtype=np.float32))
         if "text_match" in self.config.groups:
-            table.title_terms = [frozenset(stem_tokens(self.stemmer, str(r.get("title") or ""))) for r in records]
+            table.title_terms = [frozenset(stem_tokens(self.stemmer, item_title(r))) for r in records]
             table.text_terms = [frozenset(stem_tokens(self.stemmer, t)) for t in texts]
             table.phrases = [phrase(t) for t in texts]
         return table

@@ -14,7 +14,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
-from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
+from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
 
 META_FILE = "relkit.json"
 
@@ -169,7 +169,7 @@ class Teacher:
         """(n, K) probabilities for (query, item) pairs; an item is its text or its record."""
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
-        titles = [str(i.get("title") or "") if isinstance(i, Mapping) else t for (_, i), t in zip(pairs, items)]
+        titles = [item_title(i) if isinstance(i, Mapping) else t for (_, i), t in zip(pairs, items)]
         return self.predict_texts(queries, items, titles, batch_size, show_progress)
 
     def predict_texts(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,

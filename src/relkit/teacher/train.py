@@ -23,7 +23,7 @@ from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.teacher.prior import FEATURE_SETS
 from relkit.teacher.model import (META_FILE, TEMPLATES, TeacherMeta, TextTemplate, collate, encode_pairs,
                                   family_of, load_tokenizer, predict_ids)
-from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
+from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
 from relkit.workspace import Workspace
 
 CHECKPOINT = "checkpoint"
@@ -208,7 +208,7 @@ def check_train_data(train: JudgedPairs, k: int) -> None:
 
 
 def _titles(pairs: JudgedPairs) -> list[str]:
-    return [str(item.get("title") or "") for item in pairs.items]
+    return [item_title(item) for item in pairs.items]
 
 
 def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
