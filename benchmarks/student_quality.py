@@ -2,20 +2,23 @@
 compare them with the teacher, bm25 and embedding on the test split's human labels.
 
     python benchmarks/student_quality.py --workspace /tmp/bench-ws/homedepot --teacher hd-prior \
-        --sizes 10000,30000,all [--k 10] [--set epochs=40]
+        --sizes 10000,30000,all [--k 10] [--set epochs=40] [--seeds 5]
 
 The workspace must have a split and the named teacher (see benchmarks/teacher_quality.py). If it
 has no candidate pairs yet, `relkit pairs --k K` makes them; pairs the teacher has not labeled
 are labeled first (`relkit label`). Prints the scaling curve (students on human labels only and on
 each number of teacher-labeled pairs plus the human ones), then the test table of the teacher,
 the largest student, bm25 and embedding, with the student's share of the teacher's nDCG@10 gain
-over random order (the mean of 20 random orders) and its share of the teacher's accuracy.
+over random order (the mean of 20 random orders) and its share of the teacher's accuracy. With
+`--seeds N`, the largest student and the human-only one are also trained with N seeds and each
+seed's test nDCG@10 is printed, with how many seeds rank above bm25 and embedding.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,6 +44,27 @@ def random_ndcg(ws: Workspace, seeds: int = 20) -> float:
     return float(np.mean(runs))
 
 
+def seed_table(distiller: Distiller, config: StudentConfig, seeds: int, size: int | None,
+               references: dict[str, float]) -> None:
+    """Test nDCG@10 of the largest student and of the human-only one over `seeds` seeds (the seed sets
+    the initialisation, the batches and which teacher-labeled pairs a size takes): a margin smaller
+    than the spread between seeds says little."""
+    print(f"\nseeds 0..{seeds - 1} (test nDCG@10 and accuracy; dev nDCG@10 in brackets)")
+    human_only = replace(config, human_weight=max(config.human_weight, 1e-9))   # as in the scaling curve
+    for name, n, base in (("teacher + human", size, config), ("human labels only", 0, human_only)):
+        scores = []
+        for seed in range(seeds):
+            student = distiller.train(n, replace(base, seed=seed))
+            metrics = distiller.test(student)
+            scores.append(metrics["ndcg@10"])
+            print(f"  {name:<18} seed {seed}: {metrics['ndcg@10']:.4f}  acc {metrics['accuracy']:.4f}  "
+                  f"[{student.meta.metrics['dev']['ndcg@10']:.4f}]", flush=True)
+        above = ", ".join(f"above {ref} in {sum(x > v for x in scores)} of {seeds}" for ref, v in references.items()
+                          if ref in ("bm25", "embedding"))
+        print(f"  {name:<18} mean {np.mean(scores):.4f}, sd {np.std(scores):.4f}, min {min(scores):.4f}, "
+              f"max {max(scores):.4f}; {above}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", required=True)
@@ -49,6 +73,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="candidates per train query and source, if none exist")
     parser.add_argument("--prefix", default=None, help="students are saved as student-PREFIX-<size>")
     parser.add_argument("--set", action="append", default=[], help="student setting KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="with N > 1, also train the largest student and the human-only one with seeds "
+                             "0..N-1 and print each seed's test nDCG@10 with the mean and spread")
     args = parser.parse_args()
     config = StudentConfig(**_parse_sets(args.set, StudentConfig))
     prefix = args.prefix or f"{args.teacher}-bench"
@@ -87,6 +114,9 @@ def main() -> None:
             cells = [r.metrics.get(m) for r in results]
             print(f"{m:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{width}}" for v in cells))
         print(f"{'seconds':<14}" + "".join(f"{r.seconds:>{width}.1f}" for r in results))
+        if args.seeds > 1:
+            seed_table(distiller, config, args.seeds, parse_sizes(args.sizes)[-1],
+                       {r.name: r.metrics["ndcg@10"] for r in results})
         teacher, student = results[0].metrics, results[1].metrics
         rand = random_ndcg(ws)
         kept = (student["ndcg@10"] - rand) / (teacher["ndcg@10"] - rand)
