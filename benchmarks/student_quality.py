@@ -114,6 +114,9 @@ def main() -> None:
             cells = [r.metrics.get(m) for r in results]
             print(f"{m:<14}" + "".join(f"{'-' if v is None else f'{v:.4f}':>{width}}" for v in cells))
         print(f"{'seconds':<14}" + "".join(f"{r.seconds:>{width}.1f}" for r in results))
+        print(f"{'ndcg@10 - teacher, per query [95% paired bootstrap]':<14}")
+        for r in results[1:]:
+            print(f"  {r.name:<{width}} {r.vs_first}")
         if args.seeds > 1:
             seed_table(distiller, config, args.seeds, parse_sizes(args.sizes)[-1],
                        {r.name: r.metrics["ndcg@10"] for r in results})

@@ -4,6 +4,7 @@ import pytest
 from conftest import write_csv
 from relkit import (JudgedPairs, Prediction, RelkitError, evaluate, import_file, load_judged_pairs,
                     make_system, split_queries)
+from relkit.evaluate import paired_bootstrap
 from relkit.baselines import EmbeddingSystem
 
 
@@ -51,6 +52,40 @@ def test_oracle_is_perfect_and_reversed_is_not(judged):
     assert rev["accuracy"] is None and rev["rmse"] is None  # a plain score has no levels
     assert rev["auroc@3"] == 0.0 and rev["ndcg@10"] < 0.6
     assert report.to_dict()["systems"][1]["metrics"]["accuracy"] is None
+
+
+def test_each_system_is_compared_with_the_first_per_query(judged):
+    report = evaluate(judged, [Oracle(3), Reversed(), Oracle(3)], split="test")
+    first, rev, same = report.results
+    assert first.vs_first is None
+    # reversed is worse on both queries: every resample of the two queries is below zero
+    assert rev.vs_first.queries == 2 and rev.vs_first.high < 0
+    assert rev.vs_first.mean == pytest.approx(rev.metrics["ndcg@10"] - 1.0)
+    assert (same.vs_first.mean, same.vs_first.low, same.vs_first.high) == (0.0, 0.0, 0.0)
+    assert report.to_dict()["systems"][1]["vs_first"]["high"] < 0
+    assert "vs_first" not in report.to_dict()["systems"][0]
+
+    from rich.console import Console
+    console = Console(record=True, width=300)
+    console.print(report.table())
+    text = " ".join(console.export_text().split())
+    assert "ndcg@10 - oracle" in text and str(rev.vs_first) in text and "paired bootstrap" in text
+
+
+def test_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    base = {f"q{i}": float(rng.random()) for i in range(400)}
+    shifted = {q: v + 0.05 for q, v in base.items()}
+    d = paired_bootstrap(shifted, base)
+    assert d.mean == pytest.approx(0.05) and d.low == pytest.approx(0.05) and d.high == pytest.approx(0.05)
+    noisy = {q: v + 0.01 + float(rng.normal(0, 0.1)) for q, v in base.items()}
+    wide, narrow = paired_bootstrap(noisy, base), paired_bootstrap(
+        {q: v + 0.01 + float(rng.normal(0, 0.01)) for q, v in base.items()}, base)
+    assert wide.low < wide.mean < wide.high and wide.high - wide.low > 5 * (narrow.high - narrow.low)
+    assert narrow.low > 0                      # a small shift with little noise is found
+    assert paired_bootstrap({"a": 1.0, "b": 0.0}, {"b": 0.5, "c": 0.0}).queries == 1   # common queries only
+    with pytest.raises(RelkitError, match="no query"):
+        paired_bootstrap({"a": 1.0}, {"b": 1.0})
 
 
 def test_bm25_puts_matching_items_first(judged):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -118,6 +118,12 @@ def metric_names(scale: LabelScale) -> list[str]:
 def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale) -> dict[str, float | None]:
     """Every metric of one system on `pairs`. A score-only system has no accuracy, F1, QWK or RMSE
     (None); a metric undefined on this data (NaN) is None too."""
+    return _score(pairs, prediction, scale)[0]
+
+
+def _score(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale
+           ) -> tuple[dict[str, float | None], dict[int, dict[str, float]]]:
+    """score_prediction's metrics and the per-query nDCG behind them ({cutoff: {query_id: nDCG}})."""
     if len(prediction) != len(pairs):
         raise RelkitError(f"the system returned {len(prediction)} predictions for {len(pairs)} pairs")
     if prediction.proba is not None and prediction.proba.shape[1] != scale.k:
@@ -138,7 +144,42 @@ def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelSca
                                        scale.gains, NDCG_CUTOFFS)
     for k, values in per_query.items():
         out[f"ndcg@{k}"] = float(np.mean(list(values.values()))) if values else None
-    return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}
+    return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}, per_query
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The mean per-query difference of a metric between two systems on the same queries, with a
+    paired bootstrap interval: queries are resampled with replacement (the query is the unit that
+    varies), and the interval holds the middle `level` of the resampled means."""
+    mean: float
+    low: float
+    high: float
+    queries: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> Difference:
+    """Difference of the per-query values `a` - `b` over the queries both have.
+
+    >>> str(paired_bootstrap({"q1": 0.9, "q2": 0.7}, {"q1": 0.8, "q2": 0.6}))
+    '+0.1000 [+0.1000, +0.1000]'
+    """
+    queries = sorted(a.keys() & b.keys())
+    if not queries:
+        raise RelkitError("no query has a value for both systems: nothing to compare")
+    d = np.array([a[q] - b[q] for q in queries])
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 256):          # bounded memory for large query sets
+        n = min(256, resamples - start)
+        means[start:start + n] = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Difference(float(d.mean()), float(low), float(high), len(d), level)
 
 
 @dataclass(frozen=True)
@@ -146,6 +187,7 @@ class SystemResult:
     name: str
     metrics: dict[str, float | None]
     seconds: float
+    vs_first: Difference | None = None     # primary metric minus the first system's, per query
 
 
 @dataclass(frozen=True)
@@ -160,7 +202,8 @@ class EvalReport:
     def to_dict(self) -> dict:
         return {"split": self.split, "queries": self.queries, "pairs": self.pairs,
                 "ranked_queries": self.ranked_queries, "primary": self.primary,
-                "systems": [{"name": r.name, "seconds": round(r.seconds, 3), "metrics": r.metrics}
+                "systems": [{"name": r.name, "seconds": round(r.seconds, 3), "metrics": r.metrics,
+                             **({"vs_first": asdict(r.vs_first)} if r.vs_first else {})}
                             for r in self.results]}
 
     def to_json(self) -> str:
@@ -174,7 +217,7 @@ class EvalReport:
         """Metrics down, systems across: every column scored on the same queries."""
         from rich.table import Table
 
-        table = Table()
+        table = Table(caption=self.caption())
         table.add_column("metric")
         for r in self.results:
             table.add_column(r.name, justify="right")
@@ -182,8 +225,19 @@ class EvalReport:
         for name in names:
             cells = ["-" if r.metrics[name] is None else f"{r.metrics[name]:.4f}" for r in self.results]
             table.add_row(name, *cells, style="bold" if name == self.primary else None)
+        if len(self.results) > 1:
+            first = self.results[0]
+            table.add_row(f"{self.primary} - {first.name}",
+                          *("" if r.vs_first is None else str(r.vs_first) for r in self.results))
         table.add_row("seconds", *(f"{r.seconds:.1f}" for r in self.results), style="dim")
         return table
+
+    def caption(self) -> str | None:
+        """What the difference row means, when there is one."""
+        if len(self.results) < 2:
+            return None
+        return (f"{self.primary} - {self.results[0].name}: mean per-query difference over the same queries, "
+                f"[95% paired bootstrap interval]; an interval that holds 0 is no evidence of a difference")
 
 
 def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress=None) -> EvalReport:
@@ -196,12 +250,20 @@ def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress
     gains = np.asarray(ws.scale.gains)[pairs.labels - 1]
     ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
     results = []
+    cutoff = int(PRIMARY_METRIC.split("@")[1])
+    first: dict[str, float] | None = None
     for system in systems:
         if progress is not None:
             progress(f"scoring {len(pairs):,} pairs with {system.name}")
         start = time.perf_counter()
         prediction = system.predict(pairs)
         seconds = time.perf_counter() - start
-        results.append(SystemResult(system.name, score_prediction(pairs, prediction, ws.scale), seconds))
+        scores, per_query = _score(pairs, prediction, ws.scale)
+        vs_first = None
+        if first is None:
+            first = per_query[cutoff]
+        elif first:
+            vs_first = paired_bootstrap(per_query[cutoff], first)
+        results.append(SystemResult(system.name, scores, seconds, vs_first))
     return EvalReport(split=split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
                       results=results)
