@@ -3,14 +3,16 @@ generator (keep-alive connections on plain asyncio streams) that sends requests 
 whatever the answers' pace.
 
     python benchmarks/serve_load.py --workspace /tmp/bench-ws/homedepot [--seconds 60] \
-        [--rate 200 --candidates 100] [--rate-1000 20]
+        [--rate 200 --candidates 100] [--rate-1000 20] [--warm-queries 0]
 
 Three runs, one after the other, on the same service: rerank of `--candidates` (100) catalog
-ids at `--rate` requests/s twice (first with the query-embedding cache empty, as after a restart;
-then again, as a service that has seen its queries), then rerank of 1,000 ids at `--rate-1000`
-requests/s. Queries are the workspace's test-split queries in a shuffled cycle (uniform, with no
-head: the hardest case for the cache; the hit rate of each run is printed from /metrics);
-candidates are random catalog items. Latency is measured from each request's scheduled send
+ids at `--rate` requests/s twice (first with the query-embedding cache as the service starts:
+empty with `--warm-queries 0`, the default here, as after a restart of a service that warms
+nothing; then again, as a service that has seen its queries), then rerank of 1,000 ids at
+`--rate-1000` requests/s. `--warm-queries N` is passed to `relkit serve`, which then encodes N of
+the workspace's known queries before answering; the start-up time is printed. Queries are the
+workspace's test-split queries in a shuffled cycle (uniform, with no head: the hardest case for
+the cache; the hit rate of each run is printed from /metrics); candidates are random catalog items. Latency is measured from each request's scheduled send
 time, so a service that falls behind is charged for the queueing it causes. Prints throughput,
 p50/p99/max latency, the error count of each run and when its requests slower than 50 ms were
 sent. The workspace needs an active student (`relkit promote`).
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--rate-1000", type=float, default=20, help="requests/s for the 1,000-candidate run (0: skip)")
+    parser.add_argument("--warm-queries", type=int, default=0, help="relkit serve --warm-queries")
     args = parser.parse_args()
 
     import httpx
@@ -133,7 +136,9 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     relkit = str(Path(sys.executable).with_name("relkit"))
-    server = subprocess.Popen([relkit, "serve", "-w", args.workspace, "--port", str(port)], env=env)
+    started = time.perf_counter()
+    server = subprocess.Popen([relkit, "serve", "-w", args.workspace, "--port", str(port),
+                               "--warm-queries", str(args.warm_queries)], env=env)
     try:
         deadline = time.time() + 600
         while True:
@@ -145,8 +150,10 @@ def main() -> None:
                     raise SystemExit("the service did not start")
                 time.sleep(0.5)
         print(f"serving {health['model']} over {health['items']:,} items; {len(queries):,} test queries; "
-              f"{os.cpu_count()} cores shared by the service and this generator")
-        runs = [(args.candidates, args.rate, "cold query cache"), (args.candidates, args.rate, "again")]
+              f"{os.cpu_count()} cores shared by the service and this generator; answering "
+              f"{time.perf_counter() - started:.1f} s after start (--warm-queries {args.warm_queries})")
+        first = "cold query cache" if args.warm_queries == 0 else f"{args.warm_queries:,} known queries warmed"
+        runs = [(args.candidates, args.rate, first), (args.candidates, args.rate, "again")]
         runs += [(1000, args.rate_1000, "")] if args.rate_1000 > 0 else []
         for candidates, rate, label in runs:
             n = int(rate * args.seconds)

@@ -11,9 +11,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from conftest import ITEMS, make_shop, write_teacher_labels
-from relkit import RelkitError, Workspace
-from relkit.serve import Limits, QueryVectors, active_student, create_app, load_model, promote, serve
+from conftest import ITEMS, make_shop, write_csv, write_teacher_labels
+from relkit import RelkitError, Workspace, import_file
+from relkit.serve import Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller
 
@@ -128,6 +128,38 @@ def test_query_misses_that_arrive_together_share_one_encoder_call(served):
     assert (cache.hits, cache.misses) == (0, 6)
     asyncio.run(burst(cache))                # all cached now: no encoder call
     assert len(calls) == 2 and cache.hits == 6
+
+
+def test_known_queries_are_encoded_before_the_service_answers(shop, tmp_path):
+    # the engagement log's queries first (most impressions first, as requests carry them: trimmed),
+    # then the workspace's other queries by how many items they are paired with
+    log = write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"], [
+        ["  cordless drill ", ITEMS[0][0], "50", "2025-01-02T00:00:00Z"],
+        ["oak table", ITEMS[1][0], "9", "2025-01-02T00:00:00Z"],
+        ["cordless drill", ITEMS[2][0], "7", "2025-01-03T00:00:00Z"],
+        ["red chair", ITEMS[3][0], "20", "2025-01-02T00:00:00Z"]])
+    import_file(shop, "engagement", log)
+    candidates = write_csv(tmp_path / "pairs.csv", ["query", "item_id"], [["blue lamp", item[0]] for item in ITEMS[:5]])
+    import_file(shop, "pairs", candidates)
+    n_queries = shop.count("queries")
+    path = serving_workspace(shop)
+
+    known = known_queries(path, 10_000)
+    assert known[:4] == ["cordless drill", "red chair", "oak table", "blue lamp"]
+    assert len(known) == len(set(known)) == n_queries + 2     # + the two logged queries nobody judged
+    assert known_queries(path, 3) == known[:3] and known_queries(path, 0) == []
+
+    app = create_app(path, warm_queries=5)
+    with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        cache: QueryVectors = app.state.relkit["queries"]
+        model = app.state.relkit["model"]
+        assert [q for _, q in cache.cache] == known[:5] and (cache.hits, cache.misses) == (0, 0)
+        np.testing.assert_allclose(cache.cache[(model.builder.config.encoder, "red chair")],
+                                   model.builder.query_vectors(["red chair"])[0], atol=1e-5)
+        for query in (known[4], "  red chair", known[5]):
+            assert http.post("/v1/rerank", json={"query": query, "items": [ITEMS[0][0]]}).status_code == 200
+        assert (cache.hits, cache.misses) == (2, 1)
+    assert len(create_app(path, warm_queries=0).state.relkit["queries"].cache) == 0
 
 
 def test_bad_requests_get_clear_errors(served):

@@ -450,6 +450,9 @@ def serve(
     max_candidates: Annotated[int, typer.Option(min=1, help="Items per rerank request.")] = 1000,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (MB); larger gets 413.")] = 4.0,
     poll_seconds: Annotated[float, typer.Option(min=0.05, help="How often to look for a promoted student.")] = 1.0,
+    warm_queries: Annotated[int, typer.Option(
+        min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
+                    "before answering, so a restart does not start with an empty query cache; 0: none.")] = 2000,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
@@ -460,7 +463,8 @@ def serve(
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
     limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1024 * 1024))
     err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
-    run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds)
+    run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds,
+                warm_queries=warm_queries)
 
 
 def _parse_sets(entries: list[str], cls) -> dict:

@@ -36,6 +36,8 @@ import numpy as np
 from relkit.errors import RelkitError
 
 ACTIVE_FILE = "active-student"
+BLANK = " \t\n\r\f\v"   # what is trimmed from a request's query
+WARM_QUERIES = 2000    # known queries encoded before the service answers (see known_queries)
 log = logging.getLogger("relkit.serve")
 
 
@@ -182,6 +184,49 @@ class QueryVectors:
             self.encoding = False
 
 
+    async def warm(self, model: "Model", queries: list[str], batch: int = 64) -> int:
+        """Put the vectors of `queries` in the cache before they are asked for (at most the cache's
+        size); returns how many were encoded. Encoding runs in a worker thread a batch at a time,
+        the cache is filled on the event loop."""
+        if not model.builder.dim:
+            return 0
+        encoder = model.builder.config.encoder
+        todo = [q for q in dict.fromkeys(queries) if (encoder, q) not in self.cache][:self.size]
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            vectors = await asyncio.to_thread(model.builder.query_vectors, chunk)
+            for query, vector in zip(chunk, vectors):
+                self.cache[(encoder, query)] = vector
+        while len(self.cache) > self.size:
+            self.cache.popitem(last=False)
+        return len(todo)
+
+
+def known_queries(workspace: Path, limit: int) -> list[str]:
+    """Up to `limit` of the workspace's queries, the likeliest to be asked first: those of the
+    engagement log by impressions, then the other known queries (judged, or with candidate pairs)
+    by how many items they are paired with."""
+    from relkit.workspace import Workspace
+
+    if limit <= 0:
+        return []
+    with Workspace.open(workspace, read_only=True) as ws:
+        rows = ws.fetchall("""
+            WITH logged AS (SELECT query, sum(impressions) AS impressions FROM engagement GROUP BY 1),
+                 paired AS (SELECT query_id, count(*) AS n FROM
+                              (SELECT query_id FROM judgments UNION ALL SELECT query_id FROM pairs)
+                            GROUP BY query_id),
+                 known AS (SELECT q.query, sum(coalesce(p.n, 0)) AS n
+                           FROM queries q LEFT JOIN paired p USING (query_id) GROUP BY 1)
+            SELECT coalesce(l.query, k.query) AS query
+            FROM logged l FULL OUTER JOIN known k ON l.query = k.query
+            ORDER BY coalesce(l.impressions, 0) DESC, coalesce(k.n, 0) DESC, query""")
+    # as a request's query is keyed: without the blanks around it
+    queries = dict.fromkeys(q.strip(BLANK) for (q,) in rows)
+    queries.pop("", None)
+    return list(queries)[:limit]
+
+
 # -- the app ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Limits:
@@ -281,8 +326,9 @@ def _replay(messages, then=None):
 
 
 def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_key: str | None = None,
-               poll_seconds: float = 1.0):
-    """The FastAPI app for `workspace` (its models load when the app starts)."""
+               poll_seconds: float = 1.0, warm_queries: int = WARM_QUERIES):
+    """The FastAPI app for `workspace` (its models load when the app starts, and the vectors of
+    up to `warm_queries` of the workspace's known queries are encoded before it answers)."""
     from contextlib import asynccontextmanager
     from typing import Annotated, Literal
 
@@ -339,6 +385,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
                     continue
                 record, mtime = read_active()
                 model = await asyncio.to_thread(load_model, workspace, record, state["model"])
+                if model.builder.config.encoder != state["model"].builder.config.encoder:
+                    await warm(model)      # a new query encoder: its cache is empty
                 state["mtime"] = mtime
                 set_model(model)
                 reloads.labels("ok").inc()
@@ -348,10 +396,20 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
                 reloads.labels("failed").inc()
                 log.error("could not switch to the promoted student: %s", e)
 
+    async def warm(model: Model) -> None:
+        if warm_queries <= 0 or not model.builder.dim:
+            return
+        started = time.perf_counter()
+        queries = await asyncio.to_thread(known_queries, workspace, min(warm_queries, state["queries"].size))
+        n = await state["queries"].warm(model, queries)
+        log.warning("encoded %d known queries for the query cache in %.1f s", n, time.perf_counter() - started)
+
     @asynccontextmanager
     async def lifespan(app):
         record, mtime = read_active()
-        set_model(await asyncio.to_thread(load_model, workspace, record))
+        model = await asyncio.to_thread(load_model, workspace, record)
+        await warm(model)
+        set_model(model)
         state["mtime"] = mtime
         task = asyncio.create_task(follow_promotions())
         yield
@@ -386,8 +444,6 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         link_title: Text | None = None
         link_description: Text | None = None
 
-    blank = " \t\n\r\f\v"
-
     class QueryModel(BaseModel):
         model_config = ConfigDict(extra="forbid")
         # at least one character that is not (ASCII) blank: the same rule in the schema and the check
@@ -397,7 +453,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         @field_validator("query")
         @classmethod
         def trimmed(cls, value: str) -> str:
-            return value.strip(blank)
+            return value.strip(BLANK)
 
     class RerankRequest(QueryModel):
         items: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)] | InlineItem],
@@ -519,7 +575,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
 
 
 def serve(workspace: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          limits: Limits | None = None, poll_seconds: float = 1.0) -> None:
+          limits: Limits | None = None, poll_seconds: float = 1.0, warm_queries: int = WARM_QUERIES) -> None:
     """Run the service until interrupted."""
     import uvicorn
 
@@ -528,5 +584,5 @@ def serve(workspace: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
                           "(--api-key or RELKIT_API_KEY)")
     if active_student(Path(workspace)) is None:
         raise RelkitError(f"no student is active in {workspace}: run `relkit promote NAME` first")
-    app = create_app(workspace, limits, api_key, poll_seconds)
+    app = create_app(workspace, limits, api_key, poll_seconds, warm_queries)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
