@@ -152,7 +152,7 @@ def main() -> None:
         print(f"serving {health['model']} over {health['items']:,} items; {len(queries):,} test queries; "
               f"{os.cpu_count()} cores shared by the service and this generator; answering "
               f"{time.perf_counter() - started:.1f} s after start (--warm-queries {args.warm_queries})")
-        first = "cold query cache" if args.warm_queries == 0 else f"{args.warm_queries:,} known queries warmed"
+        first = "cold query cache" if args.warm_queries == 0 else f"after --warm-queries {args.warm_queries}"
         runs = [(args.candidates, args.rate, first), (args.candidates, args.rate, "again")]
         runs += [(1000, args.rate_1000, "")] if args.rate_1000 > 0 else []
         for candidates, rate, label in runs:
