@@ -183,7 +183,6 @@ class QueryVectors:
         finally:
             self.encoding = False
 
-
     async def warm(self, model: "Model", queries: list[str], batch: int = 64) -> int:
         """Put the vectors of `queries` in the cache before they are asked for (at most the cache's
         size); returns how many were encoded. Encoding runs in a worker thread a batch at a time,
@@ -400,8 +399,12 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         if warm_queries <= 0 or not model.builder.dim:
             return
         started = time.perf_counter()
-        queries = await asyncio.to_thread(known_queries, workspace, min(warm_queries, state["queries"].size))
-        n = await state["queries"].warm(model, queries)
+        try:
+            queries = await asyncio.to_thread(known_queries, workspace, min(warm_queries, state["queries"].size))
+            n = await state["queries"].warm(model, queries)
+        except Exception as e:  # a cold cache is slower, not wrong: serve anyway
+            log.error("could not warm the query cache (serving with it cold): %s", e)
+            return
         log.warning("encoded %d known queries for the query cache in %.1f s", n, time.perf_counter() - started)
 
     @asynccontextmanager
