@@ -10,6 +10,7 @@ from relkit.cli import app
 from relkit.features.embeddings import Encoder, text_hash
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller, scaling_curve
+from relkit.student.features import DEFAULT_GROUPS
 from relkit.student.model import assemble, torch_student
 
 
@@ -104,6 +105,39 @@ def test_engagement_rates(shop, tmp_path):
     np.testing.assert_allclose(pair[1], [0, 0, 0])           # no log for this query
 
 
+def test_item_graph_vectors_from_co_engagement(shop, tmp_path):
+    rows = [[q, item, "40", "3", "2026-01-01"] for q, items in (
+        ("red stuff", ["red-chair", "red-table", "red-lamp"]), ("red things", ["red-chair", "red-lamp", "red-drill"]),
+        ("blue stuff", ["blue-chair", "blue-table", "blue-lamp"]), ("blue things", ["blue-table", "blue-lamp", "blue-drill"]))
+        for item in items]
+    rows.append(["green stuff", "green-saw", "90", "0", "2026-01-01"])      # seen, never engaged with
+    import_file(shop, "engagement", write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks",
+                                                                   "timestamp"], rows))
+    fb = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("graph",), graph_dim=4))
+    assert fb.blocks() == [("item_graph", 4)] and fb.items.extra.shape == (len(ITEMS), 4)
+    v = {i: fb.items.extra[fb.items.position[i]] for i in ("red-chair", "red-lamp", "red-drill", "blue-lamp", "green-saw")}
+    assert np.linalg.norm(v["red-chair"]) == pytest.approx(1.0, abs=1e-5)
+    assert v["red-chair"] @ v["red-lamp"] > 0.9 and v["red-chair"] @ v["red-drill"] > 0.5   # engaged from the same queries
+    assert abs(v["red-chair"] @ v["blue-lamp"]) < 0.2                                         # from none in common
+    assert not v["green-saw"].any()
+    key = fb.config.graph_key
+    assert key and shop.fetchone("SELECT count(*) FROM graph_vectors WHERE key = ?", [key])[0] == 8
+
+    # a model keeps the embedding it was trained with after the log grows; the new log gets another key
+    import_file(shop, "engagement", write_csv(tmp_path / "e2.csv", ["query", "item_id", "impressions", "clicks",
+                                                                    "timestamp"], [["red stuff", "blue-lamp", "5", "5", "2026-01-02"]]))
+    again = FeatureBuilder.from_workspace(shop, fb.config)
+    np.testing.assert_array_equal(again.items.extra, fb.items.extra)
+    assert FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("graph",), graph_dim=4)).config.graph_key != key
+    with pytest.raises(RelkitError, match="graph embedding 'feedbeef' the model was trained with is not in the workspace"):
+        FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("graph",), graph_key="feedbeef"))
+
+
+def test_graph_features_need_engaged_items(shop):
+    with pytest.raises(RelkitError, match="graph features need engagement with clicks"):
+        FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("bm25", "graph")))
+
+
 def test_student_learns_the_teachers_labels(shop):
     n = write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", show_progress=False)
@@ -139,10 +173,11 @@ def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path, rank
     import_file(shop, "engagement", write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"], [
         ["red chair", "red-chair", "50", "9", "2026-01-01"], ["blue lamp", "red-chair", "30", "1", "2026-01-01"]]))
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=(*DEFAULT_GROUPS, "graph"), graph_dim=4),
+                          show_progress=False)
     student = distiller.train(None, StudentConfig(epochs=3, hidden=(32, 16), product_rank=rank))
     fb = distiller.builder
-    assert fb.items.extra.any()                                  # the item-side block is not all zero
+    assert fb.items.extra.shape[1] == 3 + 4 and fb.items.extra[:, 3:].any()   # engagement rates, graph vector
     scorer = FastScorer(student, fb)
     d = fb.dim
     product_weights = student.layers[0][0][:, 2 * d:3 * d]

@@ -371,9 +371,11 @@ def distill(
     human_weight: Annotated[float, typer.Option(
         help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 1.0,
     hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "64,32",
-    groups: Annotated[str, typer.Option(help="Feature groups: embedding,bm25,text_match,engagement.")] =
-        "embedding,bm25,text_match,engagement",
+    groups: Annotated[str, typer.Option(
+        help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
+             "co-engagement: needs an engagement log with clicks).")] = "embedding,bm25,text_match,engagement",
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",
+    graph_dim: Annotated[int, typer.Option(min=1, help="Width of the item graph embedding (graph group).")] = 32,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed, "
                       "product_rank: rank of the query-item-product weights, 0 for full).")]
@@ -389,7 +391,8 @@ def distill(
     settings = _parse_sets(set_ or [], StudentConfig)
     settings.pop("hidden", None)
     config = StudentConfig(hidden=tuple(_csv_ints(hidden, "--hidden")), human_weight=human_weight, **settings)
-    features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()))
+    features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
+                             graph_dim=graph_dim)
     plan = parse_sizes(sizes) if sizes else None
     if teacher is None and plan:
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")

@@ -94,6 +94,12 @@ CREATE TABLE IF NOT EXISTS text_vectors (     -- cached embeddings of item texts
     vector FLOAT[] NOT NULL,
     PRIMARY KEY (model, text_hash)
 );
+CREATE TABLE IF NOT EXISTS graph_vectors (    -- item embeddings from co-engagement (features/graph.py)
+    key VARCHAR NOT NULL,                     -- of the engagement log and parameters they were fit on
+    item_id VARCHAR NOT NULL,
+    vector FLOAT[] NOT NULL,
+    PRIMARY KEY (key, item_id)
+);
 CREATE OR REPLACE VIEW item_records AS        -- every field an item text can use
 SELECT i.item_id, i.title, i.description, c.caption, e.tokens AS engaged_queries, i.board_titles,
        i.link_title, i.link_description, i.image, i.language

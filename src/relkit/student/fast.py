@@ -42,7 +42,7 @@ class FastScorer:
         w = (w0 / std).astype(np.float32)                  # standardisation folded in
         self.bias = (b0 - w @ mean).astype(np.float32)
         d = builder.dim
-        e = len(builder.item_extra_names())
+        e = builder.item_extra_width()
         self.d = d
         pair = 3 * d + e                          # first pair-scalar column; the cosine when d > 0
         if d:

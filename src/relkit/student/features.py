@@ -4,7 +4,8 @@ Features come in four blocks, laid out so a scorer can split the work by what it
 
 - query vectors (the bi-encoder's embedding of the query): computed once per query;
 - item vectors (the bi-encoder's embedding of the item text, cached in the workspace table
-  `text_vectors`) and item extras (item-level engagement rates): computed once per item;
+  `text_vectors`) and item extras (item-level engagement rates, the item's graph embedding):
+  computed once per item;
 - the query-item product of the two vectors: computed from the two above;
 - pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
 
@@ -18,6 +19,9 @@ Groups (`FeatureConfig.groups`):
               stopwords dropped), and whether the whole query appears in the text as a phrase
   engagement  smoothed click-through and save rates and log impressions, per item and per
               (query, item); zero where there is no log
+  graph       the item's embedding from co-engagement (relkit/features/graph.py: items engaged
+              with from the same queries are close), `graph_dim` wide; zero for items nobody
+              engaged with. Not in the default groups: it needs an engagement log with clicks
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ from relkit.features.text_match import phrase, stem_tokens, stemmer
 from relkit.text import DEFAULT_TEMPLATE, item_text, item_title
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
-GROUPS = ("embedding", "bm25", "text_match", "engagement")
+GROUPS = ("embedding", "bm25", "text_match", "engagement", "graph")
+DEFAULT_GROUPS = ("embedding", "bm25", "text_match", "engagement")
 ENGAGEMENT_ITEM = ("item_ctr", "item_save_rate", "item_log_impressions")
 ENGAGEMENT_PAIR = ("query_item_ctr", "query_item_save_rate", "query_item_log_impressions")
 
@@ -41,8 +46,10 @@ ENGAGEMENT_PAIR = ("query_item_ctr", "query_item_save_rate", "query_item_log_imp
 @dataclass(frozen=True)
 class FeatureConfig:
     encoder: str = DEFAULT_ENCODER    # bi-encoder for query and item vectors (path or hub id)
-    groups: tuple[str, ...] = GROUPS
+    groups: tuple[str, ...] = DEFAULT_GROUPS
     ctr_prior: float = 20.0           # pseudo-impressions pulling a rate toward the global rate
+    graph_dim: int = 32               # width of the item graph embedding
+    graph_key: str | None = None      # the stored graph embedding a model was trained with (set when built)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(self.groups))
@@ -51,6 +58,8 @@ class FeatureConfig:
             raise RelkitError(f"unknown feature group(s) {unknown or '(none given)'}; choose from {', '.join(GROUPS)}")
         if self.ctr_prior <= 0:
             raise RelkitError("ctr_prior must be positive")
+        if self.graph_dim < 1:
+            raise RelkitError("graph_dim must be at least 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -182,6 +191,14 @@ class FeatureBuilder:
         builder = cls(config, items, bm25, encoder, query_engagement)
         if "engagement" in config.groups:
             builder._load_engagement(ws)
+        if "graph" in config.groups:
+            from dataclasses import replace
+
+            from relkit.features.graph import item_graph_vectors
+
+            vectors, key = item_graph_vectors(ws, item_ids, config.graph_dim, config.graph_key)
+            items.extra = np.concatenate([items.extra, vectors], axis=1)
+            builder.config = replace(config, graph_key=key)
         return builder
 
     def _load_engagement(self, ws: Workspace) -> None:
@@ -230,14 +247,19 @@ class FeatureBuilder:
             names += list(ENGAGEMENT_PAIR)
         return names
 
-    def item_extra_names(self) -> list[str]:
-        return list(ENGAGEMENT_ITEM) if "engagement" in self.config.groups else []
+    def item_extra_blocks(self) -> list[tuple[str, int]]:
+        """(name, width) of the item-only blocks, the columns of `items.extra` in order."""
+        out = [(name, 1) for name in ENGAGEMENT_ITEM] if "engagement" in self.config.groups else []
+        return out + ([("item_graph", self.config.graph_dim)] if "graph" in self.config.groups else [])
+
+    def item_extra_width(self) -> int:
+        return sum(width for _, width in self.item_extra_blocks())
 
     def blocks(self) -> list[tuple[str, int]]:
         """The model input, in order: (name, width) of each block."""
         d = self.dim
         out = [("query_vector", d), ("item_vector", d), ("query_item_product", d)] if d else []
-        out += [(name, 1) for name in self.item_extra_names()]
+        out += self.item_extra_blocks()
         out += [(name, 1) for name in self.pair_names()]
         return out
 
@@ -265,13 +287,13 @@ class FeatureBuilder:
     def inline_items(self, records: Sequence[dict]) -> ItemTable:
         """An ItemTable for items that are not in the catalog (records with at least a title; an
         `item_id` is optional): their vectors are encoded now and not cached, item-level engagement
-        is zero, BM25 uses the catalog's statistics."""
+        and graph vectors are zero, BM25 uses the catalog's statistics."""
         texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
         ids = [str(r.get("item_id") or f"inline-{n}") for n, r in enumerate(records)]
         vectors = self.encoder.encode(texts) if self.dim and texts else (
             np.zeros((len(texts), self.dim), dtype=np.float32) if self.dim else None)
         table = ItemTable(ids, {i: n for n, i in enumerate(ids)}, texts, vectors,
-                          np.zeros((len(texts), len(self.item_extra_names())), dtype=np.float32))
+                          np.zeros((len(texts), self.item_extra_width()), dtype=np.float32))
         if "text_match" in self.config.groups:
             table.title_terms = [frozenset(stem_tokens(self.stemmer, item_title(r))) for r in records]
             table.text_terms = [frozenset(stem_tokens(self.stemmer, t)) for t in texts]
