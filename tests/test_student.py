@@ -138,6 +138,82 @@ def test_graph_features_need_engaged_items(shop):
         FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("bm25", "graph")))
 
 
+def test_item_image_vectors(shop, tmp_path):
+    from PIL import Image
+
+    from relkit.features.images import ImageEncoder
+    from tiny_models import build_clip
+
+    red, blue, broken = tmp_path / "red.png", tmp_path / "blue.jpg", tmp_path / "broken.png"
+    Image.new("RGB", (40, 30), (220, 20, 20)).save(red)
+    Image.new("RGB", (32, 32), (20, 20, 220)).save(blue)
+    broken.write_bytes(b"not a picture")
+    images = {"red-chair": red, "red-lamp": red, "blue-lamp": blue, "green-saw": broken,
+              "black-rug": tmp_path / "gone.png"}
+    import_file(shop, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "description", "image"], [
+        [i, t, d, str(images[i])] for i, t, d in ITEMS if i in images]))
+
+    class Counting(ImageEncoder):
+        def encode(self, pictures):
+            self.seen = getattr(self, "seen", 0) + len(pictures)
+            return super().encode(pictures)
+
+    encoder = Counting(str(build_clip(tmp_path)))
+    config = FeatureConfig(groups=("visual",), image_encoder=encoder.name)
+    fb = FeatureBuilder.from_workspace(shop, config, image_encoder=encoder)
+    assert fb.blocks() == [("item_image", 16), ("has_image", 1)] and fb.config.image_dim == 16
+    row = lambda i: fb.items.extra[fb.items.position[i]]  # noqa: E731
+    np.testing.assert_allclose(row("red-chair")[:16], encoder.encode([Image.open(red).convert("RGB")])[0], atol=1e-5)
+    np.testing.assert_array_equal(row("red-chair"), row("red-lamp"))                # one picture, one vector
+    assert row("red-chair")[16] == 1 and row("blue-lamp")[16] == 1 and abs(row("blue-lamp")[:16] @ row("red-chair")[:16]) < 0.999
+    for unreadable in ("green-saw", "black-rug", "green-chair"):                     # not an image, missing, none
+        assert not row(unreadable).any()
+    assert shop.fetchall("SELECT image, vector IS NULL, error FROM image_vectors ORDER BY image") == [
+        (str(blue), False, None), (str(broken), True, "not an image (UnidentifiedImageError)"),
+        (str(tmp_path / "gone.png"), True, "no such file"), (str(red), False, None)]
+
+    # cached: a second build encodes nothing (the unreadable two are read again, and fail again);
+    # a file that changed on disk is encoded again
+    encoder.seen = 0
+    FeatureBuilder.from_workspace(shop, fb.config, image_encoder=encoder)
+    assert encoder.seen == 0
+    Image.new("RGB", (32, 32), (20, 220, 20)).save(blue)
+    again = FeatureBuilder.from_workspace(shop, fb.config, image_encoder=encoder)
+    assert encoder.seen == 1 and not np.allclose(again.items.extra[again.items.position["blue-lamp"]], row("blue-lamp"))
+    path = shop.path
+    shop.close()
+    with Workspace.open(path, read_only=True) as ro:                                 # as the service reads it
+        served = FeatureBuilder.from_workspace(ro, fb.config, image_encoder=encoder)
+        np.testing.assert_array_equal(served.items.extra, again.items.extra)
+    with pytest.raises(RelkitError, match="cannot load the image encoder 'no/such-model'"):
+        ImageEncoder("no/such-model")
+
+
+def test_a_student_with_image_features_scores_alike_on_every_path(shop, tmp_path):
+    from PIL import Image
+
+    from tiny_models import build_clip
+
+    rows = []
+    for n, (item_id, title, description) in enumerate(ITEMS[:12]):
+        path = tmp_path / f"{item_id}.png"
+        Image.new("RGB", (32, 32), (20 * n, 255 - 20 * n, 90)).save(path)
+        rows.append([item_id, title, description, str(path)])
+    import_file(shop, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "description", "image"], rows))
+    write_teacher_labels(shop)
+    config = FeatureConfig(groups=("bm25", "text_match", "visual"), image_encoder=str(build_clip(tmp_path)))
+    distiller = Distiller(shop, "rule", config, show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,)))
+    saved = Student.load(student.save(tmp_path / "student"))
+    assert saved.feature_config().image_dim == 16 and ("has_image", 1) in [tuple(b) for b in saved.meta.blocks]
+    fb = FeatureBuilder.from_workspace(shop, saved.feature_config())
+    with_image = np.isin(fb.items.item_ids, [r[0] for r in rows])
+    assert fb.items.extra[with_image, 16].all() and not fb.items.extra[~with_image].any()
+    items = [i for i, _, _ in ITEMS]
+    fast = FastScorer(saved, fb).score("red chair", items)
+    np.testing.assert_allclose(fast, saved.predict_proba(fb.pairs(["red chair"] * len(items), items), fb), atol=1e-5)
+
+
 def test_student_learns_the_teachers_labels(shop):
     n = write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", show_progress=False)

@@ -95,3 +95,22 @@ def build_blip(directory: Path) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def build_clip(directory: Path) -> Path:
+    """A tiny CLIP (random weights, 32-pixel images, 16-wide image features) saved with its image
+    processor: an image encoder for the student's visual features."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.CLIPConfig(text_config=dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, max_position_embeddings=16,
+                                            bos_token_id=0, eos_token_id=1, pad_token_id=1),
+                           vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                              num_attention_heads=2, image_size=32, patch_size=8),
+                           projection_dim=16)
+    path = directory / "clip"
+    tf.CLIPModel(config).save_pretrained(path)
+    tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

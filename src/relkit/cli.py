@@ -373,9 +373,13 @@ def distill(
     hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "64,32",
     groups: Annotated[str, typer.Option(
         help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
-             "co-engagement: needs an engagement log with clicks).")] = "embedding,bm25,text_match,engagement",
+             "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")]
+        = "embedding,bm25,text_match,engagement",
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",
     graph_dim: Annotated[int, typer.Option(min=1, help="Width of the item graph embedding (graph group).")] = 32,
+    image_encoder: Annotated[str, typer.Option(
+        help="Image encoder for the visual group: any transformers vision model, path or hub id.")]
+        = "openai/clip-vit-base-patch32",
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed, "
                       "product_rank: rank of the query-item-product weights, 0 for full).")]
@@ -392,7 +396,7 @@ def distill(
     settings.pop("hidden", None)
     config = StudentConfig(hidden=tuple(_csv_ints(hidden, "--hidden")), human_weight=human_weight, **settings)
     features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
-                             graph_dim=graph_dim)
+                             graph_dim=graph_dim, image_encoder=image_encoder)
     plan = parse_sizes(sizes) if sizes else None
     if teacher is None and plan:
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")

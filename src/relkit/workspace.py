@@ -100,6 +100,14 @@ CREATE TABLE IF NOT EXISTS graph_vectors (    -- item embeddings from co-engagem
     vector FLOAT[] NOT NULL,
     PRIMARY KEY (key, item_id)
 );
+CREATE TABLE IF NOT EXISTS image_vectors (    -- item image embeddings, by encoder and image (features/images.py)
+    model VARCHAR NOT NULL,
+    image VARCHAR NOT NULL,                   -- the item's image: path or URL
+    stamp VARCHAR NOT NULL,                   -- size and mtime of a local file: a changed file is encoded again
+    vector FLOAT[],                           -- NULL when the image could not be read
+    error VARCHAR,
+    PRIMARY KEY (model, image)
+);
 CREATE OR REPLACE VIEW item_records AS        -- every field an item text can use
 SELECT i.item_id, i.title, i.description, c.caption, e.tokens AS engaged_queries, i.board_titles,
        i.link_title, i.link_description, i.image, i.language

@@ -22,6 +22,9 @@ Groups (`FeatureConfig.groups`):
   graph       the item's embedding from co-engagement (relkit/features/graph.py: items engaged
               with from the same queries are close), `graph_dim` wide; zero for items nobody
               engaged with. Not in the default groups: it needs an engagement log with clicks
+  visual      the item's image embedding from an image encoder (relkit/features/images.py; any
+              transformers vision model, CLIP by default) and whether the item has a readable
+              image; zero without. Not in the default groups
 """
 from __future__ import annotations
 
@@ -32,12 +35,13 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, cached_vectors
+from relkit.features.images import DEFAULT_IMAGE_ENCODER
 from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
 from relkit.features.text_match import phrase, stem_tokens, stemmer
 from relkit.text import DEFAULT_TEMPLATE, item_text, item_title
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
-GROUPS = ("embedding", "bm25", "text_match", "engagement", "graph")
+GROUPS = ("embedding", "bm25", "text_match", "engagement", "graph", "visual")
 DEFAULT_GROUPS = ("embedding", "bm25", "text_match", "engagement")
 ENGAGEMENT_ITEM = ("item_ctr", "item_save_rate", "item_log_impressions")
 ENGAGEMENT_PAIR = ("query_item_ctr", "query_item_save_rate", "query_item_log_impressions")
@@ -50,6 +54,8 @@ class FeatureConfig:
     ctr_prior: float = 20.0           # pseudo-impressions pulling a rate toward the global rate
     graph_dim: int = 32               # width of the item graph embedding
     graph_key: str | None = None      # the stored graph embedding a model was trained with (set when built)
+    image_encoder: str = DEFAULT_IMAGE_ENCODER   # for the visual group (path or hub id)
+    image_dim: int | None = None      # its embedding width (set when built)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(self.groups))
@@ -162,7 +168,7 @@ class FeatureBuilder:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, show_progress: bool = False,
-                       encoder: Encoder | None = None) -> "FeatureBuilder":
+                       encoder: Encoder | None = None, image_encoder=None) -> "FeatureBuilder":
         config = config or FeatureConfig()
         cols = ", ".join(ITEM_RECORD_COLUMNS)
         rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
@@ -198,7 +204,20 @@ class FeatureBuilder:
 
             vectors, key = item_graph_vectors(ws, item_ids, config.graph_dim, config.graph_key)
             items.extra = np.concatenate([items.extra, vectors], axis=1)
-            builder.config = replace(config, graph_key=key)
+            builder.config = replace(builder.config, graph_key=key)
+        if "visual" in config.groups:
+            from dataclasses import replace
+
+            from relkit.features.images import ImageEncoder, item_image_vectors
+
+            image_encoder = image_encoder or ImageEncoder(config.image_encoder)
+            vectors, has = item_image_vectors(ws, [r["image"] for r in records], image_encoder,
+                                              show_progress=show_progress)
+            if config.image_dim is not None and config.image_dim != vectors.shape[1]:
+                raise RelkitError(f"the image encoder '{config.image_encoder}' gives {vectors.shape[1]} values, the "
+                                  f"model was trained on {config.image_dim}")
+            items.extra = np.concatenate([items.extra, vectors, has[:, None]], axis=1)
+            builder.config = replace(builder.config, image_dim=int(vectors.shape[1]))
         return builder
 
     def _load_engagement(self, ws: Workspace) -> None:
@@ -250,7 +269,10 @@ class FeatureBuilder:
     def item_extra_blocks(self) -> list[tuple[str, int]]:
         """(name, width) of the item-only blocks, the columns of `items.extra` in order."""
         out = [(name, 1) for name in ENGAGEMENT_ITEM] if "engagement" in self.config.groups else []
-        return out + ([("item_graph", self.config.graph_dim)] if "graph" in self.config.groups else [])
+        out += [("item_graph", self.config.graph_dim)] if "graph" in self.config.groups else []
+        if "visual" in self.config.groups:
+            out += [("item_image", self.config.image_dim or 0), ("has_image", 1)]
+        return out
 
     def item_extra_width(self) -> int:
         return sum(width for _, width in self.item_extra_blocks())
@@ -286,8 +308,8 @@ class FeatureBuilder:
 
     def inline_items(self, records: Sequence[dict]) -> ItemTable:
         """An ItemTable for items that are not in the catalog (records with at least a title; an
-        `item_id` is optional): their vectors are encoded now and not cached, item-level engagement
-        and graph vectors are zero, BM25 uses the catalog's statistics."""
+        `item_id` is optional): their vectors are encoded now and not cached, item-level engagement,
+        graph and image vectors are zero, BM25 uses the catalog's statistics."""
         texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
         ids = [str(r.get("item_id") or f"inline-{n}") for n, r in enumerate(records)]
         vectors = self.encoder.encode(texts) if self.dim and texts else (
