@@ -282,6 +282,25 @@ def test_newer_catalog_updates_items(tmp_path, ws):
     result = import_file(ws, "items", path)
     assert (result.added, result.updated) == (1, 1)
     assert ws.fetchone("SELECT title FROM items WHERE item_id = 'i1'") == ("Red oak chair",)
+    # the fields the file has no column for are kept: the description, the boards, the extra columns
+    assert ws.fetchone("SELECT description, board_titles, extra->>'color' FROM items WHERE item_id = 'i1'") == (
+        "A wooden chair", ["Garden", "Patio"], "red")
+
+
+def test_a_file_of_some_fields_adds_them_and_keeps_the_rest(tmp_path, ws):
+    catalog(tmp_path, ws)
+    before = ws.fetchall("SELECT * FROM items ORDER BY item_id")
+    images = write_csv(tmp_path / "images.csv", ["item_id", "image"], [["i1", "img/1.png"], ["i3", "img/3.png"]])
+    result = import_file(ws, "items", images)
+    assert (result.added, result.updated) == (0, 2)
+    after = ws.fetchall("SELECT * FROM items ORDER BY item_id")
+    assert [r[3] for r in after] == ["img/1.png", None, "img/3.png"]                    # the image column
+    assert [r[:3] + r[4:] for r in after] == [r[:3] + r[4:] for r in before]          # everything else as it was
+    assert import_file(ws, "items", images).unchanged == 2
+    # a column that is there, empty, clears the field
+    cleared = write_csv(tmp_path / "clear.csv", ["item_id", "image", "description"], [["i1", "", ""]])
+    assert import_file(ws, "items", cleared).updated == 1
+    assert ws.fetchone("SELECT title, description, image FROM items WHERE item_id = 'i1'") == ("Red chair", None, None)
 
 
 def test_data_survives_reopening(tmp_path):

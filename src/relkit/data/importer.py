@@ -250,15 +250,22 @@ def _import_items(ws: Workspace, records: Records, adapter: Adapter | None) -> d
     rows = _item_rows(records, range(len(records)), with_extra=True, conflicts="error")
     before = ws.count("items")
     ws.register("_new", rows, {"board_titles": pa.list_(pa.string())})
-    unchanged = ws.fetchone("""
-        SELECT count(*) FROM _new n JOIN items i USING (item_id)
-        WHERE n.title IS NOT DISTINCT FROM i.title AND n.description IS NOT DISTINCT FROM i.description
-          AND n.image IS NOT DISTINCT FROM i.image AND n.board_titles IS NOT DISTINCT FROM i.board_titles
-          AND n.link_title IS NOT DISTINCT FROM i.link_title
-          AND n.link_description IS NOT DISTINCT FROM i.link_description
-          AND n.language IS NOT DISTINCT FROM i.language AND n.extra IS NOT DISTINCT FROM i.extra""")[0]
-    ws.run("INSERT OR REPLACE INTO items SELECT * FROM _new")
+    # a field the file has no column for keeps the workspace's value: a file of ids and images adds
+    # the images and leaves the titles alone (a column that is there, even empty, is the new value)
+    known = {"item_id", *ITEM_FIELDS}
+    present = {f for f in ITEM_FIELDS if f in records.columns}
+    if any(c not in known for c in records.columns):
+        present.add("extra")
+    fields = (*ITEM_FIELDS, "extra")
+    ws.run(f"""CREATE OR REPLACE TEMP TABLE _merged AS
+               SELECT n.item_id, {", ".join(f"{'n' if f in present else 'i'}.{f} AS {f}" for f in fields)}
+               FROM _new n LEFT JOIN items i USING (item_id)""")
     ws.con.unregister("_new")
+    unchanged = ws.fetchone(f"""
+        SELECT count(*) FROM _merged n JOIN items i USING (item_id)
+        WHERE {" AND ".join(f"n.{f} IS NOT DISTINCT FROM i.{f}" for f in fields)}""")[0]
+    ws.run(f"INSERT OR REPLACE INTO items (item_id, {', '.join(fields)}) SELECT item_id, {', '.join(fields)} FROM _merged")
+    ws.run("DROP TABLE _merged")
     added = ws.count("items") - before
     n = len(rows["item_id"])
     return {"added": added, "updated": n - added - unchanged, "unchanged": unchanged, "new_items": added}
