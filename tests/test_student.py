@@ -272,6 +272,21 @@ def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path, rank
     assert np.abs(fast - fast.mean(axis=0)).max() > 1e-3          # it tells items apart
 
 
+def test_a_student_saved_before_the_newer_feature_settings_still_loads(shop, tmp_path):
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    path = distiller.train(None, StudentConfig(epochs=2)).save(tmp_path / "old")
+    meta = json.loads((path / "relkit.json").read_text())
+    for key in ("graph_dim", "graph_key", "image_encoder", "image_dim"):
+        del meta["features"][key]
+    (path / "relkit.json").write_text(json.dumps(meta))
+    old = Student.load(path)
+    fb = FeatureBuilder.from_workspace(shop, old.feature_config())
+    items = [i for i, _, _ in ITEMS]
+    np.testing.assert_allclose(FastScorer(old, fb).score("red chair", items),
+                               FastScorer(Student.load(path), distiller.builder).score("red chair", items), atol=1e-6)
+
+
 def test_mismatched_features_and_bad_student_folders_are_refused(shop, tmp_path):
     write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)

@@ -125,7 +125,8 @@ class Student:
         """Refuse features laid out differently from the ones the student was trained on."""
         got = [tuple(b) for b in builder.blocks()]
         want = [tuple(b) for b in self.meta.blocks]
-        if got != want or builder.config.to_dict() != self.meta.features:
+        # as configs, not dicts: a student saved before a config field existed has its default
+        if got != want or builder.config != self.feature_config():
             diff = sorted(set(got) ^ set(want))
             raise RelkitError(f"the features do not match the student's: it was trained on {len(want)} blocks "
                               f"({self.meta.features}), these are {len(got)} ({builder.config.to_dict()}); "
