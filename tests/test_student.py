@@ -214,6 +214,39 @@ def test_a_student_with_image_features_scores_alike_on_every_path(shop, tmp_path
     np.testing.assert_allclose(fast, saved.predict_proba(fb.pairs(["red chair"] * len(items), items), fb), atol=1e-5)
 
 
+def test_student_classifier_on_a_plain_matrix():
+    from sklearn.base import clone
+
+    from relkit.student import StudentClassifier
+
+    rng = np.random.default_rng(0)
+
+    def data(n_queries):
+        x = rng.normal(size=(n_queries * 10, 6)).astype(np.float32)
+        levels = np.digitize(x[:, 0] + 0.5 * x[:, 1], [-0.8, 0.0, 0.8]) + 1          # levels 1..4 from two columns
+        return x, levels, np.repeat([f"q{i}" for i in range(n_queries)], 10)
+
+    x, y, _ = data(80)
+    dev = data(20)
+    test_x, test_y, _ = data(20)
+    clf = StudentClassifier(levels=4, hidden=(16,), epochs=30, patience=30, lr=0.01).fit(x, y, eval_set=dev)
+    proba = clf.predict_proba(test_x)
+    assert proba.shape == (200, 4) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert (clf.predict(test_x) == test_y).mean() > 0.8 and list(clf.classes_) == [1, 2, 3, 4]
+    soft = np.full((len(x), 4), 0.1, dtype=np.float32)
+    soft[np.arange(len(x)), y - 1] = 0.7                                              # a teacher's soft labels
+    twin = clone(clf).fit(x, soft, sample_weight=np.ones(len(x)), eval_set=dev)
+    assert twin.get_params() == clf.get_params() and (twin.predict(test_x) == test_y).mean() > 0.8
+    with pytest.raises(RelkitError, match="eval_set"):
+        StudentClassifier(levels=4).fit(x, y)
+    with pytest.raises(RelkitError, match=r"y: expected 800 levels, each a whole number 1..4"):
+        StudentClassifier(levels=4).fit(x, y + 1, eval_set=dev)
+    with pytest.raises(RelkitError, match="6 columns"):
+        clf.predict_proba(test_x[:, :3])
+    with pytest.raises(RelkitError, match="not fitted"):
+        StudentClassifier().predict(test_x)
+
+
 def test_student_learns_the_teachers_labels(shop):
     n = write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", show_progress=False)
