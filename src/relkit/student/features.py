@@ -4,8 +4,8 @@ Features come in four blocks, laid out so a scorer can split the work by what it
 
 - query vectors (the bi-encoder's embedding of the query): computed once per query;
 - item vectors (the bi-encoder's embedding of the item text, cached in the workspace table
-  `text_vectors`) and item extras (item-level engagement rates, the item's graph embedding):
-  computed once per item;
+  `text_vectors`) and item extras (item-level engagement rates, the item's graph and image
+  embeddings): computed once per item;
 - the query-item product of the two vectors: computed from the two above;
 - pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
 
@@ -29,7 +29,7 @@ Groups (`FeatureConfig.groups`):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -198,16 +198,12 @@ class FeatureBuilder:
         if "engagement" in config.groups:
             builder._load_engagement(ws)
         if "graph" in config.groups:
-            from dataclasses import replace
-
             from relkit.features.graph import item_graph_vectors
 
             vectors, key = item_graph_vectors(ws, item_ids, config.graph_dim, config.graph_key)
             items.extra = np.concatenate([items.extra, vectors], axis=1)
             builder.config = replace(builder.config, graph_key=key)
         if "visual" in config.groups:
-            from dataclasses import replace
-
             from relkit.features.images import ImageEncoder, item_image_vectors
 
             image_encoder = image_encoder or ImageEncoder(config.image_encoder)
