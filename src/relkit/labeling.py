@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
-from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 from relkit.text import item_title
+from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
 LABELS_DIR = "labels"
 PENDING = "pending-input.parquet"   # the ray engine's input, removed when it ends

@@ -219,6 +219,11 @@ class Workspace:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    def has_table(self, name: str) -> bool:
+        """Whether the database has the table (a derived table is missing from a workspace made by an
+        older relkit until it is opened for writing)."""
+        return bool(self.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])[0])
+
     def register(self, name: str, columns: dict[str, list], types: dict | None = None) -> None:
         """Expose Python lists as a table `name` to SQL (strings unless `types` says otherwise)."""
         import pyarrow as pa

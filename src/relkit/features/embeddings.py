@@ -88,7 +88,7 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     hashes = [text_hash(t) for t in texts]
     first = {h: t for h, t in zip(hashes, texts)}
     ws.con.register("_wanted", pa.table({"text_hash": list(first)}))
-    has_table = ws.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'text_vectors'")[0]
+    has_table = ws.has_table("text_vectors")
     table = (ws.con.sql("SELECT text_hash, vector FROM text_vectors JOIN _wanted USING (text_hash) WHERE model = ?",
                         params=[encoder_name]).to_arrow_table() if has_table else None)
     ws.con.unregister("_wanted")

@@ -63,7 +63,7 @@ def fit_item_vectors(rows: list[tuple[str, str, float]], dim: int) -> dict[str, 
 def item_graph_vectors(ws, item_ids: list[str], dim: int, key: str | None = None) -> tuple[np.ndarray, str]:
     """(items x dim array in the order of `item_ids`, key). With `key`, the stored factorisation of
     that key; without, the current log's (fit now and stored unless the workspace is read-only)."""
-    stored = "graph_vectors" in {r[0] for r in ws.fetchall("SELECT table_name FROM duckdb_tables()")}
+    stored = ws.has_table("graph_vectors")
     if key is None:
         rows = _engaged(ws)
         key = graph_key(rows, dim)
@@ -75,8 +75,8 @@ def item_graph_vectors(ws, item_ids: list[str], dim: int, key: str | None = None
             if not ws.read_only:
                 import pyarrow as pa
 
-                ws.con.register("_graph_vectors", pa.table({
-                    "item_id": list(vectors), "vector": pa.array(list(vectors.values()), type=pa.list_(pa.float32()))}))
+                ws.register("_graph_vectors", {"item_id": list(vectors), "vector": list(vectors.values())},
+                            {"vector": pa.list_(pa.float32())})
                 with ws.transaction():
                     ws.run("INSERT OR REPLACE INTO graph_vectors SELECT ?, item_id, vector FROM _graph_vectors", [key])
                 ws.con.unregister("_graph_vectors")

@@ -86,7 +86,7 @@ def item_image_vectors(ws, images: list[str | None], encoder: ImageEncoder, time
 
     sources = sorted({s for s in images if s})
     cached: dict[str, tuple[str, list | None]] = {}
-    if sources and "image_vectors" in {r[0] for r in ws.fetchall("SELECT table_name FROM duckdb_tables()")}:
+    if sources and ws.has_table("image_vectors"):
         for image, stamp, vector in ws.fetchall("SELECT image, stamp, vector FROM image_vectors WHERE model = ?",
                                                 [encoder.name]):
             cached[image] = (stamp, vector)
@@ -114,10 +114,9 @@ def item_image_vectors(ws, images: list[str | None], encoder: ImageEncoder, time
     if rows and writable:
         import pyarrow as pa
 
-        columns = list(zip(*rows))
-        ws.con.register("_image_vectors", pa.table({
-            "model": columns[0], "image": columns[1], "stamp": columns[2],
-            "vector": pa.array(columns[3], type=pa.list_(pa.float32())), "error": pa.array(columns[4], pa.string())}))
+        columns = [list(c) for c in zip(*rows)]
+        ws.register("_image_vectors", dict(zip(("model", "image", "stamp", "vector", "error"), columns)),
+                    {"vector": pa.list_(pa.float32())})
         with ws.transaction():
             ws.run("INSERT OR REPLACE INTO image_vectors SELECT model, image, stamp, vector, error FROM _image_vectors")
         ws.con.unregister("_image_vectors")
