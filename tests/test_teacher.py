@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import write_csv
-from relkit import LabelScale, RelkitError, SplitConfig, Workspace, evaluate, import_file, make_system, split_queries
+from relkit import (LabelScale, RelkitError, SplitConfig, Workspace, evaluate, import_file, load_judged_pairs,
+                    make_system, split_queries)
 from relkit.teacher import Teacher, TeacherMeta, TextTemplate, TrainConfig, train_teacher
 from relkit.teacher.model import TEMPLATES, encode_pairs, predict_ids
 from relkit.teacher.train import load_base, save_teacher
@@ -337,3 +338,57 @@ def test_first_token_forward_gives_the_models_logits(tiny, kind):
         got = logits_fn(model)(batch["input_ids"], batch["attention_mask"])
     assert expected.abs().max() > 1e-3
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["minilm", "llama"])
+def test_bf16_scoring_agrees_with_fp32(learnable, tiny, kind):
+    """A teacher loaded for scoring in bf16 (the default on a GPU) holds bf16 weights and gives the fp32
+    probabilities up to bf16 rounding, through the first-token forward (the real MiniLM) and the model's
+    own (a tiny Llama); a bf16 teacher asked for ONNX Runtime exports from fp32 weights on the CPU."""
+    import torch
+
+    base = "default" if kind == "minilm" else str(tiny[kind])
+    model, tokenizer, family, _ = load_base(TrainConfig(model=base), 3, "cpu")
+    with torch.no_grad():  # a head with spread (as training gives), so levels are not ties rounding decides
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and any(h in name for h in ("classifier", "score")):
+                p.mul_(20)
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    path = learnable.artifacts / f"teacher-{kind}"
+    save_teacher(model, tokenizer, TeacherMeta(base_model=base, family=family, scale=learnable.scale,
+                                               template=template, max_length=32), path)
+    judged = load_judged_pairs(learnable, "train")
+    batch = list(zip(judged.queries, judged.items))
+    fp32 = Teacher.load(path, device="cpu", precision="fp32")
+    bf16 = Teacher.load(path, device="cpu", precision="bf16")
+    assert next(fp32.model.parameters()).dtype == torch.float32
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    expected, got = fp32.predict_proba(batch, batch_size=8), bf16.predict_proba(batch, batch_size=8)
+    assert got.dtype == np.float32 and np.allclose(got.sum(axis=1), 1, atol=1e-5)
+    assert expected.std(axis=0).max() > 0.05              # the pairs are told apart
+    assert np.abs(got - expected).max() < 0.05
+    assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.95
+    if kind == "minilm":
+        bf16.use_onnx()
+        assert next(bf16.model.parameters()).dtype == torch.float32
+        np.testing.assert_allclose(bf16.predict_proba(batch, batch_size=8), expected, atol=1e-4)
+
+
+def test_device_and_precision_settings():
+    """auto takes the GPU when torch sees one and scores in bf16 there, fp32 on the CPU; unknown settings and
+    a GPU asked for where there is none are clear errors."""
+    import torch
+
+    from relkit.hf import resolve_device, resolve_dtype
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto") and resolve_device("cpu") == "cpu"
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype("fp32", "cuda") == torch.float32
+    with pytest.raises(RelkitError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    with pytest.raises(RelkitError, match="unknown precision 'fp8'"):
+        resolve_dtype("fp8", "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RelkitError, match="no CUDA GPU"):
+            resolve_device("cuda")

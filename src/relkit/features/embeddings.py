@@ -33,17 +33,17 @@ class Encoder:
     (1, 384)
     """
 
-    def __init__(self, model: str | None = DEFAULT_ENCODER, batch_size: int = 64, device: str | None = None):
+    def __init__(self, model: str | None = DEFAULT_ENCODER, batch_size: int = 64, device: str = "auto"):
         from sentence_transformers import SentenceTransformer
 
-        from relkit.hf import quiet
+        from relkit.hf import quiet, resolve_device
 
         quiet()
 
         self.model_name = resolve_model(model)
         self.batch_size = batch_size
         try:
-            self.model = SentenceTransformer(self.model_name, device=device or "cpu")
+            self.model = SentenceTransformer(self.model_name, device=resolve_device(device))
         except OSError as e:
             raise RelkitError(f"cannot load the encoder '{self.model_name}': not a local model folder, and the "
                               f"hub could not provide it (offline, or no such model): {e}") from None

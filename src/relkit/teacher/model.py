@@ -144,19 +144,35 @@ class Teacher:
 
         if self.path is None:
             raise RelkitError("only a saved teacher (Teacher.load) can be exported to ONNX")
+        import torch
+
+        param = next(self.model.parameters())
+        if param.dtype != torch.float32 or param.device.type != "cpu":
+            # ONNX Runtime scores on the CPU in fp32: export from the saved fp32 weights, not rounded ones
+            from transformers import AutoModelForSequenceClassification
+
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(self.path), dtype=torch.float32)
+            self.model.eval()
+            self._forward = None
         self.onnx = OnnxScorer(self, int8=int8, threads=threads)
         return self
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> "Teacher":
+    def load(cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto") -> "Teacher":
+        """`device`: auto (a CUDA GPU when torch sees one), cpu or cuda. `precision`: the weights'
+        dtype for scoring, auto (bf16 on a GPU, fp32 on the CPU), fp32 or bf16."""
         from transformers import AutoModelForSequenceClassification
+
+        from relkit.hf import resolve_device, resolve_dtype
 
         path = Path(path)
         if not (path / META_FILE).is_file():
             raise RelkitError(f"{path} is not a saved teacher (no {META_FILE})")
         meta = TeacherMeta.from_json((path / META_FILE).read_text())
+        device = resolve_device(device)
         tokenizer = load_tokenizer(str(path), meta.family)
-        model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device)
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=resolve_dtype(precision, device))
+        model = model.to(device)
         model.eval()
         return cls(model, tokenizer, meta, path)
 

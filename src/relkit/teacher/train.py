@@ -19,6 +19,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
+from relkit.hf import resolve_device
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.teacher.prior import FEATURE_SETS
 from relkit.teacher.model import (META_FILE, TEMPLATES, TeacherMeta, TextTemplate, collate, encode_pairs,
@@ -343,16 +344,6 @@ def save_checkpoint(model, optimizer, scheduler, state: dict, config: TrainConfi
 
 
 # --- the loop -------------------------------------------------------------------------------
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RelkitError("device cuda asked for, but torch sees no CUDA GPU")
-    return name
-
 
 def teacher_dir(ws: Workspace, name: str) -> Path:
     return ws.artifacts / f"teacher-{name}"
