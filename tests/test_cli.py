@@ -138,3 +138,63 @@ def test_pairs_command_on_the_sample(tmp_path):
     made = relkit("pairs", "--k", "5", "--source", "bm25", "-w", ws)
     assert made.returncode == 0, made.stderr
     assert "train queries" in made.stdout and "new pairs" in made.stdout
+
+
+def test_status_and_eval_while_label_and_teach_run(tmp_path):
+    """Long jobs hold the workspace only while they read and write it: `relkit status` and `relkit
+    eval` succeed while `relkit label` scores thousands of pairs and `relkit teach` trains, on the
+    same workspace (DuckDB lets one process write a database at a time)."""
+    import time
+
+    from tiny_models import WORDS, build
+
+    model = build("bert", tmp_path)
+    ws = tmp_path / "ws"
+    relkit("init", ws, "--levels", "3")
+    rows = [[f"{c} {t}", f"{c} oak {t}", "3"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    rows += [[f"{c} {t}", f"metal {t}", "2"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    rows += [[f"{c} {t}", "garden hose", "1"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    relkit("import", "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], rows), "-w", ws)
+    relkit("split", "--seed", "2", "--dev", "0.3", "--test", "0.3", "-w", ws)
+    first = relkit("teach", "--model", model, "--name", "first", "--epochs", "1", "--set", "prior=none", "-w", ws)
+    assert first.returncode == 0, first.stderr
+    words = sorted(set(WORDS))
+    titles = [f"{a} {b} {c}" for a in words for b in words[:12] for c in words[:4]]   # 1,440 items
+    queries = [f"{c} {t}" for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
+    pairs = write_csv(tmp_path / "p.csv", ["query", "title"], [[q, t] for q in queries for t in titles])
+    assert relkit("import", "pairs", pairs, "-w", ws).returncode == 0
+
+    label = subprocess.Popen([sys.executable, "-m", "relkit", "label", "--teacher", "first", "--batch-size", "1",
+                              "--shard-size", "200", "-w", str(ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    teach = subprocess.Popen([sys.executable, "-m", "relkit", "teach", "--model", str(model), "--name", "second",
+                              "--epochs", "400", "--batch-size", "4", "--set", "prior=none", "--set", "eval_every=500",
+                              "-w", str(ws)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        shards, history = ws / "labels" / "first", ws / "artifacts" / "teacher-second" / "history.json"
+        while not (any(shards.glob("shard-*.parquet")) and history.exists()):   # both in their long phase
+            assert label.poll() is None and teach.poll() is None, (label.communicate(), teach.communicate())
+            assert time.monotonic() < deadline, "label and teach did not start"
+            time.sleep(0.2)
+        status = relkit("status", "-w", ws)
+        evaluated = relkit("eval", "--system", "bm25", "--system", "teacher:first", "--json", "-w", ws)
+        assert label.poll() is None and teach.poll() is None   # both still at work meanwhile
+    finally:
+        for job in (label, teach):
+            job.terminate()
+            job.communicate(timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "judgments 27" in " ".join(status.stdout.split())
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert [s["name"] for s in json.loads(evaluated.stdout)["systems"]] == ["bm25", "teacher:first"]
+    # the labeling stopped part way is continued by the same command; every pair is labeled once
+    rest = relkit("label", "--teacher", "first", "--batch-size", "256", "-w", ws)
+    assert rest.returncode == 0, rest.stderr
+    import duckdb
+
+    con = duckdb.connect(str(ws / "relkit.duckdb"), read_only=True)
+    counts = con.execute("SELECT count(*), count(DISTINCT (query_id, item_id)) FROM teacher_labels").fetchone()
+    pending = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
+    con.close()
+    assert pending > 10_000 and counts == (pending, pending)

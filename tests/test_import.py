@@ -387,3 +387,22 @@ def test_adapter_needs_matching_scale(tmp_path, ws):
     path = write_csv(tmp_path / "cf.csv", ["query"], [["x"]])
     with pytest.raises(RelkitError, match=r"--format crowdflower gives 4 levels.*relkit init DIR --levels 4"):
         import_file(ws, "judgments", path, format="crowdflower")
+
+
+def test_an_item_described_again_with_other_spacing_is_one_item(ws, tmp_path):
+    """A text-only item's id is a hash of its whitespace-normalised text, so rows whose title differs
+    only in spacing (as in the public CrowdFlower file: "Keurig  Coffee" / "Keurig Coffee") are one
+    item: the first description is kept and the summary counts the merge; other differences are
+    still an error."""
+    rows = [["coffee maker", "Keurig  Coffee", "a brewer", "4"], ["k cups", "Keurig Coffee", "a  brewer", "3"],
+            ["tea", "Kettle", "", "2"]]
+    result = import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "description", "label"],
+                                                    rows))
+    assert (result.added, result.new_items, result.respaced) == (3, 2, 1)
+    assert "1 item descriptions that differ only in spacing merged (the first kept)" in result.summary()
+    assert ws.fetchall("SELECT title, description FROM items ORDER BY title") == [("Kettle", None),
+                                                                                ("Keurig  Coffee", "a brewer")]
+    clash = write_csv(tmp_path / "k.csv", ["item_id", "title", "label", "query"],
+                      [["x", "Red chair", "1", "a"], ["x", "Red  chairs", "2", "b"]])
+    with pytest.raises(InputError, match="item 'x' is described differently"):
+        import_file(ws, "judgments", clash)

@@ -35,3 +35,119 @@ def test_transaction_rolls_back(ws):
             ws.run("INSERT INTO queries VALUES ('q1', 'red chair', NULL, NULL)")
             1 / 0
     assert ws.count("queries") == 0
+
+
+# --- the workspace as the data layer -------------------------------------------------------------
+
+def test_registered_table_is_gone_however_the_block_ends(ws):
+    with ws.registered("_ids", {"item_id": ["a", "b"]}):
+        assert ws.fetchall("SELECT item_id FROM _ids ORDER BY 1") == [("a",), ("b",)]
+    with pytest.raises(duckdb.CatalogException):
+        ws.fetchall("SELECT * FROM _ids")
+    with pytest.raises(ZeroDivisionError):
+        with ws.registered("_ids", {"item_id": ["c"]}):
+            1 / 0
+    with pytest.raises(duckdb.CatalogException):
+        ws.fetchall("SELECT * FROM _ids")
+
+
+def test_an_import_that_fails_leaves_nothing_registered(ws, tmp_path):
+    """A judgments file that clashes with the workspace raises inside its registration; the rows it
+    registered are not left behind for the next statement to find."""
+    from conftest import write_csv
+    from relkit import InputError, import_file
+
+    import_file(ws, "judgments", write_csv(tmp_path / "a.csv", ["query", "title", "label"], [["q", "t", "1"]]))
+    with pytest.raises(InputError, match="conflicting judgments"):
+        import_file(ws, "judgments", write_csv(tmp_path / "b.csv", ["query", "title", "label"], [["q", "t", "2"]]))
+    with pytest.raises(duckdb.CatalogException):
+        ws.fetchall("SELECT * FROM _new")
+
+
+def test_item_records_are_one_query(ws, tmp_path):
+    from conftest import write_csv
+    from relkit import import_file
+    from relkit.workspace import ITEM_RECORD_COLUMNS
+
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"],
+                                       [["b", "Blue lamp", "a lamp"], ["a", "Red chair", ""]]))
+    records = ws.item_records()
+    assert list(records) == ["a", "b"] and tuple(records["b"]) == ITEM_RECORD_COLUMNS
+    assert records["b"]["title"] == "Blue lamp" and records["b"]["caption"] is None
+    assert list(ws.item_records(["b", "zzz", "b"])) == ["b"]
+
+
+def test_artifact_references(ws):
+    import json
+
+    for kind, name in (("teacher", "demo"), ("student", "demo"), ("teacher", "other")):
+        folder = ws.artifact_dir(kind, name)
+        folder.mkdir(parents=True)
+        (folder / "relkit.json").write_text(json.dumps({"kind": kind}))
+    teacher = ws.artifacts / "teacher-demo"
+    assert ws.artifact("teacher", "demo") == teacher
+    assert ws.artifact("teacher", "teacher-demo") == teacher
+    assert ws.artifact("teacher", str(teacher.resolve())) == teacher.resolve()
+    assert ws.artifact("student", "demo") == ws.artifacts / "student-demo"
+    assert ws.artifact_name("teacher", teacher) == "demo"
+    with pytest.raises(RelkitError, match="is a student, not a teacher"):
+        ws.artifact("teacher", "student-demo")
+    with pytest.raises(RelkitError, match="no teacher 'nope'.*teachers here: teacher-demo, teacher-other"):
+        ws.artifact("teacher", "nope")
+
+
+def _hold_lock(db, seconds: float):
+    """Another process that opens the database for writing, says so, and keeps it `seconds`."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time\n"
+        f"con = duckdb.connect({str(db)!r})\n"
+        "print('locked', flush=True)\n"
+        f"time.sleep({seconds})\n"
+        "con.close()\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_open_waits_while_another_process_writes(tmp_path, monkeypatch):
+    import time
+
+    Workspace.create(tmp_path / "w").close()
+    holder = _hold_lock(tmp_path / "w" / "relkit.duckdb", 1.5)
+    started = time.monotonic()
+    with Workspace.open(tmp_path / "w") as ws:      # waits for the other process, then opens
+        assert ws.count("items") == 0
+    assert time.monotonic() - started > 0.5
+    holder.wait(timeout=30)
+
+    monkeypatch.setenv("RELKIT_LOCK_WAIT", "0.3")
+    holder = _hold_lock(tmp_path / "w" / "relkit.duckdb", 10)
+    try:
+        with pytest.raises(RelkitError, match=r"is in use by another process .*PID.* stayed busy for 0.3 s.*"
+                                              r"RELKIT_LOCK_WAIT"):
+            Workspace.open(tmp_path / "w", read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_released_workspace_lets_another_process_write(tmp_path):
+    import subprocess
+    import sys
+
+    ws = Workspace.create(tmp_path / "w")
+    ws.set_meta("mine", "1")
+    ws.release()
+    writer = subprocess.run([sys.executable, "-c", (
+        "from relkit import Workspace\n"
+        f"ws = Workspace.open({str(tmp_path / 'w')!r})\n"
+        "ws.set_meta('theirs', '2')\n"
+        "ws.close()\n")], capture_output=True, text=True, timeout=120)
+    assert writer.returncode == 0, writer.stderr
+    assert ws.get_meta("theirs") == "2" and ws.get_meta("mine") == "1"   # reopened on demand
+    with ws.transaction():
+        with pytest.raises(RelkitError, match="inside a transaction"):
+            ws.release()
+    ws.close()

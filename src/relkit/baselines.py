@@ -7,14 +7,13 @@ from relkit.evaluate import JudgedPairs, Prediction
 from relkit.features.bm25 import BM25Index
 from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, pair_cosines
 from relkit.text import item_text
-from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
+from relkit.workspace import Workspace
 
 
 def catalog(ws: Workspace) -> tuple[list[str], list[str]]:
     """Every item's id and text (the default item text template), in item id order."""
-    cols = ", ".join(ITEM_RECORD_COLUMNS)
-    rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
-    return [r[0] for r in rows], [item_text(dict(zip(ITEM_RECORD_COLUMNS, r))) for r in rows]
+    records = ws.item_records()
+    return list(records), [item_text(r) for r in records.values()]
 
 
 def catalog_index(ws: Workspace, show_progress: bool = False) -> BM25Index:

@@ -70,10 +70,9 @@ def make_pairs(ws: Workspace, k: int = 20, sources: Sequence[str] = SOURCES, enc
         by_source[source] = by_source.get(source, 0) + 1
     with ws.transaction():
         before = ws.count("pairs")
-        ws.register("_candidates", {"query_id": [q for q, _ in rows], "item_id": [i for _, i in rows],
-                                    "source": list(rows.values())})
-        ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _candidates")
-        ws.con.unregister("_candidates")
+        with ws.registered("_candidates", {"query_id": [q for q, _ in rows], "item_id": [i for _, i in rows],
+                                           "source": list(rows.values())}):
+            ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _candidates")
         added = ws.count("pairs") - before
     return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())))
 

@@ -75,7 +75,7 @@ def score_table(teacher, table, batch_size: int = 32):
     proba = teacher.predict_texts(list(q), list(t), list(ti), batch_size=batch_size)
     proba = proba[[distinct[pair] for pair in zip(queries, texts, titles)]]
     k = proba.shape[1]
-    name = teacher.path.name.removeprefix("teacher-") if teacher.path else "teacher"
+    name = Workspace.artifact_name("teacher", teacher.path) if teacher.path else "teacher"
     out = {"teacher": [name] * len(queries), "query_id": table.column("query_id"), "item_id": table.column("item_id")}
     for level in range(k):
         out[f"p{level + 1}"] = proba[:, level].astype(np.float32)
@@ -126,7 +126,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     if shard_size < 1 or batch_size < 1 or ray_actors < 1:
         raise RelkitError("shard_size, batch_size and ray_actors must be at least 1")
     system = TeacherSystem.from_workspace(ws, teacher_ref)
-    name = system.path.name.removeprefix("teacher-")
+    name = Workspace.artifact_name("teacher", system.path)
     out = labels_dir(ws, name)
     out.mkdir(parents=True, exist_ok=True)
     for stray in [*out.glob("*.tmp"), out / PENDING]:
@@ -150,10 +150,14 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
                         "title": [item_title(r) for r in records]})
     if engine == "local":
         if teacher.meta.prior:
-            from relkit.features.embeddings import workspace_vectors
+            from relkit.features.embeddings import cached_vectors
 
-            # the prior's item vectors come from (and go to) the workspace cache that `relkit pairs` filled
-            teacher.text_vectors = workspace_vectors(ws, teacher.meta.prior["model"])
+            # the prior's item vectors come from (and go to) the workspace cache that `relkit pairs`
+            # filled, all of them now: the scoring below runs with the workspace released
+            texts = sorted(set(pending.column("text").to_pylist()))
+            vectors = dict(zip(texts, cached_vectors(ws, teacher.meta.prior["model"], texts,
+                                                     show_progress=show_progress)))
+            teacher.text_vectors = lambda wanted: np.stack([vectors[t] for t in wanted])
         if backend != "torch":
             teacher.use_onnx(int8=backend == "onnx-int8")
         results = (score_table(teacher, pending.slice(s, shard_size), batch_size)
@@ -161,6 +165,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     else:
         results = _ray_results(pending, system.path, out, backend, batch_size, shard_size, ray_address, ray_actors)
     next_number = 1 + max((int(p.stem.split("-")[1]) for p in done), default=-1)
+    ws.release()  # shards are files: other commands can use the workspace while the teacher scores
     labeled = scored = shards = 0
     bar = tqdm(total=len(rows), disable=not show_progress, desc=f"labeling with teacher-{name}", unit="pair")
     for table, distinct in results:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -18,6 +19,10 @@ DB_NAME = "relkit.duckdb"
 SCHEMA_VERSION = 1
 DEFAULT_WORKSPACE = "relkit-ws"
 SPLITS = ("train", "dev", "test")
+ARTIFACT_KINDS = ("teacher", "student")
+# DuckDB lets one process write a database at a time: a command that finds the workspace busy
+# waits this long for it (seconds; the environment variable RELKIT_LOCK_WAIT overrides)
+LOCK_WAIT = 30.0
 
 SCHEMA = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -120,19 +125,52 @@ ITEM_RECORD_COLUMNS = ("item_id", "title", "description", "caption", "engaged_qu
                        "link_title", "link_description", "image", "language")
 
 
+def lock_wait() -> float:
+    value = os.environ.get("RELKIT_LOCK_WAIT")
+    try:
+        return LOCK_WAIT if value is None else max(0.0, float(value))
+    except ValueError:
+        raise RelkitError(f"RELKIT_LOCK_WAIT must be a number of seconds, not {value!r}") from None
+
+
+def connect(db: Path, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
+    """A connection to the database file, waiting (with backoff) while another process holds its lock."""
+    wait = lock_wait() if wait is None else wait
+    deadline, delay = time.monotonic() + wait, 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise RelkitError(f"cannot open {db}: {e}") from None
+            if time.monotonic() >= deadline:
+                holder = str(e).split("Conflicting lock is held in", 1)[-1].split(". See also")[0].strip()
+                raise RelkitError(f"the workspace {db.parent} is in use by another process ({holder}) and stayed "
+                                  f"busy for {wait:g} s; DuckDB lets one process write at a time. Try again when it "
+                                  f"is done, or wait longer with RELKIT_LOCK_WAIT=SECONDS") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 @dataclass
 class Workspace:
     """An open workspace. Use `Workspace.create(path)` or `Workspace.open(path)`; close it, or use
     it as a context manager.
+
+    The database is opened when a statement needs it and stays open until `release()` or
+    `close()`: long jobs (training, labeling) read what they need, release it while they work, and
+    reopen it briefly to write, so other relkit commands can use the workspace meanwhile. Opening a
+    workspace another process is writing waits for it (`RELKIT_LOCK_WAIT`, 30 s) before giving up.
 
     >>> ws = Workspace.create("my-ws")              # doctest: +SKIP
     >>> ws.con.sql("SELECT count(*) FROM items")    # doctest: +SKIP
     """
 
     path: Path
-    con: duckdb.DuckDBPyConnection
     scale: LabelScale
     read_only: bool = False
+    _con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
+    _in_transaction: bool = field(default=False, repr=False)
 
     @classmethod
     def create(cls, path: str | os.PathLike, scale: LabelScale | None = None) -> "Workspace":
@@ -169,10 +207,7 @@ class Workspace:
         db = path / DB_NAME
         if not db.exists():
             raise RelkitError(f"no relkit workspace at {path} (create one with `relkit init {path}`)")
-        try:
-            con = duckdb.connect(str(db), read_only=read_only)
-        except duckdb.IOException as e:
-            raise RelkitError(f"cannot open {db}: {e}") from e
+        con = connect(db, read_only)
         rows = dict(con.execute("SELECT key, value FROM meta").fetchall())
         version = int(rows.get("schema_version", 0))
         if version != SCHEMA_VERSION:
@@ -181,14 +216,31 @@ class Workspace:
         (path / "artifacts").mkdir(exist_ok=True)
         if not read_only:
             con.execute(DERIVED)
-        return cls(path=path, con=con, scale=LabelScale.from_json(rows["scale"]), read_only=read_only)
+        return cls(path=path, scale=LabelScale.from_json(rows["scale"]), read_only=read_only, _con=con)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The database connection, opened again (waiting for the lock) if it was released."""
+        if self._con is None:
+            self._con = connect(self.path / DB_NAME, self.read_only)
+        return self._con
+
+    def release(self) -> None:
+        """Close the database until the next statement, so other processes can open the workspace."""
+        if self._in_transaction:
+            raise RelkitError("the workspace cannot be released inside a transaction")
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     @property
     def artifacts(self) -> Path:
         return self.path / "artifacts"
 
     def close(self) -> None:
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
     def __enter__(self) -> "Workspace":
         return self
@@ -199,13 +251,18 @@ class Workspace:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """All or nothing: commits when the block ends, rolls back if it raises."""
-        self.con.begin()
+        con = self.con
+        con.begin()
+        self._in_transaction = True
         try:
-            yield self.con
+            yield con
         except BaseException:
-            self.con.rollback()
+            con.rollback()
             raise
-        self.con.commit()
+        else:
+            con.commit()
+        finally:
+            self._in_transaction = False
 
     # DuckDB wants every result read to the end before the connection does anything else, so
     # statements go through these three.
@@ -224,12 +281,63 @@ class Workspace:
         older relkit until it is opened for writing)."""
         return bool(self.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])[0])
 
-    def register(self, name: str, columns: dict[str, list], types: dict | None = None) -> None:
-        """Expose Python lists as a table `name` to SQL (strings unless `types` says otherwise)."""
+    @contextmanager
+    def registered(self, name: str, data, types: dict | None = None) -> Iterator[str]:
+        """Expose data as a table `name` to SQL inside the block, and unregister it however the block
+        ends. `data` is a pyarrow table or a dict of column lists (strings unless `types` says
+        otherwise).
+
+        >>> with ws.registered("_ids", {"item_id": ["a", "b"]}):                   # doctest: +SKIP
+        ...     ws.fetchall("SELECT * FROM items JOIN _ids USING (item_id)")
+        """
         import pyarrow as pa
 
-        types = types or {}
-        self.con.register(name, pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in columns.items()}))
+        if isinstance(data, dict):
+            types = types or {}
+            data = pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in data.items()})
+        con = self.con
+        con.register(name, data)
+        try:
+            yield name
+        finally:
+            con.unregister(name)
+
+    def item_records(self, item_ids: list[str] | None = None) -> dict[str, dict]:
+        """item_id -> the item's record (every field an item text can use, `ITEM_RECORD_COLUMNS`), in
+        item_id order; only the items of `item_ids` when given."""
+        cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
+        if item_ids is None:
+            rows = self.fetchall(f"SELECT {cols} FROM item_records i ORDER BY item_id")
+        else:
+            with self.registered("_wanted_items", {"item_id": list(dict.fromkeys(item_ids))}):
+                rows = self.fetchall(f"SELECT {cols} FROM item_records i JOIN _wanted_items USING (item_id) "
+                                     f"ORDER BY item_id")
+        return {r[0]: dict(zip(ITEM_RECORD_COLUMNS, r)) for r in rows}
+
+    def artifact(self, kind: str, ref: str) -> Path:
+        """The folder of a saved model of `kind` (teacher or student) that `ref` names: its name
+        (`demo` for artifacts/teacher-demo), its folder in artifacts/ (`teacher-demo`), or a path."""
+        if kind not in ARTIFACT_KINDS:
+            raise ValueError(f"unknown artifact kind {kind!r}")
+        for path in (self.artifact_dir(kind, ref), self.artifacts / ref, Path(ref)):
+            meta = path / "relkit.json"
+            if meta.is_file():
+                found = json.loads(meta.read_text()).get("kind")
+                if found != kind:
+                    raise RelkitError(f"{path} is a {found}, not a {kind}")
+                return path
+        here = [m["id"] for m in self.models() if m["kind"] == kind]
+        raise RelkitError(f"no {kind} '{ref}' in {self.artifacts} (and no such folder); {kind}s here: "
+                          f"{', '.join(here) or 'none'}")
+
+    def artifact_dir(self, kind: str, name: str) -> Path:
+        """Where the model of `kind` called `name` is saved: artifacts/KIND-NAME."""
+        return self.artifacts / f"{kind}-{name}"
+
+    @staticmethod
+    def artifact_name(kind: str, path: Path) -> str:
+        """The name of a saved model from its folder: teacher-demo -> demo."""
+        return Path(path).name.removeprefix(f"{kind}-")
 
     def get_meta(self, key: str) -> str | None:
         row = self.fetchone("SELECT value FROM meta WHERE key = ?", [key])

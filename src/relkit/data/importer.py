@@ -44,6 +44,7 @@ class ImportResult:
     new_items: int = 0
     pinned: int = 0
     merged: int = 0
+    respaced: int = 0        # rows describing an item again with other spacing (the first kept)
     engaged_items: int = 0   # items with engaged-query tokens after an engagement import
 
     def summary(self) -> str:
@@ -54,6 +55,8 @@ class ImportResult:
             parts.append(f"{self.unchanged:,} already present")
         if self.merged:
             parts.append(f"{self.merged:,} repeated rows merged")
+        if self.respaced:
+            parts.append(f"{self.respaced:,} item descriptions that differ only in spacing merged (the first kept)")
         if self.new_queries and self.kind != "queries":
             parts.append(f"{self.new_queries:,} new queries")
         if self.new_items and self.kind != "items":
@@ -205,19 +208,33 @@ class _FirstOfEach:
     """Rows of one file keyed by id: a repeat of a key must say the same as its first row, else it
     is an error naming both lines (or, with `strict=False`, the first row wins)."""
 
-    def __init__(self, records: Records, field: str, what: str, strict: bool = True):
+    def __init__(self, records: Records, field: str, what: str, strict: bool = True, same=None):
         self.records, self.field, self.what, self.strict = records, field, what, strict
+        self.same = same              # (first, values) -> whether a differing repeat says the same
         self.seen: dict[object, tuple[int, object]] = {}
+        self.alike = 0                # repeats that differ, but say the same by `same`
 
     def is_new(self, key: object, values: object, row: int) -> bool:
         if key not in self.seen:
             self.seen[key] = (row, values)
             return True
         first_row, first = self.seen[key]
-        if first != values and self.strict:
-            raise self.records.error(f"{self.what(key)} differently on {self.records.unit} "
-                                     f"{self.records.lines[first_row]}", row, self.field)
+        if first != values:
+            if self.same is not None and self.same(first, values):
+                self.alike += 1
+            elif self.strict:
+                raise self.records.error(f"{self.what(key)} differently on {self.records.unit} "
+                                         f"{self.records.lines[first_row]}", row, self.field)
         return False
+
+
+def _same_but_spacing(a: dict, b: dict) -> bool:
+    """Two item descriptions that differ only in runs of whitespace ("Keurig  Coffee", "Keurig Coffee")."""
+    def norm(value):
+        if isinstance(value, str):
+            return normalize_space(value)
+        return [norm(v) for v in value] if isinstance(value, list) else value
+    return all(norm(a[k]) == norm(b[k]) for k in a.keys() | b.keys())
 
 
 def _require(records: Records, *alternatives: str | tuple[str, ...]) -> None:
@@ -234,11 +251,9 @@ def _require(records: Records, *alternatives: str | tuple[str, ...]) -> None:
 
 def _first_unknown(ws: Workspace, records: Records, field: str, table: str, ids: list[str], rows: list[int]) -> None:
     """Fail on the first id (in file order) that the workspace's `table` does not have."""
-    ws.register("_refs", {field: ids, "_row": rows}, {"_row": pa.int64()})
-    missing = ws.fetchone(
-        f"SELECT r.{field}, r._row FROM _refs r ANTI JOIN {table} t ON t.{field} = r.{field} ORDER BY r._row LIMIT 1"
-    )
-    ws.con.unregister("_refs")
+    with ws.registered("_refs", {field: ids, "_row": rows}, {"_row": pa.int64()}):
+        missing = ws.fetchone(f"SELECT r.{field}, r._row FROM _refs r ANTI JOIN {table} t ON t.{field} = r.{field} "
+                              f"ORDER BY r._row LIMIT 1")
     if missing:
         noun = "item" if field == "item_id" else "query"
         raise records.error(f"unknown {noun} '{missing[0]}': not in the workspace and not described in this file "
@@ -247,9 +262,8 @@ def _first_unknown(ws: Workspace, records: Records, field: str, table: str, ids:
 
 def _import_items(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
     _require(records, "item_id")
-    rows = _item_rows(records, range(len(records)), with_extra=True, conflicts="error")
+    rows, respaced = _item_rows(records, range(len(records)), with_extra=True, conflicts="error")
     before = ws.count("items")
-    ws.register("_new", rows, {"board_titles": pa.list_(pa.string())})
     # a field the file has no column for keeps the workspace's value: a file of ids and images adds
     # the images and leaves the titles alone (a column that is there, even empty, is the new value)
     known = {"item_id", *ITEM_FIELDS}
@@ -257,10 +271,10 @@ def _import_items(ws: Workspace, records: Records, adapter: Adapter | None) -> d
     if any(c not in known for c in records.columns):
         present.add("extra")
     fields = (*ITEM_FIELDS, "extra")
-    ws.run(f"""CREATE OR REPLACE TEMP TABLE _merged AS
-               SELECT n.item_id, {", ".join(f"{'n' if f in present else 'i'}.{f} AS {f}" for f in fields)}
-               FROM _new n LEFT JOIN items i USING (item_id)""")
-    ws.con.unregister("_new")
+    with ws.registered("_new", rows, {"board_titles": pa.list_(pa.string())}):
+        ws.run(f"""CREATE OR REPLACE TEMP TABLE _merged AS
+                   SELECT n.item_id, {", ".join(f"{'n' if f in present else 'i'}.{f} AS {f}" for f in fields)}
+                   FROM _new n LEFT JOIN items i USING (item_id)""")
     unchanged = ws.fetchone(f"""
         SELECT count(*) FROM _merged n JOIN items i USING (item_id)
         WHERE {" AND ".join(f"n.{f} IS NOT DISTINCT FROM i.{f}" for f in fields)}""")[0]
@@ -268,15 +282,18 @@ def _import_items(ws: Workspace, records: Records, adapter: Adapter | None) -> d
     ws.run("DROP TABLE _merged")
     added = ws.count("items") - before
     n = len(rows["item_id"])
-    return {"added": added, "updated": n - added - unchanged, "unchanged": unchanged, "new_items": added}
+    return {"added": added, "updated": n - added - unchanged, "unchanged": unchanged, "new_items": added,
+            "respaced": respaced}
 
 
-def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -> dict[str, list]:
-    """Item records of the given rows, deduplicated by item_id; a repeated id with different fields
-    is an error (conflicts='error') or keeps its first version (conflicts='first')."""
+def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -> tuple[dict[str, list], int]:
+    """Item records of the given rows, deduplicated by item_id, and how many repeats differed only in
+    spacing (the first is kept); a repeated id with other fields is an error (conflicts='error') or
+    keeps its first version (conflicts='first')."""
     known = {"item_id", *ITEM_FIELDS}
     out: dict[str, list] = {k: [] for k in ("item_id", *ITEM_FIELDS, "extra")}
-    unique = _FirstOfEach(records, "item_id", lambda key: f"item '{key}' is described", strict=conflicts == "error")
+    unique = _FirstOfEach(records, "item_id", lambda key: f"item '{key}' is described", strict=conflicts == "error",
+                          same=_same_but_spacing)
     for row in indices:
         item_id = _str(records, "item_id", row, required=True) if "item_id" in records.columns \
             else item_id_for(_str(records, "title", row), _str(records, "description", row))
@@ -287,7 +304,7 @@ def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -
         out["item_id"].append(item_id)
         for name, value in item.items():
             out[name].append(value)
-    return out
+    return out, unique.alike
 
 
 def _import_queries(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
@@ -303,13 +320,12 @@ def _import_queries(ws: Workspace, records: Records, adapter: Adapter | None) ->
         for name, value in zip(out, (qid, *values)):
             out[name].append(value)
     before = ws.count("queries")
-    ws.register("_new", out, {})
-    unchanged = ws.fetchone("""
-        SELECT count(*) FROM _new n JOIN queries q USING (query_id)
-        WHERE n.query = q.query AND n.language IS NOT DISTINCT FROM q.language
-          AND n.extra IS NOT DISTINCT FROM q.extra""")[0]
-    ws.run("INSERT OR REPLACE INTO queries SELECT * FROM _new")
-    ws.con.unregister("_new")
+    with ws.registered("_new", out, {}):
+        unchanged = ws.fetchone("""
+            SELECT count(*) FROM _new n JOIN queries q USING (query_id)
+            WHERE n.query = q.query AND n.language IS NOT DISTINCT FROM q.language
+              AND n.extra IS NOT DISTINCT FROM q.extra""")[0]
+        ws.run("INSERT OR REPLACE INTO queries SELECT * FROM _new")
     added = ws.count("queries") - before
     return {"added": added, "updated": len(out["query_id"]) - added - unchanged, "unchanged": unchanged,
             "new_queries": added, "query_ids": out["query_id"]}
@@ -337,15 +353,15 @@ def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
             inline.setdefault(qid, text)
     before = ws.count("queries")
     if inline:
-        ws.register("_newq", {"query_id": list(inline), "query": list(inline.values())}, {})
-        ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, NULL, NULL FROM _newq")
-        ws.con.unregister("_newq")
+        with ws.registered("_newq", {"query_id": list(inline), "query": list(inline.values())}, {}):
+            ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, NULL, NULL FROM _newq")
     _first_unknown(ws, records, "query_id", "queries", ids, list(range(n)))
     return ids, ws.count("queries") - before
 
 
-def _resolve_items(ws: Workspace, records: Records, conflicts: str) -> tuple[list[str], int]:
-    """The item_id of every row, creating the items a file describes inline (title, description...)."""
+def _resolve_items(ws: Workspace, records: Records, conflicts: str) -> tuple[list[str], int, int]:
+    """The item_id of every row, creating the items a file describes inline (title, description...);
+    also how many new items and how many rows described an item again with other spacing."""
     _require(records, ("item_id", "title", "description"))
     n = len(records)
     inline_fields = [f for f in ITEM_FIELDS if f in records.columns]
@@ -359,19 +375,19 @@ def _resolve_items(ws: Workspace, records: Records, conflicts: str) -> tuple[lis
                                 row, "title")
         ids = [item_id_for(_str(records, "title", row), _str(records, "description", row)) for row in range(n)]
     before = ws.count("items")
+    respaced = 0
     if described:
-        rows = _item_rows(records, described, with_extra=False, conflicts=conflicts)
-        ws.register("_newi", rows, {"board_titles": pa.list_(pa.string())})
-        ws.run("INSERT OR IGNORE INTO items SELECT * FROM _newi")  # the catalog, if imported, wins
-        ws.con.unregister("_newi")
+        rows, respaced = _item_rows(records, described, with_extra=False, conflicts=conflicts)
+        with ws.registered("_newi", rows, {"board_titles": pa.list_(pa.string())}):
+            ws.run("INSERT OR IGNORE INTO items SELECT * FROM _newi")  # the catalog, if imported, wins
     _first_unknown(ws, records, "item_id", "items", ids, list(range(n)))
-    return ids, ws.count("items") - before
+    return ids, ws.count("items") - before, respaced
 
 
 def _import_judgments(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
     _require(records, "label")
     qids, new_queries = _resolve_queries(ws, records)
-    iids, new_items = _resolve_items(ws, records, conflicts=adapter.item_conflicts if adapter else "error")
+    iids, new_items, respaced = _resolve_items(ws, records, conflicts=adapter.item_conflicts if adapter else "error")
     known = {"query_id", "query", "item_id", "label", *ITEM_FIELDS}
     labels: list[int] = []
     for row in range(len(records)):
@@ -397,36 +413,34 @@ def _import_judgments(ws: Workspace, records: Records, adapter: Adapter | None) 
         merged += len(rows) - 1
         for name, value in zip(out, (qid, iid, label, _extra(records, rows[0], known), rows[0])):
             out[name].append(value)
-    ws.register("_new", out, {"label": pa.int32(), "_row": pa.int64()})
-    clash = ws.fetchone("""
-        SELECT n._row, n.label, j.label FROM _new n JOIN judgments j USING (query_id, item_id)
-        WHERE n.label <> j.label ORDER BY n._row LIMIT 1""")
-    if clash:
-        raise records.error(f"conflicting judgments: label {clash[1]} here, but the workspace already has "
-                            f"label {clash[2]} for this query and item", clash[0], "label")
-    before = ws.count("judgments")
-    ws.run("INSERT OR IGNORE INTO judgments SELECT query_id, item_id, label, extra FROM _new")
-    ws.con.unregister("_new")
+    with ws.registered("_new", out, {"label": pa.int32(), "_row": pa.int64()}):
+        clash = ws.fetchone("""
+            SELECT n._row, n.label, j.label FROM _new n JOIN judgments j USING (query_id, item_id)
+            WHERE n.label <> j.label ORDER BY n._row LIMIT 1""")
+        if clash:
+            raise records.error(f"conflicting judgments: label {clash[1]} here, but the workspace already has "
+                                f"label {clash[2]} for this query and item", clash[0], "label")
+        before = ws.count("judgments")
+        ws.run("INSERT OR IGNORE INTO judgments SELECT query_id, item_id, label, extra FROM _new")
     added = ws.count("judgments") - before
     return {"added": added, "unchanged": len(out["label"]) - added, "new_queries": new_queries,
-            "new_items": new_items, "merged": merged, "query_ids": qids}
+            "new_items": new_items, "merged": merged, "respaced": respaced, "query_ids": qids}
 
 
 def _import_pairs(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
     qids, new_queries = _resolve_queries(ws, records)
-    iids, new_items = _resolve_items(ws, records, conflicts="error")
+    iids, new_items, respaced = _resolve_items(ws, records, conflicts="error")
     sources = [_str(records, "source", row) for row in range(len(records))]
     unique: dict[tuple[str, str], str | None] = {}
     for key, source in zip(zip(qids, iids), sources):
         unique.setdefault(key, source)  # a pair found by several sources keeps the first
     out = {"query_id": [k[0] for k in unique], "item_id": [k[1] for k in unique], "source": list(unique.values())}
     before = ws.count("pairs")
-    ws.register("_new", out, {})
-    ws.run("INSERT OR IGNORE INTO pairs SELECT * FROM _new")
-    ws.con.unregister("_new")
+    with ws.registered("_new", out, {}):
+        ws.run("INSERT OR IGNORE INTO pairs SELECT * FROM _new")
     added = ws.count("pairs") - before
     return {"added": added, "unchanged": len(unique) - added, "new_queries": new_queries, "new_items": new_items,
-            "query_ids": qids}
+            "respaced": respaced, "query_ids": qids}
 
 
 def _import_engagement(ws: Workspace, records: Records, adapter: Adapter | None) -> dict:
@@ -443,16 +457,15 @@ def _import_engagement(ws: Workspace, records: Records, adapter: Adapter | None)
             out[name].append(value)
     _first_unknown(ws, records, "item_id", "items", out["item_id"], out["_row"])
     types = {c: pa.int64() for c in (*ENGAGEMENT_COUNTS, "_row")} | {"timestamp": pa.timestamp("us")}
-    ws.register("_new", out, types)
-    clash = ws.fetchone("""
-        SELECT n._row FROM _new n JOIN engagement e USING (query, item_id, timestamp)
-        WHERE (n.impressions, n.clicks, n.saves, n.long_clicks) <> (e.impressions, e.clicks, e.saves, e.long_clicks)
-        ORDER BY n._row LIMIT 1""")
-    if clash:
-        raise records.error("the workspace already has other counts for this query, item and timestamp",
-                            clash[0], "timestamp")
-    before = ws.count("engagement")
-    ws.run("INSERT OR IGNORE INTO engagement SELECT * EXCLUDE (_row) FROM _new")
-    ws.con.unregister("_new")
+    with ws.registered("_new", out, types):
+        clash = ws.fetchone("""
+            SELECT n._row FROM _new n JOIN engagement e USING (query, item_id, timestamp)
+            WHERE (n.impressions, n.clicks, n.saves, n.long_clicks) <> (e.impressions, e.clicks, e.saves, e.long_clicks)
+            ORDER BY n._row LIMIT 1""")
+        if clash:
+            raise records.error("the workspace already has other counts for this query, item and timestamp",
+                                clash[0], "timestamp")
+        before = ws.count("engagement")
+        ws.run("INSERT OR IGNORE INTO engagement SELECT * EXCLUDE (_row) FROM _new")
     added = ws.count("engagement") - before
     return {"added": added, "unchanged": len(out["query"]) - added}

@@ -61,9 +61,8 @@ def split_queries(ws: Workspace, config: SplitConfig | None = None, reset: bool 
             ws.run("DELETE FROM splits WHERE NOT pinned")
         todo = [r[0] for r in ws.fetchall(
             "SELECT query_id FROM queries ANTI JOIN splits USING (query_id) ORDER BY query_id")]
-        ws.register("_new", {"query_id": todo, "split": [config.assign(q) for q in todo]})
-        ws.run("INSERT INTO splits SELECT query_id, split, false FROM _new")
-        ws.con.unregister("_new")
+        with ws.registered("_new", {"query_id": todo, "split": [config.assign(q) for q in todo]}):
+            ws.run("INSERT INTO splits SELECT query_id, split, false FROM _new")
         ws.set_meta("split_config", json.dumps(asdict(config)))
     return SplitSummary(assigned=len(todo), counts=split_counts(ws), config=config)
 
@@ -77,9 +76,8 @@ def pin_queries(ws: Workspace, query_ids: list[str], split: str) -> int:
     """Pin queries to `split` (inside the caller's transaction, if any). Returns how many."""
     if split not in SPLITS:
         raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
-    ws.register("_pin", {"query_id": query_ids})
-    ws.run("INSERT OR REPLACE INTO splits SELECT query_id, ?, true FROM _pin", [split])
-    ws.con.unregister("_pin")
+    with ws.registered("_pin", {"query_id": query_ids}):
+        ws.run("INSERT OR REPLACE INTO splits SELECT query_id, ?, true FROM _pin", [split])
     return len(query_ids)
 
 

@@ -87,11 +87,11 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
 
     hashes = [text_hash(t) for t in texts]
     first = {h: t for h, t in zip(hashes, texts)}
-    ws.con.register("_wanted", pa.table({"text_hash": list(first)}))
-    has_table = ws.has_table("text_vectors")
-    table = (ws.con.sql("SELECT text_hash, vector FROM text_vectors JOIN _wanted USING (text_hash) WHERE model = ?",
-                        params=[encoder_name]).to_arrow_table() if has_table else None)
-    ws.con.unregister("_wanted")
+    table = None
+    if ws.has_table("text_vectors"):
+        with ws.registered("_wanted", {"text_hash": list(first)}):
+            table = ws.con.sql("SELECT text_hash, vector FROM text_vectors JOIN _wanted USING (text_hash) "
+                               "WHERE model = ?", params=[encoder_name]).to_arrow_table()
     found: dict[str, np.ndarray] = {}
     if table is not None and len(table):
         flat = pc.list_flatten(table.column("vector")).to_numpy(zero_copy_only=False).astype(np.float32)
@@ -105,12 +105,10 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
             vectors = encoder.encode([first[h] for h in part])
             found.update(zip(part, vectors))
             if not getattr(ws, "read_only", False):
-                ws.con.register("_new_vectors", pa.table({
-                    "text_hash": part, "vector": pa.array(list(vectors), type=pa.list_(pa.float32()))}))
-                with ws.transaction():
+                new = pa.table({"text_hash": part, "vector": pa.array(list(vectors), type=pa.list_(pa.float32()))})
+                with ws.registered("_new_vectors", new), ws.transaction():
                     ws.run("INSERT OR REPLACE INTO text_vectors SELECT ?, text_hash, vector FROM _new_vectors",
                            [encoder_name])
-                ws.con.unregister("_new_vectors")
             bar.update(len(part))
         bar.close()
     if not hashes:

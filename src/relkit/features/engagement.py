@@ -49,10 +49,9 @@ def refresh_engaged_queries(ws: Workspace, config: EngagedQueriesConfig | None =
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     config = config or stored_config(ws)
-    ws.register("_stopwords", {"word": sorted(ENGLISH_STOP_WORDS)})
     end = "CAST(? AS TIMESTAMP)" if config.as_of else "(SELECT max(timestamp) FROM engagement)"
     params = [config.as_of] if config.as_of else []
-    try:
+    with ws.registered("_stopwords", {"word": sorted(ENGLISH_STOP_WORDS)}):
         ws.run("DELETE FROM engaged_queries")
         ws.run(f"""
             INSERT INTO engaged_queries
@@ -78,7 +77,5 @@ def refresh_engaged_queries(ws: Workspace, config: EngagedQueriesConfig | None =
             )
             SELECT item_id, string_agg(token, ' ' ORDER BY rank) FROM ranked WHERE rank <= ? GROUP BY item_id
             """, [*params, config.window_days, config.top_n])
-    finally:
-        ws.con.unregister("_stopwords")
     ws.set_meta(META_KEY, json.dumps(asdict(config)))
     return ws.count("engaged_queries")

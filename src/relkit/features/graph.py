@@ -75,11 +75,9 @@ def item_graph_vectors(ws, item_ids: list[str], dim: int, key: str | None = None
             if not ws.read_only:
                 import pyarrow as pa
 
-                ws.register("_graph_vectors", {"item_id": list(vectors), "vector": list(vectors.values())},
-                            {"vector": pa.list_(pa.float32())})
-                with ws.transaction():
+                with ws.registered("_graph_vectors", {"item_id": list(vectors), "vector": list(vectors.values())},
+                                   {"vector": pa.list_(pa.float32())}), ws.transaction():
                     ws.run("INSERT OR REPLACE INTO graph_vectors SELECT ?, item_id, vector FROM _graph_vectors", [key])
-                ws.con.unregister("_graph_vectors")
             return _ordered(vectors, item_ids, dim), key
     elif not stored or not ws.fetchone("SELECT 1 FROM graph_vectors WHERE key = ? LIMIT 1", [key]):
         raise RelkitError(f"the item graph embedding '{key}' the model was trained with is not in the workspace "

@@ -115,11 +115,9 @@ def item_image_vectors(ws, images: list[str | None], encoder: ImageEncoder, time
         import pyarrow as pa
 
         columns = [list(c) for c in zip(*rows)]
-        ws.register("_image_vectors", dict(zip(("model", "image", "stamp", "vector", "error"), columns)),
-                    {"vector": pa.list_(pa.float32())})
-        with ws.transaction():
+        with ws.registered("_image_vectors", dict(zip(("model", "image", "stamp", "vector", "error"), columns)),
+                           {"vector": pa.list_(pa.float32())}), ws.transaction():
             ws.run("INSERT OR REPLACE INTO image_vectors SELECT model, image, stamp, vector, error FROM _image_vectors")
-        ws.con.unregister("_image_vectors")
     dim = encoder.dim
     out = np.zeros((len(images), dim), dtype=np.float32)
     has = np.zeros(len(images), dtype=np.float32)

@@ -9,6 +9,7 @@ they grow.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -82,6 +83,11 @@ class Distiller:
 
     def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None,
                  show_progress: bool = True):
+        if teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
+            try:
+                teacher = Workspace.artifact_name("teacher", ws.artifact("teacher", teacher))
+            except RelkitError:   # a teacher whose folder is gone may still have labels
+                teacher = Workspace.artifact_name("teacher", Path(teacher))
         self.ws, self.teacher, self.show_progress = ws, teacher, show_progress
         self.builder = FeatureBuilder.from_workspace(ws, features, show_progress=show_progress)
         k = ws.scale.k

@@ -16,14 +16,12 @@ class StudentSystem:
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "StudentSystem":
         """`ref` is NAME (artifacts/student-NAME), a folder name in artifacts/, or a path."""
-        for path in (ws.artifacts / f"student-{ref}", ws.artifacts / ref, Path(ref)):
-            if (path / META_FILE).is_file():
-                scale = StudentMeta.from_json((path / META_FILE).read_text()).scale
-                if scale != ws.scale:
-                    raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
-                                      f"workspace's ({ws.scale.describe()})")
-                return cls(ws, path, name=f"student:{ref}")
-        raise RelkitError(f"no student '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
+        path = ws.artifact("student", ref)
+        scale = StudentMeta.from_json((path / META_FILE).read_text()).scale
+        if scale != ws.scale:
+            raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
+                              f"workspace's ({ws.scale.describe()})")
+        return cls(ws, path, name=f"student:{ref}")
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         from relkit.student.distill import student_prediction

@@ -21,14 +21,12 @@ class TeacherSystem:
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "TeacherSystem":
         """`ref` is NAME (artifacts/teacher-NAME), a folder name in artifacts/, or a path."""
-        for path in (ws.artifacts / f"teacher-{ref}", ws.artifacts / ref, Path(ref)):
-            if (path / META_FILE).is_file():
-                scale = TeacherMeta.from_json((path / META_FILE).read_text()).scale
-                if scale != ws.scale:
-                    raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
-                                      f"workspace's ({ws.scale.describe()})")
-                return cls(path, name=f"teacher:{ref}", ws=ws)
-        raise RelkitError(f"no teacher '{ref}' in {ws.artifacts} (and no such folder); see `relkit status`")
+        path = ws.artifact("teacher", ref)
+        scale = TeacherMeta.from_json((path / META_FILE).read_text()).scale
+        if scale != ws.scale:
+            raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
+                              f"workspace's ({ws.scale.describe()})")
+        return cls(path, name=f"teacher:{ref}", ws=ws)
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         teacher = Teacher.load(self.path)

@@ -346,7 +346,7 @@ def save_checkpoint(model, optimizer, scheduler, state: dict, config: TrainConfi
 # --- the loop -------------------------------------------------------------------------------
 
 def teacher_dir(ws: Workspace, name: str) -> Path:
-    return ws.artifacts / f"teacher-{name}"
+    return ws.artifact_dir("teacher", name)
 
 
 def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str | None = None,
@@ -414,6 +414,7 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
         train_x = torch.tensor(train_x, dtype=torch.float32)
         prior_w = torch.nn.Parameter(torch.tensor(fitted.weight, dtype=torch.float32, device=device))
         prior_b = torch.nn.Parameter(torch.tensor(fitted.bias, dtype=torch.float32, device=device))
+    ws.release()  # everything is read: other commands can use the workspace while the teacher trains
 
     def current_prior() -> dict | None:
         if prior_w is None:
