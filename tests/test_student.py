@@ -374,3 +374,30 @@ def test_inline_items_score_as_their_catalog_twins(shop, rank):
                                    atol=1e-5)
         np.testing.assert_allclose(distiller.builder.bm25.score_texts(query, inline.texts),
                                    distiller.builder.bm25.score(query, twins), rtol=1e-5)
+
+
+def test_cli_distill_options_and_teacher_references(shop):
+    """--set reaches every student option (human_weight too, which is also a flag; hidden as numbers),
+    flags win over --set, a bad value is one line with exit status 2, and the teacher may be named as
+    `relkit label` names it: NAME or teacher-NAME."""
+    write_teacher_labels(shop)
+    runner = CliRunner()
+    ws = str(shop.path)
+    shop.close()
+    common = ["--groups", "bm25,text_match", "--set", "epochs=2", "-w", ws]
+    result = runner.invoke(app, ["distill", "--teacher", "teacher-rule", "--name", "a", "--set", "human_weight=0.5",
+                                 "--set", "hidden=16,8", *common])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((shop.path / "artifacts" / "student-a" / "relkit.json").read_text())
+    assert meta["teacher"] == "rule" and meta["hidden"] == [16, 8] and meta["config"]["human_weight"] == 0.5
+    result = runner.invoke(app, ["distill", "--teacher", "rule", "--name", "b", "--human-weight", "0",
+                                 "--set", "human_weight=0.5", *common])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((shop.path / "artifacts" / "student-b" / "relkit.json").read_text())
+    assert meta["config"]["human_weight"] == 0 and meta["data"]["human_pairs"] == 0
+    for bad, message in ((["--set", "hidden=16,x"], "--set hidden: '16,x' is not comma-separated numbers"),
+                         (["--set", "human_weight=lots"], "--set human_weight: 'lots' is not a valid float"),
+                         (["--set", "colour=red"], "--set takes KEY=VALUE with KEY one of hidden, epochs")):
+        result = runner.invoke(app, ["distill", "--teacher", "rule", *bad, *common])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()) and "Traceback" not in result.output

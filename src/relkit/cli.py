@@ -368,9 +368,10 @@ def distill(
     sizes: Annotated[str | None, typer.Option(
         help="Scaling curve: students on these numbers of teacher-labeled pairs, e.g. 1000,5000,all, next to "
              "one on human labels only; each scored on the test split.")] = None,
-    human_weight: Annotated[float, typer.Option(
-        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 1.0,
-    hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "64,32",
+    human_weight: Annotated[float | None, typer.Option(
+        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only; "
+             "default 1).")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes (default 64,32).")] = None,
     groups: Annotated[str, typer.Option(
         help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
              "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")]
@@ -392,17 +393,21 @@ def distill(
     from relkit.student.features import FeatureConfig
     from relkit.student.model import StudentConfig
 
-    settings = _parse_sets(set_ or [], StudentConfig)
-    settings.pop("hidden", None)
-    config = StudentConfig(hidden=tuple(_csv_ints(hidden, "--hidden")), human_weight=human_weight, **settings)
+    settings = _parse_sets(set_ or [], StudentConfig)   # flags win over --set
+    if hidden is not None:
+        settings["hidden"] = tuple(_csv_ints(hidden, "--hidden"))
+    if human_weight is not None:
+        settings["human_weight"] = human_weight
+    config = StudentConfig(**settings)
+    human_weight = config.human_weight
     features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
                              graph_dim=graph_dim, image_encoder=image_encoder)
     plan = parse_sizes(sizes) if sizes else None
     if teacher is None and plan:
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
-    name = name or (teacher.removeprefix("teacher-") if teacher else "human")
     with _open(workspace) as ws:
         distiller = Distiller(ws, teacher, features, show_progress=not json_)
+        name = name or distiller.teacher or "human"
         if plan:
             rows = scaling_curve(distiller, plan, config, prefix=name)
             if json_:
@@ -475,34 +480,47 @@ def serve(
 
 
 def _parse_sets(entries: list[str], cls) -> dict:
-    """KEY=VALUE strings as typed values of the dataclass `cls`'s fields."""
+    """KEY=VALUE strings as values of the dataclass `cls`'s fields, each converted by its type hint
+    (int, float, bool, str, X | None, tuple[int, ...] as comma-separated numbers)."""
     import dataclasses
+    import typing
 
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
     out = {}
     for entry in entries:
         key, sep, raw = entry.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in types:
-            raise RelkitError(f"--set takes KEY=VALUE with KEY one of {', '.join(types)}; got '{entry}'")
-        kind = str(types[key])
-        try:
-            if raw.lower() in ("none", "null") and "None" in kind:
-                value = None
-            elif kind.startswith("bool"):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                value = raw.lower() in ("true", "1", "yes")
-            elif kind.startswith("int"):
-                value = int(raw)
-            elif kind.startswith("float"):
-                value = float(raw)
-            else:
-                value = raw
-        except ValueError:
-            raise RelkitError(f"--set {key}: '{raw}' is not a valid {kind}") from None
-        out[key] = value
+        if not sep or key not in names:
+            raise RelkitError(f"--set takes KEY=VALUE with KEY one of {', '.join(names)}; got '{entry}'")
+        out[key] = _convert(key, raw.strip(), hints[key])
     return out
+
+
+def _convert(key: str, raw: str, hint):
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    try:
+        if hint is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if hint in (int, float, str):
+            return hint(raw)
+        if typing.get_origin(hint) is tuple:
+            return tuple(args[0](part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        name = getattr(hint, "__name__", str(hint))
+        shown = "comma-separated numbers" if typing.get_origin(hint) is tuple else f"a valid {name}"
+        raise RelkitError(f"--set {key}: '{raw}' is not {shown}") from None
+    raise RelkitError(f"--set {key}: this option cannot be set from the command line")
 
 
 def main() -> None:
