@@ -1,17 +1,35 @@
-"""relkit: turn a few thousand human relevance judgments into a search relevance model."""
+"""relkit: turn a few thousand human relevance judgments into a search relevance model.
+
+The names below load on first use, so `relkit --help` and other light commands start without
+importing DuckDB, pyarrow, scikit-learn or torch.
+"""
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from relkit.data.importer import KINDS, ImportResult, import_file  # noqa: E402
-from relkit.data.splits import SplitConfig, pin_from_file, split_queries  # noqa: E402
-from relkit.errors import InputError, RelkitError  # noqa: E402
-from relkit.evaluate import EvalReport, JudgedPairs, Prediction, System, evaluate, load_judged_pairs  # noqa: E402
-from relkit.scale import LabelScale  # noqa: E402
-from relkit.systems import SYSTEMS, make_system  # noqa: E402
-from relkit.text import item_text  # noqa: E402
-from relkit.workspace import Workspace  # noqa: E402
+_EXPORTS = {
+    "KINDS": "relkit.data.importer", "ImportResult": "relkit.data.importer", "import_file": "relkit.data.importer",
+    "SplitConfig": "relkit.data.splits", "pin_from_file": "relkit.data.splits", "split_queries": "relkit.data.splits",
+    "InputError": "relkit.errors", "RelkitError": "relkit.errors",
+    "EvalReport": "relkit.evaluate", "JudgedPairs": "relkit.evaluate", "Prediction": "relkit.evaluate",
+    "System": "relkit.evaluate", "evaluate": "relkit.evaluate", "load_judged_pairs": "relkit.evaluate",
+    "LabelScale": "relkit.scale", "SYSTEMS": "relkit.systems", "make_system": "relkit.systems",
+    "item_text": "relkit.text", "Workspace": "relkit.workspace",
+}
 
-__all__ = [
-    "KINDS", "SYSTEMS", "EvalReport", "ImportResult", "InputError", "JudgedPairs", "LabelScale", "Prediction",
-    "RelkitError", "SplitConfig", "System", "Workspace", "__version__", "evaluate", "import_file", "item_text",
-    "load_judged_pairs", "make_system", "pin_from_file", "split_queries",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'relkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
