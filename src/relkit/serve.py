@@ -28,45 +28,16 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.promotion import ACTIVE_FILE, active_student, promote  # noqa: F401  (relkit.serve.promote stays)
 
-ACTIVE_FILE = "active-student"
 BLANK = " \t\n\r\f\v"   # what is trimmed from a request's query
 WARM_QUERIES = 2000    # known queries encoded before the service answers (see known_queries)
 log = logging.getLogger("relkit.serve")
-
-
-# -- which student is served --------------------------------------------------------------------
-def promote(ws, ref: str) -> str:
-    """Make a saved student the one `relkit serve` serves; returns its folder name. The choice is a
-    small file beside the database, replaced atomically, so a running service can follow it."""
-    from relkit.student.system import StudentSystem
-
-    path = StudentSystem.from_workspace(ws, ref).path
-    from relkit.student.model import Student
-
-    Student.load(path)  # refuse a broken folder now, not in the service
-    record = {"student": path.name, "path": str(path.resolve()),
-              "promoted": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    tmp = ws.path / (ACTIVE_FILE + ".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(ws.path / ACTIVE_FILE)
-    return path.name
-
-
-def active_student(workspace: Path) -> dict | None:
-    file = Path(workspace) / ACTIVE_FILE
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # -- the loaded model -------------------------------------------------------------------------
