@@ -151,15 +151,15 @@ def test_known_queries_are_encoded_before_the_service_answers(shop, tmp_path):
 
     app = create_app(path, warm_queries=5)
     with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-        cache: QueryVectors = app.state.relkit["queries"]
-        model = app.state.relkit["model"]
+        cache: QueryVectors = app.state.relkit.queries
+        model = app.state.relkit.model
         assert [q for _, q in cache.cache] == known[:5] and (cache.hits, cache.misses) == (0, 0)
         np.testing.assert_allclose(cache.cache[(model.builder.config.encoder, "red chair")],
                                    model.builder.query_vectors(["red chair"])[0], atol=1e-5)
         for query in (known[4], "  red chair", known[5]):
             assert http.post("/v1/rerank", json={"query": query, "items": [ITEMS[0][0]]}).status_code == 200
         assert (cache.hits, cache.misses) == (2, 1)
-    assert len(create_app(path, warm_queries=0).state.relkit["queries"].cache) == 0
+    assert len(create_app(path, warm_queries=0).state.relkit.queries.cache) == 0
 
 
 def test_bad_requests_get_clear_errors(served):
