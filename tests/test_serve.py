@@ -92,8 +92,12 @@ def test_rerank_search_health_and_metrics(served):
         assert catalog["level"] == 3 and twin["inline"] and not catalog["inline"]
         with Workspace.open(served, read_only=True) as ws:   # the same numbers as the library's scorer
             builder = FeatureBuilder.from_workspace(ws, FeatureConfig(groups=GROUPS))
-        expected = FastScorer(Student.load(served / "artifacts" / "student-a"), builder).score("red chair", ["red-chair"])
-        np.testing.assert_allclose(catalog["probabilities"], expected[0], atol=1e-5)
+        scorer = FastScorer(Student.load(served / "artifacts" / "student-a"), builder)
+        np.testing.assert_allclose(catalog["probabilities"], scorer.score("red chair", ["red-chair"])[0], atol=1e-5)
+        # the service answers what the scorer's rank gives a Python user
+        library = scorer.rank("red chair", ["blue-lamp", "red-chair", "blue-chair", {**body["items"][-1], "item_id": "inline-5"}])
+        assert [(h.item_id, h.level, h.inline) for h in library] == [(x["item_id"], x["level"], x["inline"]) for x in results]
+        np.testing.assert_allclose([h.probabilities for h in library], [x["probabilities"] for x in results], atol=1e-5)
         assert len(http.post("/v1/rerank", json={**body, "top_k": 1}).json()["results"]) == 1
 
         found = http.post("/v1/search", json={"query": "green saw", "k": 3}).json()
