@@ -273,3 +273,19 @@ def test_fuzzed_requests_never_get_a_server_error(api_schema, mode):
         case.call_and_validate()
 
     check()
+
+
+def test_the_api_key_is_compared_in_constant_time(served, monkeypatch):
+    """The key check goes through hmac.compare_digest (a `!=` returns sooner the earlier the first
+    wrong character, which lets a caller find the key a character at a time)."""
+    import hmac
+
+    compared, real = [], hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    with Server(create_app(served, api_key="s3cret")) as url, httpx.Client(base_url=url, timeout=30) as http:
+        body = {"query": "red chair", "items": ["red-chair"]}
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3cres"}).status_code == 401
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        # a key that is not ASCII is a wrong key, not a server error
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3crét".encode()}).status_code == 401
+    assert len(compared) == 3 and all(isinstance(a, bytes) and b == b"s3cret" for a, b in compared)

@@ -3,6 +3,7 @@
 (No `from __future__ import annotations` here: FastAPI reads the request models, built per app
 from its limits, from the handlers' live annotations.)
 """
+import hmac
 import ipaddress
 import json
 import os
@@ -107,9 +108,13 @@ def operations_routes(service: Service) -> APIRouter:
 def key_check(api_key: str):
     """A dependency that answers 401 unless the request's X-API-Key header is `api_key`."""
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    expected = api_key.encode("utf-8")
 
     async def check_key(key: Annotated[str | None, Security(header)] = None) -> None:
-        if key != api_key:
+        # in constant time: `!=` answers sooner the earlier the first wrong character, which lets a
+        # caller find the key a character at a time. As bytes, since compare_digest takes only ASCII
+        # strings: the header's own bytes (the server decoded them as latin-1) against the key's UTF-8
+        if key is None or not hmac.compare_digest(key.encode("latin-1"), expected):
             raise HTTPException(status_code=401, detail="a valid X-API-Key header is required")
     return check_key
 
