@@ -1,4 +1,5 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
+import logging
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from conftest import ITEMS, make_shop, write_csv, write_teacher_labels
 from relkit import RelkitError, Workspace, import_file
-from relkit.serve import Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
+from relkit.serve import ACTIVE_FILE, Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller
 
@@ -289,3 +290,33 @@ def test_the_api_key_is_compared_in_constant_time(served, monkeypatch):
         # a key that is not ASCII is a wrong key, not a server error
         assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3crét".encode()}).status_code == 401
     assert len(compared) == 3 and all(isinstance(a, bytes) and b == b"s3cret" for a, b in compared)
+
+
+def test_a_removed_active_student_file_is_reported_once_and_the_model_kept(served, caplog):
+    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="relkit.serve"):
+            (served / ACTIVE_FILE).unlink()
+            time.sleep(1.0)                                   # some twenty polls
+            said = [r.getMessage() for r in caplog.records if r.name.startswith("relkit.serve")]
+        assert len(said) == 1 and "student-a@" in said[0], said
+        assert http.get("/healthz").json()["model"].startswith("student-a@")
+        assert http.post("/v1/rerank", json={"query": "red chair", "items": ["red-chair"]}).status_code == 200
+        assert 'relkit_model_reloads_total{outcome="failed"}' not in http.get("/metrics").text
+        with Workspace.open(served) as ws:
+            promote(ws, "b")                                  # promoting again is followed as before
+        wait_for(http, "student-b@")
+
+
+def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
+    """A student with other features needs the workspace read; while it cannot be (another process
+    writes it, or here this one holds it open), the service keeps the old model and tries again."""
+    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with Workspace.open(served) as ws:
+            promote(ws, "c")
+            time.sleep(0.5)                                   # polls that find the workspace busy
+            assert http.get("/healthz").json()["model"].startswith("student-a@")
+        wait_for(http, "student-c@")
+        metrics = http.get("/metrics").text
+        assert 'relkit_model_reloads_total{outcome="ok"} 1.0' in metrics
+        assert 'relkit_model_reloads_total{outcome="failed"}' not in metrics

@@ -27,6 +27,10 @@ WARM_QUERIES = 2000    # known queries encoded before the service answers (see k
 log = logging.getLogger("relkit.serve")
 
 
+class WorkspaceBusy(RelkitError):
+    """The workspace cannot be read now (DuckDB refuses while another connection writes it)."""
+
+
 @dataclass(frozen=True)
 class Model:
     """One servable version: the student, its features and indexes. Immutable once built."""
@@ -58,7 +62,7 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
         except RelkitError:
             raise
         except Exception as e:  # DuckDB refuses while another process writes the workspace
-            raise RelkitError(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
+            raise WorkspaceBusy(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
         with ws:
             builder = FeatureBuilder.from_workspace(ws, student.feature_config())
         ann = build_ann(builder.items.vectors)
@@ -92,7 +96,8 @@ class Service:
         self.poll_seconds, self.warm_queries = poll_seconds, warm_queries
         self.model: Model | None = None
         self.queries = QueryVectors()
-        self.mtime: float | None = None     # of the active-student file the model was loaded from
+        self.mtime: float | None = None     # of the active-student file last acted on (None: removed)
+        self.waiting: float | None = None   # of a promotion that waits for a busy workspace
 
     @asynccontextmanager
     async def lifespan(self, app):
@@ -131,22 +136,42 @@ class Service:
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
-                mtime = (self.workspace / ACTIVE_FILE).stat().st_mtime
-                if mtime == self.mtime:
-                    continue
-                record, mtime = self.read_active()
-                model = await asyncio.to_thread(load_model, self.workspace, record, self.model)
-                if model.builder.config.encoder != self.model.builder.config.encoder:
-                    await self.warm(model)      # a new query encoder: its cache is empty
-                self.mtime = mtime
-                self.set_model(model)
-                self.metrics.reloads.labels("ok").inc()
-                log.warning("now serving %s", model.version)
-            except Exception as e:  # keep serving the old model; say why
-                file = self.workspace / ACTIVE_FILE
-                self.mtime = file.stat().st_mtime if file.exists() else None
-                self.metrics.reloads.labels("failed").inc()
-                log.error("could not switch to the promoted student: %s", e)
+                await self.poll()
+            except Exception as e:  # keep serving, keep polling
+                log.error("could not look for a promoted student: %s", e)
+
+    async def poll(self) -> None:
+        """Load the promoted student when the active-student file changed since the last look. What
+        goes wrong is said once per change of the file, and the loaded model goes on serving."""
+        file = self.workspace / ACTIVE_FILE
+        try:
+            mtime = file.stat().st_mtime
+        except FileNotFoundError:
+            if self.mtime is not None:   # removed: nothing to load, and nothing to repeat each poll
+                log.warning("%s was removed: serving %s until a student is promoted", file, self.model.version)
+                self.mtime = None
+            return
+        if mtime == self.mtime:
+            return
+        try:
+            record, mtime = self.read_active()
+            model = await asyncio.to_thread(load_model, self.workspace, record, self.model)
+            if model.builder.config.encoder != self.model.builder.config.encoder:
+                await self.warm(model)      # a new query encoder: its cache is empty
+        except WorkspaceBusy as e:          # a relkit command is writing it: try again at the next poll
+            if self.waiting != mtime:
+                self.waiting = mtime
+                log.warning("the promoted student waits for the workspace (trying again): %s", e)
+            return
+        except Exception as e:  # keep serving the old model; say why
+            self.mtime = mtime
+            self.metrics.reloads.labels("failed").inc()
+            log.error("could not switch to the promoted student: %s", e)
+            return
+        self.mtime = mtime
+        self.set_model(model)
+        self.metrics.reloads.labels("ok").inc()
+        log.warning("now serving %s", model.version)
 
     async def warm(self, model: Model) -> None:
         if self.warm_queries <= 0 or not model.builder.dim:
