@@ -320,3 +320,29 @@ def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
         metrics = http.get("/metrics").text
         assert 'relkit_model_reloads_total{outcome="ok"} 1.0' in metrics
         assert 'relkit_model_reloads_total{outcome="failed"}' not in metrics
+
+
+def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
+    """`relkit serve --max-body-mb` and `relkit caption --max-mb` both count 1,000,000 bytes to the MB,
+    and the service's default limit is the CLI's default."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import relkit.captions
+    import relkit.serve
+    from relkit.cli import app
+
+    path = str(shop.path)
+    shop.close()
+    seen = {}
+    monkeypatch.setattr(relkit.serve, "serve", lambda workspace, limits, **kw: seen.setdefault("serve", []).append(
+        limits.max_body_bytes))
+    monkeypatch.setattr(relkit.captions, "caption_items", lambda ws, model, max_bytes, **kw: seen.setdefault(
+        "caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done"))
+    runner = CliRunner()
+    for args in (["serve", "--max-body-mb", "2"], ["serve"], ["caption", "--max-mb", "2"]):
+        result = runner.invoke(app, [*args, "-w", path])
+        assert result.exit_code == 0, result.output
+    assert seen == {"serve": [2_000_000, Limits().max_body_bytes], "caption": [2_000_000]}
+    assert Limits().max_body_bytes == 4_000_000

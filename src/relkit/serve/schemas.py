@@ -20,7 +20,7 @@ class Limits:
     max_search_k: int = 1000
     max_query_chars: int = 1000
     max_text_chars: int = 20000         # per inline item field
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 4_000_000      # `relkit serve --max-body-mb` 4: MB = 10^6 bytes, as `caption --max-mb`
 
 
 @dataclass(frozen=True)
