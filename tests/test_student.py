@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ from conftest import ITEMS, write_csv, write_teacher_labels
 from relkit import RelkitError, Workspace, import_file
 from relkit.cli import app
 from relkit.features.embeddings import Encoder, text_hash
-from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
+from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Scored, Student, StudentConfig
 from relkit.student.distill import Distiller, scaling_curve
 from relkit.student.features import DEFAULT_GROUPS
 from relkit.student.model import assemble, torch_student
@@ -401,3 +402,38 @@ def test_cli_distill_options_and_teacher_references(shop):
         result = runner.invoke(app, ["distill", "--teacher", "rule", *bad, *common])
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_rank_answers_typed_results_best_first(shop):
+    """FastScorer.rank, what the service answers: catalog ids and inline records together, a repeated
+    id once, best first, each result a Scored whose numbers are the scorer's own."""
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=30, patience=30, hidden=(32,), human_weight=0.0))
+    scorer = FastScorer(student, distiller.builder)
+    inline = {"title": "red chair", "description": "a sturdy chair painted red"}
+    ranked = scorer.rank("red chair", ["blue-lamp", "red-chair", inline, "blue-chair", "red-chair"])
+    assert all(isinstance(hit, Scored) for hit in ranked) and len(ranked) == 4
+    assert {ranked[0].item_id, ranked[1].item_id} == {"red-chair", "inline-2"} and ranked[-1].item_id == "blue-lamp"
+    assert [hit.score for hit in ranked] == sorted((hit.score for hit in ranked), reverse=True)
+    gains = np.asarray(student.scale.gains)
+    for hit in ranked:
+        assert hit.inline == (hit.item_id == "inline-2")
+        assert hit.level == int(np.argmax(hit.probabilities)) + 1
+        assert hit.score == pytest.approx(float(np.dot(hit.probabilities, gains)), abs=1e-4)
+        if not hit.inline:
+            np.testing.assert_allclose(hit.probabilities, scorer.score("red chair", [hit.item_id])[0], atol=1e-5)
+    twin = next(hit for hit in ranked if hit.inline)
+    np.testing.assert_allclose(twin.probabilities, next(h for h in ranked if h.item_id == "red-chair").probabilities,
+                               atol=1e-5)
+    assert scorer.rank("red chair", ["blue-lamp", "red-chair", inline, "blue-chair"], top_k=2) == ranked[:2]
+    assert scorer.rank("red chair", [{**inline, "item_id": "mine"}])[0].item_id == "mine"
+    assert scorer.rank("red chair", []) == []
+    with pytest.raises(RelkitError, match="not in the workspace catalog"):
+        scorer.rank("red chair", ["red-chair", "nope"])
+    with pytest.raises(RelkitError, match="top_k"):
+        scorer.rank("red chair", ["red-chair"], top_k=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ranked[0].score = 1.0
+    with pytest.raises(ValueError, match="level 4"):
+        Scored("x", 1.0, 4, (0.2, 0.3, 0.5))

@@ -289,7 +289,7 @@ def caption(
         "Salesforce/blip-image-captioning-base",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 8,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an image URL.")] = 10.0,
-    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB.")] = 20.0,
+    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB (1,000,000 bytes).")] = 20.0,
     redo: Annotated[bool, typer.Option(help="Caption again items already done by this model.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -460,7 +460,8 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="RELKIT_API_KEY",
                                                 help="Require this X-API-Key header on /v1/ requests.")] = None,
     max_candidates: Annotated[int, typer.Option(min=1, help="Items per rerank request.")] = 1000,
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (MB); larger gets 413.")] = 4.0,
+    max_body_mb: Annotated[float, typer.Option(
+        min=0.001, help="Largest request body, in MB (1,000,000 bytes); larger gets 413.")] = 4.0,
     poll_seconds: Annotated[float, typer.Option(min=0.05, help="How often to look for a promoted student.")] = 1.0,
     warm_queries: Annotated[int, typer.Option(
         min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
@@ -473,7 +474,7 @@ def serve(
     from relkit.workspace import Workspace
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
-    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1e6))   # MB as in caption
     err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
     run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds,
                 warm_queries=warm_queries)
