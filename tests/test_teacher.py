@@ -206,10 +206,31 @@ def test_listnet_loss_prefers_the_true_order():
 
 
 def test_listwise_training_runs(learnable, tiny):
-    config = TrainConfig(model=str(tiny["bert"]), name="lw", epochs=2, batch_size=8, lr=1e-3, max_length=32,
-                         listwise_weight=1.0)
-    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
-    assert result.finished and result.history
+    """listwise_weight reaches the loss: its term is nonzero on a query's items and moves the gradient, and
+    two teachers trained with the same seed and the same batches of whole queries but different listwise
+    weights end apart."""
+    import torch
+
+    from relkit.teacher.loss import TeacherLoss
+
+    logits = torch.tensor([[0.0, 0.5, 2.0], [0.0, 2.0, 0.0], [2.0, 0.5, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    targets, groups = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 0, 0, 1])
+    plain, listwise = TeacherLoss(learnable.scale), TeacherLoss(learnable.scale, listwise_weight=1.0)
+    term = listwise.terms(logits, targets, groups)["listwise"]
+    assert term > 0.1 and listwise.config["listwise_weight"] == 1.0
+    torch.testing.assert_close(listwise(logits, targets, groups) - plain(logits, targets, groups), term)
+    grads = [torch.autograd.grad(loss(logits, targets, groups), logits)[0] for loss in (plain, listwise)]
+    assert (grads[0] - grads[1]).abs().max() > 1e-3
+
+    def train(name, weight):
+        config = TrainConfig(model=str(tiny["bert"]), name=name, epochs=2, batch_size=8, lr=1e-3, max_length=32,
+                             listwise_weight=weight, prior="none")
+        return train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+
+    one, two = train("lw", 1.0), train("lw2", 3.0)
+    assert one.finished and [h["step"] for h in one.history] == [h["step"] for h in two.history]
+    assert json.loads((one.path / "relkit.json").read_text())["loss"]["listwise_weight"] == 1.0
+    assert abs(one.history[-1]["dev_loss"] - two.history[-1]["dev_loss"]) > 1e-4
 
 
 def test_dev_sample_is_whole_queries(learnable):
