@@ -229,10 +229,11 @@ def teach(
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
-    with _open(workspace) as ws:
-        result = train_teacher(ws, None if resume else TrainConfig.from_dict(options), resume=resume,
-                               stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
-    if result.finished:
+    # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
+    # each process in turn
+    result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
+                           stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
+    if result.finished and result.main_process:
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
                       f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
