@@ -422,15 +422,19 @@ def distill(
             return
         student = distiller.train(None if teacher else 0, config, human=teacher is None or human_weight > 0)
         path = student.save(ws.artifacts / f"student-{name}")
-        result = {"student": path.name, **student.meta.data, "dev": student.meta.metrics["dev"],
+        result = {"student": path.name, **student.meta.data, "cutpoints": student.meta.cutpoints,
+                  "dev": student.meta.metrics["dev"],
                   "best_epoch": student.meta.metrics["best_epoch"]}
     if json_:
         typer.echo(json.dumps(result, indent=2))
     else:
+        dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
+        decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
         console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled + {result['human_pairs']:,} human "
-                      f"pairs, best epoch {result['best_epoch']}, dev accuracy {result['dev']['accuracy']:.4f}, "
-                      f"nDCG@10 {result['dev']['ndcg@10']:.4f} ({result['seconds']:.1f} s); evaluate with "
-                      f"`relkit eval --system student:{name}`", highlight=False)
+                      f"pairs, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
+                      f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
+                      f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
+                      highlight=False)
 
 
 @app.command()

@@ -111,13 +111,16 @@ class System(Protocol):
 
 
 def metric_names(scale: LabelScale) -> list[str]:
-    return (["accuracy", "macro_f1", "qwk"] + [f"auroc@{t}" for t in range(2, scale.k + 1)]
+    return (["accuracy", "macro_f1", "qwk", "argmax_accuracy", "argmax_qwk"]
+            + [f"auroc@{t}" for t in range(2, scale.k + 1)]
             + [f"ndcg@{k}" for k in NDCG_CUTOFFS] + ["rmse"])
 
 
 def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale) -> dict[str, float | None]:
-    """Every metric of one system on `pairs`. A score-only system has no accuracy, F1, QWK or RMSE
-    (None); a metric undefined on this data (NaN) is None too."""
+    """Every metric of one system on `pairs`. Accuracy, F1 and QWK judge the system's own decision
+    (its `levels`, e.g. cutpoints); argmax_accuracy and argmax_qwk judge the most probable level, so
+    both decisions are in view. A score-only system has none of these nor RMSE (None); a metric
+    undefined on this data (NaN) is None too."""
     return _score(pairs, prediction, scale)[0]
 
 
@@ -136,6 +139,8 @@ def _score(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale
         out["accuracy"] = metrics.accuracy(y, y_pred)
         out["macro_f1"] = metrics.macro_f1(y, y_pred)
         out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)
+        out["argmax_accuracy"] = metrics.accuracy(y, p.argmax(axis=1) + 1)
+        out["argmax_qwk"] = metrics.quadratic_kappa(y, p.argmax(axis=1) + 1, scale.levels)
         out["rmse"] = metrics.rmse_expected_level(y, p)
     for t in range(2, scale.k + 1):
         # a distribution gives P(level >= t); a plain score ranks the same way at every threshold

@@ -469,7 +469,8 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
     class Scored(BaseModel):
         item_id: str
         score: float = Field(description="expected gain under the level probabilities")
-        level: int = Field(description="the most probable level, 1..K")
+        level: int = Field(description="the student's level, 1..K: its expected level cut at the cutpoints "
+                                       "fit on dev (the most probable level for a student without cutpoints)")
         probabilities: list[float]
         inline: bool = False
 
@@ -495,7 +496,7 @@ def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_k
         gains = np.asarray(model.scorer.student.scale.gains, dtype=np.float64)
         scores = proba @ gains
         order = np.argsort(-scores, kind="stable")[:top_k]
-        levels = (proba[order].argmax(axis=1) + 1).tolist()
+        levels = model.scorer.student.predict_levels(proba[order]).tolist()
         probabilities = np.round(proba[order].astype(np.float64), 6).tolist()
         return [{"item_id": ids[i], "score": score, "level": level, "probabilities": p, "inline": inline[i]}
                 for i, score, level, p in zip(order.tolist(), scores[order].tolist(), levels, probabilities)]
