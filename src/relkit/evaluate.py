@@ -252,23 +252,43 @@ def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress
     >>> evaluate(ws, [make_system("bm25", ws)]).results[0].metrics["ndcg@10"]   # doctest: +SKIP
     """
     pairs = load_judged_pairs(ws, split)
-    gains = np.asarray(ws.scale.gains)[pairs.labels - 1]
-    ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
-    results = []
-    cutoff = int(PRIMARY_METRIC.split("@")[1])
-    first: dict[str, float] | None = None
+    return compare(pairs, predict_all(pairs, systems, progress), ws.scale)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One system's prediction of the judged pairs and the seconds it took."""
+    name: str
+    prediction: Prediction
+    seconds: float
+
+
+def predict_all(pairs: JudgedPairs, systems: list[System], progress=None) -> list[Scored]:
+    out = []
     for system in systems:
         if progress is not None:
             progress(f"scoring {len(pairs):,} pairs with {system.name}")
         start = time.perf_counter()
         prediction = system.predict(pairs)
-        seconds = time.perf_counter() - start
-        scores, per_query = _score(pairs, prediction, ws.scale)
+        out.append(Scored(system.name, prediction, time.perf_counter() - start))
+    return out
+
+
+def compare(pairs: JudgedPairs, scored: list[Scored], scale: LabelScale) -> EvalReport:
+    """The side-by-side report of predictions of the same pairs; each after the first gets its
+    per-query difference in the primary metric from the first."""
+    gains = np.asarray(scale.gains)[pairs.labels - 1]
+    ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
+    results = []
+    cutoff = int(PRIMARY_METRIC.split("@")[1])
+    first: dict[str, float] | None = None
+    for s in scored:
+        scores, per_query = _score(pairs, s.prediction, scale)
         vs_first = None
         if first is None:
             first = per_query[cutoff]
         elif first:
             vs_first = paired_bootstrap(per_query[cutoff], first)
-        results.append(SystemResult(system.name, scores, seconds, vs_first))
-    return EvalReport(split=split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
+        results.append(SystemResult(s.name, scores, s.seconds, vs_first))
+    return EvalReport(split=pairs.split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
                       results=results)

@@ -8,7 +8,7 @@ they grow.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def parse_sizes(spec: str) -> list[int | None]:
 def scaling_curve(distiller: Distiller, sizes: list[int | None], config: StudentConfig, prefix: str,
                   save: bool = True) -> list[CurveRow]:
     """One student on human labels only, then one per size; each scored on the test split and
-    saved as artifacts/student-PREFIX-human, student-PREFIX-N."""
+    saved as artifacts/student-PREFIX-human, student-PREFIX-N, the curve as results/scaling-PREFIX.json."""
     rows = []
     plan = [(HUMAN_ONLY, 0)] + [(str(n or distiller.available), n) for n in sizes]
     for label, n in plan:
@@ -176,4 +176,7 @@ def scaling_curve(distiller: Distiller, sizes: list[int | None], config: Student
             student.save(distiller.ws.artifacts / f"student-{prefix}-{label}")
         rows.append(CurveRow(label, student.meta.data["teacher_pairs"], student.meta.data["human_pairs"],
                              student.meta.metrics["test"], student.meta.metrics["dev"], student.meta.data["seconds"]))
+    if save:
+        distiller.ws.save_result("scaling", prefix, {"teacher": distiller.teacher, "split": "test",
+                                                     "rows": [asdict(r) for r in rows]})
     return rows
