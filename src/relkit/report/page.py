@@ -60,9 +60,11 @@ def render(data: ReportData) -> str:
                  "reliability": None, "ece": None,
                  "scores": Markup(plots.score_by_level(lv.score_by_level, names, f"{lv.system}: score by human level"))}
         if lv.confusion is not None:
-            own = "its decision (cutpoints)" if lv.decision == "own" else "argmax"
+            # a system whose own decision is the argmax (or agrees with it on every pair) gets one matrix
+            both = lv.decision == "own" and lv.confusion != lv.confusion_argmax
+            own = "its decision (cutpoints)" if both else "argmax"
             entry["confusion"] = Markup(plots.confusion(lv.confusion, names, f"{lv.system}: {own}"))
-            if lv.decision == "own":
+            if both:
                 entry["confusion_argmax"] = Markup(plots.confusion(lv.confusion_argmax, names,
                                                                    f"{lv.system}: argmax"))
             entry["reliability"] = Markup(plots.reliability(lv.reliability, f"{lv.system}: reliability of "
@@ -76,7 +78,7 @@ def render(data: ReportData) -> str:
         "training": [{"teacher": t["teacher"], "plot": Markup(plots.training(t["history"], t["teacher"]))}
                      for t in data.training if t["history"]],
         "scaling": [{"name": c["name"], "teacher": c.get("teacher"), "rows": c["rows"],
-                     "plot": Markup(plots.scaling(c["rows"], f"scaling curve {c['name']}"))} for c in data.scaling],
+                     "plot": Markup(plots.scaling(c["rows"], c["name"]))} for c in data.scaling],
         "ablation": data.ablation,
         "system_names": [s["name"] for s in data.evaluation["systems"]],
     }

@@ -137,6 +137,8 @@ def training(history: list[dict], title: str) -> str:
 def scaling(rows: list[dict], title: str) -> str:
     """Test nDCG@10 and QWK by number of teacher-labeled pairs; the human-only student as a line."""
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH * 1.3, 2.6))
     human = [r for r in rows if r["name"] == "human"]
     curve = sorted((r for r in rows if r["name"] != "human"), key=lambda r: r["teacher_pairs"])
@@ -146,8 +148,9 @@ def scaling(rows: list[dict], title: str) -> str:
         for r in human:
             ax.axhline(r["metrics"].get(metric), color=COLORS[1], ls="--", lw=1, label="human labels only")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("teacher-labeled pairs")
-        ax.set_title(f"test {metric}")
+        ax.set_title(f"{title}: test {metric}", fontsize=9)
     axes[0].legend(fontsize=8, frameon=False)
-    fig.suptitle(title, fontsize=10)
     return svg(fig)
