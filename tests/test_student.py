@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -421,13 +422,17 @@ def test_cli_distill_and_eval(shop):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows][:2] == ["human", "100"] and rows[1]["teacher_pairs"] == 100
+    assert (Path(ws) / "results" / "scaling-rule.json").is_file()         # for relkit report
     result = runner.invoke(app, ["distill", "--teacher", "rule", "--groups", "bm25,text_match", "--set", "epochs=3",
                                  "-w", ws])
     assert result.exit_code == 0 and "student-rule" in result.output
+    assert "cutpoints accuracy" in result.output and "(argmax: " in result.output   # both decisions on dev
     result = runner.invoke(app, ["eval", "--system", "student:rule", "--system", "bm25", "--json", "-w", ws])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["name"] for s in report["systems"]] == ["student:rule", "bm25"]
+    student = report["systems"][0]["metrics"]
+    assert 0 <= student["qwk"] <= 1 and 0 <= student["argmax_accuracy"] <= 1 and "argmax_qwk" in student
     result = runner.invoke(app, ["distill", "--teacher", "nobody", "-w", ws])
     assert result.exit_code == 2 and "teacher 'nobody' has labeled no train-split pairs" in result.output
     result = runner.invoke(app, ["distill", "--sizes", "10", "-w", ws])
