@@ -198,6 +198,39 @@ def eval_(
 
 @app.command()
 @_friendly
+def report(
+    system: Annotated[list[str], typer.Option(
+        "--system", "-s", help="A system, as in `relkit eval` (repeatable); the first is the one others are compared "
+                               "with.")],
+    split: Annotated[str, typer.Option(help="Split to report on.")] = "test",
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Also write the numbers behind every plot and table to the same name with .json.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Write one self-contained HTML report of systems on a split: side by side, levels, queries lost, studies."""
+    import shlex
+    import sys
+
+    from relkit.report import build, write
+    from relkit.systems import make_system
+
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise RelkitError(f"--output is an HTML file (.html), got '{output}'")
+    command = "relkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with _open(workspace) as ws:
+        systems = [make_system(s, ws) for s in system]
+        data = build(ws, systems, split, command=command, progress=lambda msg: err.print(msg, highlight=False))
+    path = write(data, output)
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False)
+    if json_:
+        numbers = path.with_suffix(".json")
+        numbers.write_text(data.to_json())
+        console.print(f"wrote {numbers}", highlight=False)
+
+
+@app.command()
+@_friendly
 def teach(
     model: Annotated[str | None, typer.Option(
         help="Base model: a local path, a hub id, 'default' (all-MiniLM-L6-v2) or 'smollm2'.")] = None,
@@ -428,15 +461,19 @@ def distill(
             return
         student = distiller.train(None if teacher else 0, config, human=teacher is None or human_weight > 0)
         path = student.save(ws.artifacts / f"student-{name}")
-        result = {"student": path.name, **student.meta.data, "dev": student.meta.metrics["dev"],
+        result = {"student": path.name, **student.meta.data, "cutpoints": student.meta.cutpoints,
+                  "dev": student.meta.metrics["dev"],
                   "best_epoch": student.meta.metrics["best_epoch"]}
     if json_:
         typer.echo(json.dumps(result, indent=2))
     else:
+        dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
+        decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
         console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled + {result['human_pairs']:,} human "
-                      f"pairs, best epoch {result['best_epoch']}, dev accuracy {result['dev']['accuracy']:.4f}, "
-                      f"nDCG@10 {result['dev']['ndcg@10']:.4f} ({result['seconds']:.1f} s); evaluate with "
-                      f"`relkit eval --system student:{name}`", highlight=False)
+                      f"pairs, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
+                      f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
+                      f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
+                      highlight=False)
 
 
 @app.command()

@@ -71,7 +71,8 @@ def request_models(limits: Limits) -> RequestModels:
 class Scored(BaseModel):
     item_id: str
     score: float = Field(description="expected gain under the level probabilities")
-    level: int = Field(description="the most probable level, 1..K")
+    level: int = Field(description="the student's level, 1..K: its expected level cut at the cutpoints "
+                                   "fit on dev (the most probable level for a student without cutpoints)")
     probabilities: list[float]
     inline: bool = False
 

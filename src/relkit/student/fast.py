@@ -33,8 +33,9 @@ from relkit.student.model import Student, softmax
 @dataclass(frozen=True, slots=True)
 class Scored:
     """One item of a ranking: `score` is the expected gain under the level `probabilities` (the
-    scale's K levels, lowest first, rounded to 6 decimals), `level` the most probable level (1..K),
-    `inline` whether the item was given by its fields rather than by a catalog id."""
+    scale's K levels, lowest first, rounded to 6 decimals), `level` the student's level (1..K: its
+    expected level cut at the cutpoints fit on dev, the most probable level for a student without
+    cutpoints), `inline` whether the item was given by its fields rather than by a catalog id."""
 
     item_id: str
     score: float
@@ -159,7 +160,27 @@ class FastScorer:
         names = ids + [r["item_id"] for r in records]
         scores = proba @ self.gains
         order = np.argsort(-scores, kind="stable")[:top_k]
-        levels = (proba[order].argmax(axis=1) + 1).tolist()
+        levels = self.student.predict_levels(proba[order]).tolist()
         probabilities = np.round(proba[order].astype(np.float64), 6).tolist()
         return [Scored(names[i], score, level, tuple(p), i >= len(ids))
                 for i, score, level, p in zip(order.tolist(), scores[order].tolist(), levels, probabilities)]
+
+
+def measure_speed(student: Student, builder: FeatureBuilder, queries: Sequence[str], candidates: int = 1000,
+                  repeats: int = 3) -> dict:
+    """Milliseconds the fast scorer takes to score `candidates` catalog items (or the whole catalog
+    when smaller) for each of `queries`, the query's embedding known (as the service's cache has
+    it): p50 and p99 over queries x repeats, on this machine."""
+    import time
+
+    scorer = FastScorer(student, builder)
+    rows = np.arange(min(candidates, len(builder.items.item_ids)))
+    vectors = builder.query_vectors(list(queries)) if builder.dim else [None] * len(queries)
+    times = []
+    for query, vector in zip(queries, vectors):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            scorer.score_rows(query, rows, vector)
+            times.append((time.perf_counter() - start) * 1000)
+    return {"candidates": int(len(rows)), "queries": len(queries), "p50_ms": float(np.percentile(times, 50)),
+            "p99_ms": float(np.percentile(times, 99))}
