@@ -149,7 +149,7 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
         counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
-        from relkit.serve import active_student
+        from relkit.promotion import active_student
 
         active = active_student(ws.path)
         counts.add_row("active student", active["student"] if active else "none (relkit promote NAME)")
@@ -483,10 +483,10 @@ def promote(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
-    from relkit.serve import promote as promote_student
+    from relkit.promotion import promote as make_active
 
     with _open(workspace) as ws:
-        name = promote_student(ws, student)
+        name = make_active(ws, student)
     console.print(f"{name} is now the active student of {workspace}", highlight=False)
 
 

@@ -137,13 +137,12 @@ def breakdown(ws: Workspace, pairs: JudgedPairs, per_query: dict[str, dict[str, 
     and by query frequency in the engagement log (when there is one): head, torso and tail are
     the thirds of the logged queries by impressions."""
     qids = sorted(set(pairs.query_ids))
-    ws.register("report_queries", {"query_id": qids})
-    rows = ws.fetchall("""
-        SELECT q.query_id, coalesce(q.language, 'unknown'), coalesce(e.impressions, 0)
-        FROM report_queries r JOIN queries q USING (query_id)
-        LEFT JOIN (SELECT lower(trim(query)) AS key, sum(impressions) AS impressions FROM engagement GROUP BY 1) e
-          ON e.key = lower(trim(q.query))""")
-    ws.con.unregister("report_queries")
+    with ws.registered("report_queries", {"query_id": qids}):
+        rows = ws.fetchall("""
+            SELECT q.query_id, coalesce(q.language, 'unknown'), coalesce(e.impressions, 0)
+            FROM report_queries r JOIN queries q USING (query_id)
+            LEFT JOIN (SELECT lower(trim(query)) AS key, sum(impressions) AS impressions FROM engagement GROUP BY 1) e
+              ON e.key = lower(trim(q.query))""")
     language = {q: lang for q, lang, _ in rows}
     impressions = {q: int(n) for q, _, n in rows}
     out: dict[str, list[dict]] = {}
