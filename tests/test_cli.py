@@ -198,3 +198,18 @@ def test_status_and_eval_while_label_and_teach_run(tmp_path):
     pending = con.execute("SELECT count(*) FROM pairs").fetchone()[0]
     con.close()
     assert pending > 10_000 and counts == (pending, pending)
+
+
+def test_help_starts_light_and_names_stay_what_they_were():
+    """`relkit --help` imports none of DuckDB, pyarrow, scikit-learn or torch; relkit's top-level names
+    load on first use and keep their meaning (the function `evaluate`, not the module of that name)."""
+    code = ("import sys\n"
+            "import relkit.cli\n"
+            "heavy = [m for m in ('duckdb', 'pyarrow', 'sklearn', 'torch') if m in sys.modules]\n"
+            "import relkit.evaluate\n"
+            "from relkit import Workspace, evaluate, import_file\n"
+            "print(heavy, callable(evaluate) and evaluate.__module__, Workspace.__name__, import_file.__name__)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "relkit.evaluate", "Workspace", "import_file"]
+    assert relkit("--help").returncode == 0
