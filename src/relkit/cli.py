@@ -356,7 +356,8 @@ def engaged(
 @app.command()
 @_friendly
 def pairs(
-    k: Annotated[int, typer.Option(min=1, help="Items per query from each source.")] = 20,
+    k: Annotated[int, typer.Option(min=1, help="Items per query from each source (deep: a student keeps more of "
+                                                "the teacher the more of its labels it learns from).")] = 100,
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = "default",
