@@ -317,7 +317,7 @@ def test_a_saved_student_has_a_model_card(shop, tmp_path):
         assert section in card
     human = len(distiller.human_x)
     assert f"`rule`'s soft labels of {n:,} train-split pairs (sharpened at temperature 0.5)" in flat
-    assert f"{human:,} human-labeled train pairs (weight 0.3 each)" in flat
+    assert f"{human:,} human-labeled train pairs (weight 1 each)" in flat
     assert "query_vector (384)" in card and "bi-encoder `default`" in card
     test = student.meta.metrics["test"]
     assert f"| qwk | {test['qwk']:.4f} |" in card and f"| argmax_qwk | {test['argmax_qwk']:.4f} |" in card

@@ -403,7 +403,7 @@ def distill(
         help="Scaling curve: students on these numbers of teacher-labeled pairs, e.g. 1000,5000,all, next to "
              "one on human labels only; each scored on the test split.")] = None,
     human_weight: Annotated[float, typer.Option(
-        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 0.3,
+        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = 1.0,
     hidden: Annotated[str, typer.Option(help="Hidden layer sizes.")] = "64,32",
     groups: Annotated[str, typer.Option(
         help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "

@@ -34,8 +34,7 @@ class StudentConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     dropout: float = 0.1
-    human_weight: float = 0.3        # weight of a human-labeled pair against a teacher-labeled one: on
-                                     # CrowdFlower 0.3 kept more of the teacher than 1 (3 seeds)
+    human_weight: float = 1.0        # weight of a human-labeled pair against a teacher-labeled one
     seed: int = 0
     product_rank: int = 0            # > 0: the first layer's query-item-product weights have this rank
     label_temperature: float = 1.0   # teacher soft labels as p^(1/T), renormalised: T < 1 sharpens them
