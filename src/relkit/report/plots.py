@@ -87,12 +87,13 @@ def score_by_level(by_level: dict[int, dict], names: list[str], title: str) -> s
     """A box per human level (quartiles, whiskers at min and max) of the system's ranking score."""
     plt = pyplot()
     levels = sorted(by_level, key=int)
-    stats = [{"label": f"{lv} {names[int(lv) - 1]}", "whislo": by_level[lv]["min"], "q1": by_level[lv]["q1"],
+    stats = [{"label": str(lv), "whislo": by_level[lv]["min"], "q1": by_level[lv]["q1"],
               "med": by_level[lv]["median"], "q3": by_level[lv]["q3"], "whishi": by_level[lv]["max"],
               "mean": by_level[lv]["mean"], "fliers": []} for lv in levels]
     fig, ax = plt.subplots(figsize=(WIDTH * 0.6, 2.6))
     ax.bxp(stats, showmeans=True, meanprops={"marker": "D", "markersize": 4})
-    ax.set_xlabel("human level")
+    ax.set_xlabel("human level (" + ", ".join(f"{i} {n}" for i, n in enumerate(names, start=1)) + ")",
+                  fontsize=7)
     ax.set_ylabel("score")
     ax.set_title(title)
     return svg(fig)
