@@ -1,13 +1,16 @@
 # The two commands of the quickstart: `make demo` and `make test`. Both create .venv and install
-# relkit into it first (once; again when pyproject.toml changes).
+# relkit into it first (once; again when pyproject.toml changes); `make test` also installs the
+# Chromium the report test opens its page in (Debian's package; apt-get, with sudo unless root).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_WS := demo-ws
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean chromium
 
 $(BIN)/relkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,12 @@ $(BIN)/relkit: pyproject.toml
 	touch $@
 
 install: $(BIN)/relkit
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+
+chromium: $(CHROMIUM)
 
 demo: install
 	rm -rf $(DEMO_WS)
@@ -29,8 +38,11 @@ demo: install
 	$(BIN)/relkit promote demo -w $(DEMO_WS)
 	$(BIN)/relkit status -w $(DEMO_WS)
 	$(BIN)/relkit eval --system teacher:demo --system student:demo --system bm25 --system embedding -w $(DEMO_WS)
+	$(BIN)/relkit report --system teacher:demo --system student:demo --system bm25 --system embedding \
+		-o $(DEMO_WS)/report.html --json -w $(DEMO_WS)
+	@echo "the demo report: $(abspath $(DEMO_WS))/report.html"
 
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 clean:

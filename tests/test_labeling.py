@@ -90,12 +90,12 @@ def test_onnx_backend_agrees_with_torch(tmp_path, kind):
 
     from relkit.teacher import Teacher, TeacherMeta, TextTemplate
     from relkit.teacher.model import TEMPLATES
-    from relkit.teacher.train import load_base, save_teacher
+    from relkit.teacher.train import load_base
 
     model, tokenizer, family, _ = load_base(TrainConfig(model=str(build(kind, tmp_path))), 3, "cpu")
     template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
     meta = TeacherMeta(base_model=kind, family=family, scale=LabelScale.default(3), template=template, max_length=32)
-    save_teacher(model, tokenizer, meta, tmp_path / "teacher")
+    Teacher(model, tokenizer, meta).save(tmp_path / "teacher")
     pairs = [("red chair", "red oak chair"), ("blue lamp", "green garden hose reel with metal cord"), ("saw", "saw")]
     torch_proba = Teacher.load(tmp_path / "teacher").predict_proba(pairs, batch_size=2)
     onnx_teacher = Teacher.load(tmp_path / "teacher").use_onnx()

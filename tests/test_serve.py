@@ -1,4 +1,5 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
+import logging
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from conftest import ITEMS, make_shop, write_csv, write_teacher_labels
 from relkit import RelkitError, Workspace, import_file
-from relkit.serve import Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
+from relkit.serve import ACTIVE_FILE, Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller
 
@@ -92,8 +93,12 @@ def test_rerank_search_health_and_metrics(served):
         assert catalog["level"] == 3 and twin["inline"] and not catalog["inline"]
         with Workspace.open(served, read_only=True) as ws:   # the same numbers as the library's scorer
             builder = FeatureBuilder.from_workspace(ws, FeatureConfig(groups=GROUPS))
-        expected = FastScorer(Student.load(served / "artifacts" / "student-a"), builder).score("red chair", ["red-chair"])
-        np.testing.assert_allclose(catalog["probabilities"], expected[0], atol=1e-5)
+        scorer = FastScorer(Student.load(served / "artifacts" / "student-a"), builder)
+        np.testing.assert_allclose(catalog["probabilities"], scorer.score("red chair", ["red-chair"])[0], atol=1e-5)
+        # the service answers what the scorer's rank gives a Python user
+        library = scorer.rank("red chair", ["blue-lamp", "red-chair", "blue-chair", {**body["items"][-1], "item_id": "inline-5"}])
+        assert [(h.item_id, h.level, h.inline) for h in library] == [(x["item_id"], x["level"], x["inline"]) for x in results]
+        np.testing.assert_allclose([h.probabilities for h in library], [x["probabilities"] for x in results], atol=1e-5)
         assert len(http.post("/v1/rerank", json={**body, "top_k": 1}).json()["results"]) == 1
 
         found = http.post("/v1/search", json={"query": "green saw", "k": 3}).json()
@@ -151,15 +156,15 @@ def test_known_queries_are_encoded_before_the_service_answers(shop, tmp_path):
 
     app = create_app(path, warm_queries=5)
     with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-        cache: QueryVectors = app.state.relkit["queries"]
-        model = app.state.relkit["model"]
+        cache: QueryVectors = app.state.relkit.queries
+        model = app.state.relkit.model
         assert [q for _, q in cache.cache] == known[:5] and (cache.hits, cache.misses) == (0, 0)
         np.testing.assert_allclose(cache.cache[(model.builder.config.encoder, "red chair")],
                                    model.builder.query_vectors(["red chair"])[0], atol=1e-5)
         for query in (known[4], "  red chair", known[5]):
             assert http.post("/v1/rerank", json={"query": query, "items": [ITEMS[0][0]]}).status_code == 200
         assert (cache.hits, cache.misses) == (2, 1)
-    assert len(create_app(path, warm_queries=0).state.relkit["queries"].cache) == 0
+    assert len(create_app(path, warm_queries=0).state.relkit.queries.cache) == 0
 
 
 def test_bad_requests_get_clear_errors(served):
@@ -269,3 +274,75 @@ def test_fuzzed_requests_never_get_a_server_error(api_schema, mode):
         case.call_and_validate()
 
     check()
+
+
+def test_the_api_key_is_compared_in_constant_time(served, monkeypatch):
+    """The key check goes through hmac.compare_digest (a `!=` returns sooner the earlier the first
+    wrong character, which lets a caller find the key a character at a time)."""
+    import hmac
+
+    compared, real = [], hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    with Server(create_app(served, api_key="s3cret")) as url, httpx.Client(base_url=url, timeout=30) as http:
+        body = {"query": "red chair", "items": ["red-chair"]}
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3cres"}).status_code == 401
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        # a key that is not ASCII is a wrong key, not a server error
+        assert http.post("/v1/rerank", json=body, headers={"X-API-Key": "s3crét".encode()}).status_code == 401
+    assert len(compared) == 3 and all(isinstance(a, bytes) and b == b"s3cret" for a, b in compared)
+
+
+def test_a_removed_active_student_file_is_reported_once_and_the_model_kept(served, caplog):
+    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="relkit.serve"):
+            (served / ACTIVE_FILE).unlink()
+            time.sleep(1.0)                                   # some twenty polls
+            said = [r.getMessage() for r in caplog.records if r.name.startswith("relkit.serve")]
+        assert len(said) == 1 and "student-a@" in said[0], said
+        assert http.get("/healthz").json()["model"].startswith("student-a@")
+        assert http.post("/v1/rerank", json={"query": "red chair", "items": ["red-chair"]}).status_code == 200
+        assert 'relkit_model_reloads_total{outcome="failed"}' not in http.get("/metrics").text
+        with Workspace.open(served) as ws:
+            promote(ws, "b")                                  # promoting again is followed as before
+        wait_for(http, "student-b@")
+
+
+def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
+    """A student with other features needs the workspace read; while it cannot be (another process
+    writes it, or here this one holds it open), the service keeps the old model and tries again."""
+    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with Workspace.open(served) as ws:
+            promote(ws, "c")
+            time.sleep(0.5)                                   # polls that find the workspace busy
+            assert http.get("/healthz").json()["model"].startswith("student-a@")
+        wait_for(http, "student-c@")
+        metrics = http.get("/metrics").text
+        assert 'relkit_model_reloads_total{outcome="ok"} 1.0' in metrics
+        assert 'relkit_model_reloads_total{outcome="failed"}' not in metrics
+
+
+def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
+    """`relkit serve --max-body-mb` and `relkit caption --max-mb` both count 1,000,000 bytes to the MB,
+    and the service's default limit is the CLI's default."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import relkit.captions
+    import relkit.serve
+    from relkit.cli import app
+
+    path = str(shop.path)
+    shop.close()
+    seen = {}
+    monkeypatch.setattr(relkit.serve, "serve", lambda workspace, limits, **kw: seen.setdefault("serve", []).append(
+        limits.max_body_bytes))
+    monkeypatch.setattr(relkit.captions, "caption_items", lambda ws, model, max_bytes, **kw: seen.setdefault(
+        "caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done"))
+    runner = CliRunner()
+    for args in (["serve", "--max-body-mb", "2"], ["serve"], ["caption", "--max-mb", "2"]):
+        result = runner.invoke(app, [*args, "-w", path])
+        assert result.exit_code == 0, result.output
+    assert seen == {"serve": [2_000_000, Limits().max_body_bytes], "caption": [2_000_000]}
+    assert Limits().max_body_bytes == 4_000_000

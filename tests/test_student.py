@@ -1,4 +1,6 @@
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ from conftest import ITEMS, write_csv, write_teacher_labels
 from relkit import RelkitError, Workspace, import_file
 from relkit.cli import app
 from relkit.features.embeddings import Encoder, text_hash
-from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
+from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Scored, Student, StudentConfig
 from relkit.student.distill import Distiller, scaling_curve
 from relkit.student.features import DEFAULT_GROUPS
 from relkit.student.model import assemble, torch_student
@@ -262,6 +264,82 @@ def test_student_learns_the_teachers_labels(shop):
     assert saved.predict_levels(saved.predict_proba(features, distiller.builder)).tolist() == [3]
 
 
+def write_hedging_labels(ws: Workspace, name: str = "hedge") -> int:
+    """Soft labels that put at least half the mass on level 1 (a cautious teacher, as a teacher
+    trained on data where most pairs are irrelevant is): the argmax is always 1, yet the expected
+    level still orders the rule's levels (1.15, 1.5, 1.7)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import level
+
+    rows = ws.fetchall("""SELECT q.query_id, q.query, i.item_id, i.title FROM queries q
+                                      JOIN splits s USING (query_id) CROSS JOIN items i WHERE s.split = 'train'""")
+    by_level = {1: [0.9, 0.05, 0.05], 2: [0.6, 0.3, 0.1], 3: [0.6, 0.1, 0.3]}
+    p = np.array([by_level[level(q, t)] for _, q, _, t in rows], dtype=np.float32)
+    out = ws.path / "labels" / name
+    out.mkdir(parents=True)
+    pq.write_table(pa.table({"teacher": [name] * len(rows), "query_id": [r[0] for r in rows],
+                             "item_id": [r[2] for r in rows], "p1": p[:, 0], "p2": p[:, 1], "p3": p[:, 2],
+                             "expected_level": p @ np.arange(1, 4, dtype=np.float32)}), out / "shard-00000.parquet")
+    return len(rows)
+
+
+def test_student_cutpoints_fit_on_dev_where_argmax_says_the_majority(shop, tmp_path):
+    write_hedging_labels(shop)
+    distiller = Distiller(shop, "hedge", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    config = StudentConfig(human_weight=0.0, epochs=60, patience=15, seed=1)
+    student = distiller.train(None, config)
+    cuts = student.meta.cutpoints
+    assert len(cuts) == 2 and cuts[0] < cuts[1]                     # K-1 increasing cutpoints on the expected level
+    dev = student.meta.metrics["dev"]
+    assert dev["argmax_qwk"] in (None, 0.0) and dev["qwk"] > 0.5     # argmax says level 1 of every pair
+    saved = Student.load(student.save(tmp_path / "s"))
+    assert json.loads((saved.path / "relkit.json").read_text())["cutpoints"] == cuts
+    test = distiller.test(saved)
+    assert test["argmax_accuracy"] == pytest.approx(np.mean(distiller.test_pairs.labels == 1))
+    assert test["qwk"] > 0.5 and test["qwk"] > (test["argmax_qwk"] or 0.0) + 0.4
+    proba = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.6, 0.1, 0.3]])
+    assert saved.predict_levels(proba).tolist() == [1, 2, 3]        # the teacher's three kinds of pair, told apart
+    argmax = distiller.train(None, StudentConfig(human_weight=0.0, epochs=60, patience=15, seed=1, decision="argmax"))
+    assert argmax.meta.cutpoints is None and argmax.predict_levels(proba).tolist() == [1, 1, 1]
+    with pytest.raises(RelkitError, match="decision is cutpoints or argmax"):
+        StudentConfig(decision="median")
+
+
+def test_a_saved_student_has_a_model_card(shop, tmp_path):
+    n = write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), label_temperature=0.5))
+    card = (student.save(tmp_path / "s") / "README.md").read_text()
+    flat = " ".join(card.split())
+    assert card.startswith("# relkit student")
+    for section in ("## Features", "## Training data", "## Dev metrics", "## Test metrics", "## Speed"):
+        assert section in card
+    human = len(distiller.human_x)
+    assert f"`rule`'s soft labels of {n:,} train-split pairs (sharpened at temperature 0.5)" in flat
+    assert f"{human:,} human-labeled train pairs (weight 1 each)" in flat
+    assert "query_vector (384)" in card and "bi-encoder `default`" in card
+    test = student.meta.metrics["test"]
+    assert f"| qwk | {test['qwk']:.4f} |" in card and f"| argmax_qwk | {test['argmax_qwk']:.4f} |" in card
+    speed = student.meta.data["speed"]
+    assert speed["candidates"] == len(ITEMS) and 0 < speed["p50_ms"] <= speed["p99_ms"]
+    assert f"scores {len(ITEMS)} candidates for a query in {speed['p50_ms']:.2f} ms" in flat
+
+
+def test_label_temperature_sharpens_the_teachers_labels():
+    from relkit.student.distill import sharpen
+
+    p = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=np.float32)
+    assert sharpen(p, 1.0) is p
+    sharp, soft = sharpen(p, 0.5), sharpen(p, 2.0)
+    np.testing.assert_allclose(sharp.sum(axis=1), 1.0, rtol=1e-6)
+    assert (sharp.max(axis=1) > p.max(axis=1)).all() and (soft.max(axis=1) < p.max(axis=1)).all()
+    assert (sharp.argmax(axis=1) == p.argmax(axis=1)).all()
+    with pytest.raises(RelkitError, match="label_temperature must be positive"):
+        StudentConfig(label_temperature=0)
+
+
 def test_scaling_curve_rows(shop):
     write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
@@ -345,13 +423,17 @@ def test_cli_distill_and_eval(shop):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows][:2] == ["human", "100"] and rows[1]["teacher_pairs"] == 100
+    assert (Path(ws) / "results" / "scaling-rule.json").is_file()         # for relkit report
     result = runner.invoke(app, ["distill", "--teacher", "rule", "--groups", "bm25,text_match", "--set", "epochs=3",
                                  "-w", ws])
     assert result.exit_code == 0 and "student-rule" in result.output
+    assert "cutpoints accuracy" in result.output and "(argmax: " in result.output   # both decisions on dev
     result = runner.invoke(app, ["eval", "--system", "student:rule", "--system", "bm25", "--json", "-w", ws])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["name"] for s in report["systems"]] == ["student:rule", "bm25"]
+    student = report["systems"][0]["metrics"]
+    assert 0 <= student["qwk"] <= 1 and 0 <= student["argmax_accuracy"] <= 1 and "argmax_qwk" in student
     result = runner.invoke(app, ["distill", "--teacher", "nobody", "-w", ws])
     assert result.exit_code == 2 and "teacher 'nobody' has labeled no train-split pairs" in result.output
     result = runner.invoke(app, ["distill", "--sizes", "10", "-w", ws])
@@ -401,3 +483,38 @@ def test_cli_distill_options_and_teacher_references(shop):
         result = runner.invoke(app, ["distill", "--teacher", "rule", *bad, *common])
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_rank_answers_typed_results_best_first(shop):
+    """FastScorer.rank, what the service answers: catalog ids and inline records together, a repeated
+    id once, best first, each result a Scored whose numbers are the scorer's own."""
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    student = distiller.train(None, StudentConfig(epochs=30, patience=30, hidden=(32,), human_weight=0.0))
+    scorer = FastScorer(student, distiller.builder)
+    inline = {"title": "red chair", "description": "a sturdy chair painted red"}
+    ranked = scorer.rank("red chair", ["blue-lamp", "red-chair", inline, "blue-chair", "red-chair"])
+    assert all(isinstance(hit, Scored) for hit in ranked) and len(ranked) == 4
+    assert {ranked[0].item_id, ranked[1].item_id} == {"red-chair", "inline-2"} and ranked[-1].item_id == "blue-lamp"
+    assert [hit.score for hit in ranked] == sorted((hit.score for hit in ranked), reverse=True)
+    gains = np.asarray(student.scale.gains)
+    for hit in ranked:
+        assert hit.inline == (hit.item_id == "inline-2")
+        assert hit.level == int(student.predict_levels(np.array([hit.probabilities]))[0])
+        assert hit.score == pytest.approx(float(np.dot(hit.probabilities, gains)), abs=1e-4)
+        if not hit.inline:
+            np.testing.assert_allclose(hit.probabilities, scorer.score("red chair", [hit.item_id])[0], atol=1e-5)
+    twin = next(hit for hit in ranked if hit.inline)
+    np.testing.assert_allclose(twin.probabilities, next(h for h in ranked if h.item_id == "red-chair").probabilities,
+                               atol=1e-5)
+    assert scorer.rank("red chair", ["blue-lamp", "red-chair", inline, "blue-chair"], top_k=2) == ranked[:2]
+    assert scorer.rank("red chair", [{**inline, "item_id": "mine"}])[0].item_id == "mine"
+    assert scorer.rank("red chair", []) == []
+    with pytest.raises(RelkitError, match="not in the workspace catalog"):
+        scorer.rank("red chair", ["red-chair", "nope"])
+    with pytest.raises(RelkitError, match="top_k"):
+        scorer.rank("red chair", ["red-chair"], top_k=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ranked[0].score = 1.0
+    with pytest.raises(ValueError, match="level 4"):
+        Scored("x", 1.0, 4, (0.2, 0.3, 0.5))

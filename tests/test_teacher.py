@@ -8,7 +8,7 @@ from relkit import (LabelScale, RelkitError, SplitConfig, Workspace, evaluate, i
                     make_system, split_queries)
 from relkit.teacher import Teacher, TeacherMeta, TextTemplate, TrainConfig, train_teacher
 from relkit.teacher.model import TEMPLATES, encode_pairs, predict_ids
-from relkit.teacher.train import load_base, save_teacher
+from relkit.teacher.train import load_base
 from tiny_models import build
 
 FAMILIES = ["bert", "xlm-roberta", "deberta-v2", "llama", "qwen2", "t5"]
@@ -56,7 +56,7 @@ def test_each_family_round_trips(tiny, tmp_path, kind):
     before = predict_ids(model, tokenizer, ids)
     meta = TeacherMeta(base_model=str(tiny[kind]), family=family, scale=LabelScale.default(3), template=template,
                        max_length=32)
-    save_teacher(model, tokenizer, meta, tmp_path / "teacher")
+    Teacher(model, tokenizer, meta).save(tmp_path / "teacher")
     teacher = Teacher.load(tmp_path / "teacher")
     after = teacher.predict_proba(pairs())
     assert after.shape == (3, 3) and np.allclose(after.sum(1), 1.0, atol=1e-5)
@@ -79,7 +79,7 @@ def test_decoders_read_the_last_real_token_with_lora(tiny, tmp_path, kind):
     np.testing.assert_allclose(predict_ids(model, tokenizer, short)[0], predict_ids(model, tokenizer, long)[0],
                                atol=1e-5)
     meta = TeacherMeta(base_model="tiny", family=family, scale=LabelScale.default(3), template=template, max_length=32)
-    save_teacher(model, tokenizer, meta, tmp_path / "t")  # LoRA merged into plain weights
+    Teacher(model, tokenizer, meta).save(tmp_path / "t")  # LoRA merged into plain weights
     np.testing.assert_allclose(Teacher.load(tmp_path / "t").predict_proba([("red chair", "oak")]),
                                predict_ids(model, tokenizer, short), atol=1e-5)
 
@@ -194,7 +194,7 @@ def test_query_batches_keep_queries_whole():
 def test_listnet_loss_prefers_the_true_order():
     import torch
 
-    from relkit.teacher.train import listnet_loss
+    from relkit.teacher.loss import listnet_loss
 
     gains = torch.tensor([2.0, 0.0, 1.0, 1.0, 1.0])
     groups = torch.tensor([0, 0, 0, 1, 1])  # query 1 has one gain: no order to learn
@@ -206,10 +206,31 @@ def test_listnet_loss_prefers_the_true_order():
 
 
 def test_listwise_training_runs(learnable, tiny):
-    config = TrainConfig(model=str(tiny["bert"]), name="lw", epochs=2, batch_size=8, lr=1e-3, max_length=32,
-                         listwise_weight=1.0)
-    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
-    assert result.finished and result.history
+    """listwise_weight reaches the loss: its term is nonzero on a query's items and moves the gradient, and
+    two teachers trained with the same seed and the same batches of whole queries but different listwise
+    weights end apart."""
+    import torch
+
+    from relkit.teacher.loss import TeacherLoss
+
+    logits = torch.tensor([[0.0, 0.5, 2.0], [0.0, 2.0, 0.0], [2.0, 0.5, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    targets, groups = torch.tensor([0, 1, 2, 1]), torch.tensor([0, 0, 0, 1])
+    plain, listwise = TeacherLoss(learnable.scale), TeacherLoss(learnable.scale, listwise_weight=1.0)
+    term = listwise.terms(logits, targets, groups)["listwise"]
+    assert term > 0.1 and listwise.config["listwise_weight"] == 1.0
+    torch.testing.assert_close(listwise(logits, targets, groups) - plain(logits, targets, groups), term)
+    grads = [torch.autograd.grad(loss(logits, targets, groups), logits)[0] for loss in (plain, listwise)]
+    assert (grads[0] - grads[1]).abs().max() > 1e-3
+
+    def train(name, weight):
+        config = TrainConfig(model=str(tiny["bert"]), name=name, epochs=2, batch_size=8, lr=1e-3, max_length=32,
+                             listwise_weight=weight, prior="none")
+        return train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+
+    one, two = train("lw", 1.0), train("lw2", 3.0)
+    assert one.finished and [h["step"] for h in one.history] == [h["step"] for h in two.history]
+    assert json.loads((one.path / "relkit.json").read_text())["loss"]["listwise_weight"] == 1.0
+    assert abs(one.history[-1]["dev_loss"] - two.history[-1]["dev_loss"]) > 1e-4
 
 
 def test_dev_sample_is_whole_queries(learnable):
@@ -355,8 +376,8 @@ def test_bf16_scoring_agrees_with_fp32(learnable, tiny, kind):
                 p.mul_(20)
     template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
     path = learnable.artifacts / f"teacher-{kind}"
-    save_teacher(model, tokenizer, TeacherMeta(base_model=base, family=family, scale=learnable.scale,
-                                               template=template, max_length=32), path)
+    Teacher(model, tokenizer, TeacherMeta(base_model=base, family=family, scale=learnable.scale,
+                                          template=template, max_length=32)).save(path)
     judged = load_judged_pairs(learnable, "train")
     batch = list(zip(judged.queries, judged.items))
     fp32 = Teacher.load(path, device="cpu", precision="fp32")
@@ -392,3 +413,47 @@ def test_device_and_precision_settings():
     if not torch.cuda.is_available():
         with pytest.raises(RelkitError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_two_processes_train_the_same_kind_of_teacher(learnable, tiny, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m relkit teach` on a machine without a GPU trains on
+    two CPU processes joined over gloo (accelerate's `--cpu` would start one process), each on its share of
+    the batches, and saves a teacher like one process does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    batches = -(-len(load_judged_pairs(learnable, "train")) // 8)
+    learnable.close()  # the command opens the workspace itself, as it would from the shell
+    if torch.cuda.is_available():
+        pytest.skip("checks CPU processes; on a GPU machine `accelerate launch` would put them on the GPUs")
+    options = ["--model", str(tiny["bert"]), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
+               "--set", "prior=none", "--set", "eval_every=2", "-w", str(learnable.path)]
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+           "ACCELERATE_CONFIG_FILE": str(tmp_path / "none.yaml")}  # no user config file
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    done = subprocess.run([*launch, "-m", "relkit", "teach", "--name", "two", *options], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("saved ") == 1   # the main process reports, the other trains quietly
+    one = subprocess.run([sys.executable, "-m", "relkit", "teach", "--name", "one", *options], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_path, one_path = learnable.artifacts / "teacher-two", learnable.artifacts / "teacher-one"
+    assert sorted(p.name for p in two_path.iterdir()) == sorted(p.name for p in one_path.iterdir())
+    assert weights(two_path).keys() == weights(one_path).keys()
+    two, one_meta = (json.loads((p / "relkit.json").read_text()) for p in (two_path, one_path))
+    assert two.keys() == one_meta.keys() and two["config"]["name"] == "two"
+    # a step takes one batch on each process: 2 epochs of B batches are 2 * ceil(B / 2) steps, not 2 * B
+    two_history, one_history = (json.loads((p / "history.json").read_text()) for p in (two_path, one_path))
+    assert two_history[0]["step"] == 0 and one_history[-1]["step"] == 2 * batches
+    assert two_history[-1]["step"] == 2 * -(-batches // 2) and two["metrics"].keys() == one_meta["metrics"].keys()
+    proba = Teacher.load(two_path).predict_proba(pairs())
+    assert proba.shape == (3, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert not (two_path / "checkpoint").exists()

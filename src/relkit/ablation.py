@@ -40,7 +40,8 @@ def fields_with_data(ws: Workspace, fields: Sequence[str]) -> list[str]:
 def ablate(ws: Workspace, config: TrainConfig, fields: Sequence[str] = tuple(FIELDS), split: str = "test",
            prefix: str = "ablate", log=print, show_progress: bool = True) -> list[AblationRow]:
     """One teacher per prefix of `fields` (only fields the data has), each trained with `config`
-    and its item text cut to those fields (each field's default word budget), scored on `split`."""
+    and its item text cut to those fields (each field's default word budget), scored on `split`; the
+    rows are kept as results/ablation-PREFIX.json for `relkit report`."""
     used = fields_with_data(ws, fields)
     if not used:
         raise RelkitError(f"no item judged in the train split has any of the fields {', '.join(fields)}")
@@ -57,6 +58,7 @@ def ablate(ws: Workspace, config: TrainConfig, fields: Sequence[str] = tuple(FIE
         report = evaluate(ws, [TeacherSystem(result.path, name=f"teacher:{name}", show_progress=show_progress)], split)
         rows.append(AblationRow(fields=tuple(used[:n]), teacher=name, metrics=report.results[0].metrics,
                                 minutes=(time.perf_counter() - started) / 60))
+    ws.save_result("ablation", prefix, {"split": split, "rows": rows_as_dicts(rows)})
     return rows
 
 

@@ -32,7 +32,7 @@ class CandidateResult:
                 f"{self.added:,} new pairs")
 
 
-def make_pairs(ws: Workspace, k: int = 20, sources: Sequence[str] = SOURCES, encoder: str = "default",
+def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, encoder: str = "default",
                show_progress: bool = True) -> CandidateResult:
     from relkit.baselines import catalog, catalog_index
 

@@ -149,7 +149,7 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
         counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
-        from relkit.serve import active_student
+        from relkit.promotion import active_student
 
         active = active_student(ws.path)
         counts.add_row("active student", active["student"] if active else "none (relkit promote NAME)")
@@ -198,6 +198,39 @@ def eval_(
 
 @app.command()
 @_friendly
+def report(
+    system: Annotated[list[str], typer.Option(
+        "--system", "-s", help="A system, as in `relkit eval` (repeatable); the first is the one others are compared "
+                               "with.")],
+    split: Annotated[str, typer.Option(help="Split to report on.")] = "test",
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Also write the numbers behind every plot and table to the same name with .json.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Write one self-contained HTML report of systems on a split: side by side, levels, queries lost, studies."""
+    import shlex
+    import sys
+
+    from relkit.report import build, write
+    from relkit.systems import make_system
+
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise RelkitError(f"--output is an HTML file (.html), got '{output}'")
+    command = "relkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with _open(workspace) as ws:
+        systems = [make_system(s, ws) for s in system]
+        data = build(ws, systems, split, command=command, progress=lambda msg: err.print(msg, highlight=False))
+    path = write(data, output)
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False)
+    if json_:
+        numbers = path.with_suffix(".json")
+        numbers.write_text(data.to_json())
+        console.print(f"wrote {numbers}", highlight=False)
+
+
+@app.command()
+@_friendly
 def teach(
     model: Annotated[str | None, typer.Option(
         help="Base model: a local path, a hub id, 'default' (all-MiniLM-L6-v2) or 'smollm2'.")] = None,
@@ -229,10 +262,11 @@ def teach(
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
-    with _open(workspace) as ws:
-        result = train_teacher(ws, None if resume else TrainConfig.from_dict(options), resume=resume,
-                               stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
-    if result.finished:
+    # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
+    # each process in turn
+    result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
+                           stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
+    if result.finished and result.main_process:
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
                       f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
@@ -289,7 +323,7 @@ def caption(
         "Salesforce/blip-image-captioning-base",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 8,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an image URL.")] = 10.0,
-    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB.")] = 20.0,
+    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB (1,000,000 bytes).")] = 20.0,
     redo: Annotated[bool, typer.Option(help="Caption again items already done by this model.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -322,7 +356,8 @@ def engaged(
 @app.command()
 @_friendly
 def pairs(
-    k: Annotated[int, typer.Option(min=1, help="Items per query from each source.")] = 20,
+    k: Annotated[int, typer.Option(min=1, help="Items per query from each source (deep: a student keeps more of "
+                                                "the teacher the more of its labels it learns from).")] = 100,
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
     encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = "default",
@@ -427,15 +462,19 @@ def distill(
             return
         student = distiller.train(None if teacher else 0, config, human=teacher is None or human_weight > 0)
         path = student.save(ws.artifacts / f"student-{name}")
-        result = {"student": path.name, **student.meta.data, "dev": student.meta.metrics["dev"],
+        result = {"student": path.name, **student.meta.data, "cutpoints": student.meta.cutpoints,
+                  "dev": student.meta.metrics["dev"],
                   "best_epoch": student.meta.metrics["best_epoch"]}
     if json_:
         typer.echo(json.dumps(result, indent=2))
     else:
+        dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
+        decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
         console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled + {result['human_pairs']:,} human "
-                      f"pairs, best epoch {result['best_epoch']}, dev accuracy {result['dev']['accuracy']:.4f}, "
-                      f"nDCG@10 {result['dev']['ndcg@10']:.4f} ({result['seconds']:.1f} s); evaluate with "
-                      f"`relkit eval --system student:{name}`", highlight=False)
+                      f"pairs, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
+                      f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
+                      f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
+                      highlight=False)
 
 
 @app.command()
@@ -445,10 +484,10 @@ def promote(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
-    from relkit.serve import promote as promote_student
+    from relkit.promotion import promote as make_active
 
     with _open(workspace) as ws:
-        name = promote_student(ws, student)
+        name = make_active(ws, student)
     console.print(f"{name} is now the active student of {workspace}", highlight=False)
 
 
@@ -460,7 +499,8 @@ def serve(
     api_key: Annotated[str | None, typer.Option(envvar="RELKIT_API_KEY",
                                                 help="Require this X-API-Key header on /v1/ requests.")] = None,
     max_candidates: Annotated[int, typer.Option(min=1, help="Items per rerank request.")] = 1000,
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body (MB); larger gets 413.")] = 4.0,
+    max_body_mb: Annotated[float, typer.Option(
+        min=0.001, help="Largest request body, in MB (1,000,000 bytes); larger gets 413.")] = 4.0,
     poll_seconds: Annotated[float, typer.Option(min=0.05, help="How often to look for a promoted student.")] = 1.0,
     warm_queries: Annotated[int, typer.Option(
         min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
@@ -473,7 +513,7 @@ def serve(
     from relkit.workspace import Workspace
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
-    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1024 * 1024))
+    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1e6))   # MB as in caption
     err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
     run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds,
                 warm_queries=warm_queries)

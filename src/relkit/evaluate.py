@@ -111,13 +111,16 @@ class System(Protocol):
 
 
 def metric_names(scale: LabelScale) -> list[str]:
-    return (["accuracy", "macro_f1", "qwk"] + [f"auroc@{t}" for t in range(2, scale.k + 1)]
+    return (["accuracy", "macro_f1", "qwk", "argmax_accuracy", "argmax_qwk"]
+            + [f"auroc@{t}" for t in range(2, scale.k + 1)]
             + [f"ndcg@{k}" for k in NDCG_CUTOFFS] + ["rmse"])
 
 
 def score_prediction(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale) -> dict[str, float | None]:
-    """Every metric of one system on `pairs`. A score-only system has no accuracy, F1, QWK or RMSE
-    (None); a metric undefined on this data (NaN) is None too."""
+    """Every metric of one system on `pairs`. Accuracy, F1 and QWK judge the system's own decision
+    (its `levels`, e.g. cutpoints); argmax_accuracy and argmax_qwk judge the most probable level, so
+    both decisions are in view. A score-only system has none of these nor RMSE (None); a metric
+    undefined on this data (NaN) is None too."""
     return _score(pairs, prediction, scale)[0]
 
 
@@ -136,6 +139,8 @@ def _score(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale
         out["accuracy"] = metrics.accuracy(y, y_pred)
         out["macro_f1"] = metrics.macro_f1(y, y_pred)
         out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)
+        out["argmax_accuracy"] = metrics.accuracy(y, p.argmax(axis=1) + 1)
+        out["argmax_qwk"] = metrics.quadratic_kappa(y, p.argmax(axis=1) + 1, scale.levels)
         out["rmse"] = metrics.rmse_expected_level(y, p)
     for t in range(2, scale.k + 1):
         # a distribution gives P(level >= t); a plain score ranks the same way at every threshold
@@ -247,23 +252,43 @@ def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress
     >>> evaluate(ws, [make_system("bm25", ws)]).results[0].metrics["ndcg@10"]   # doctest: +SKIP
     """
     pairs = load_judged_pairs(ws, split)
-    gains = np.asarray(ws.scale.gains)[pairs.labels - 1]
-    ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
-    results = []
-    cutoff = int(PRIMARY_METRIC.split("@")[1])
-    first: dict[str, float] | None = None
+    return compare(pairs, predict_all(pairs, systems, progress), ws.scale)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One system's prediction of the judged pairs and the seconds it took."""
+    name: str
+    prediction: Prediction
+    seconds: float
+
+
+def predict_all(pairs: JudgedPairs, systems: list[System], progress=None) -> list[Scored]:
+    out = []
     for system in systems:
         if progress is not None:
             progress(f"scoring {len(pairs):,} pairs with {system.name}")
         start = time.perf_counter()
         prediction = system.predict(pairs)
-        seconds = time.perf_counter() - start
-        scores, per_query = _score(pairs, prediction, ws.scale)
+        out.append(Scored(system.name, prediction, time.perf_counter() - start))
+    return out
+
+
+def compare(pairs: JudgedPairs, scored: list[Scored], scale: LabelScale) -> EvalReport:
+    """The side-by-side report of predictions of the same pairs; each after the first gets its
+    per-query difference in the primary metric from the first."""
+    gains = np.asarray(scale.gains)[pairs.labels - 1]
+    ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
+    results = []
+    cutoff = int(PRIMARY_METRIC.split("@")[1])
+    first: dict[str, float] | None = None
+    for s in scored:
+        scores, per_query = _score(pairs, s.prediction, scale)
         vs_first = None
         if first is None:
             first = per_query[cutoff]
         elif first:
             vs_first = paired_bootstrap(per_query[cutoff], first)
-        results.append(SystemResult(system.name, scores, seconds, vs_first))
-    return EvalReport(split=split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
+        results.append(SystemResult(s.name, scores, s.seconds, vs_first))
+    return EvalReport(split=pairs.split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
                       results=results)

@@ -97,3 +97,37 @@ def fit_cutpoints(expected: np.ndarray, y_true: np.ndarray, levels: Sequence[int
                 if not np.isnan(value) and value > best + 1e-12:
                     best, cuts = value, trial
     return cuts
+
+
+def reliability(y_true: np.ndarray, p_at_least: np.ndarray, threshold: int, bins: int = 10
+                ) -> tuple[list[dict], float]:
+    """The reliability diagram of P(level >= threshold): pairs binned by the predicted probability
+    (`bins` equal-width bins on [0, 1]); per non-empty bin its pairs, mean prediction and observed
+    share at level >= threshold. Returns (bins, expected calibration error: the bins' gaps between
+    prediction and observation, weighted by their share of the pairs).
+
+    >>> rows, ece = reliability(np.array([1, 2, 2, 1]), np.array([0.1, 0.9, 0.8, 0.2]), 2, bins=2)
+    >>> [(r["pairs"], r["observed"]) for r in rows], round(ece, 3)
+    ([(2, 0.0), (2, 1.0)], 0.15)
+    """
+    positive = (np.asarray(y_true) >= threshold).astype(np.float64)
+    p = np.clip(np.asarray(p_at_least, dtype=np.float64), 0.0, 1.0)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        if not n:
+            continue
+        predicted, observed = float(p[mask].mean()), float(positive[mask].mean())
+        rows.append({"low": b / bins, "high": (b + 1) / bins, "pairs": n, "predicted": predicted,
+                     "observed": observed})
+        ece += n / len(p) * abs(predicted - observed)
+    return rows, float(ece)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """(K, K) counts: row = human level, column = predicted level."""
+    out = np.zeros((k, k), dtype=np.int64)
+    np.add.at(out, (np.asarray(y_true) - 1, np.asarray(y_pred) - 1), 1)
+    return out

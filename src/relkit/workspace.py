@@ -354,6 +354,28 @@ class Workspace:
             found.append({"id": meta.parent.name, "kind": info.get("kind", "?"), "path": str(meta.parent)})
         return found
 
+    def save_result(self, kind: str, name: str, payload: object) -> Path:
+        """Keep the figures of a study (`scaling`, `ablation`) as results/KIND-NAME.json, for `relkit
+        report`; a study run again under the same name replaces its file."""
+        folder = self.path / "results"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{kind}-{name}.json"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.replace(path)
+        return path
+
+    def results(self, kind: str) -> list[dict]:
+        """The saved studies of one kind, by name: [{"name": ..., **payload}]."""
+        out = []
+        for path in sorted((self.path / "results").glob(f"{kind}-*.json")):
+            try:
+                payload = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise RelkitError(f"{path}: not readable JSON ({e}); delete it or run the study again") from None
+            out.append({"name": path.stem.removeprefix(f"{kind}-"), **payload})
+        return out
+
     def query_ids_by_text(self) -> dict[str, str]:
         """Each query text (spacing normalised) -> the id of the first query with that text."""
         by_text: dict[str, str] = {}

@@ -8,13 +8,14 @@ they grow.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, score_prediction
+from relkit.student.fast import measure_speed
 from relkit.student.features import FeatureBuilder, FeatureConfig
 from relkit.student.model import DevSet, Student, StudentConfig, TrainingSet, assemble, fit_student
 from relkit.workspace import Workspace
@@ -115,7 +116,7 @@ class Distiller:
         if n_teacher:
             order = np.random.default_rng(config.seed).permutation(self.available)[:n_teacher]
             parts_x.append(self.teacher_x[order])
-            parts_y.append(self.labels.targets[order])
+            parts_y.append(sharpen(self.labels.targets[order], config.label_temperature))
             parts_w.append(np.ones(n_teacher, dtype=np.float32))
         n_human = len(self.human_x) if human and config.human_weight > 0 else 0
         if n_human:
@@ -125,13 +126,30 @@ class Distiller:
         if not parts_x:
             raise RelkitError("nothing to train the student on: no teacher-labeled pairs and no human labels")
         train = TrainingSet(np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w))
-        return fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher,
-                           data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)},
-                           show_progress=self.show_progress)
+        student = fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher,
+                              data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)},
+                              show_progress=self.show_progress)
+        # the model card's figures: held-out test metrics and the fast scorer's time per query
+        student.meta.metrics["test"] = self.test(student)
+        queries = list(dict.fromkeys(self.test_pairs.queries))[:20]
+        student.meta.data["speed"] = measure_speed(student, self.builder, queries)
+        return student
 
     def test(self, student: Student) -> dict:
         return score_prediction(self.test_pairs, student_prediction(student, self.builder, self.test_pairs),
                                 self.ws.scale)
+
+
+def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:
+    """Soft labels at another temperature: p^(1/T), renormalised per row (T = 1 leaves them as they are).
+
+    >>> sharpen(np.array([[0.5, 0.5, 0.0], [0.8, 0.2, 0.0]]), 0.5).round(3).tolist()
+    [[0.5, 0.5, 0.0], [0.941, 0.059, 0.0]]
+    """
+    if temperature == 1.0:
+        return targets
+    powered = np.power(np.asarray(targets, dtype=np.float64), 1.0 / temperature)
+    return (powered / powered.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def parse_sizes(spec: str) -> list[int | None]:
@@ -152,7 +170,7 @@ def parse_sizes(spec: str) -> list[int | None]:
 def scaling_curve(distiller: Distiller, sizes: list[int | None], config: StudentConfig, prefix: str,
                   save: bool = True) -> list[CurveRow]:
     """One student on human labels only, then one per size; each scored on the test split and
-    saved as artifacts/student-PREFIX-human, student-PREFIX-N."""
+    saved as artifacts/student-PREFIX-human, student-PREFIX-N, the curve as results/scaling-PREFIX.json."""
     rows = []
     plan = [(HUMAN_ONLY, 0)] + [(str(n or distiller.available), n) for n in sizes]
     for label, n in plan:
@@ -163,5 +181,8 @@ def scaling_curve(distiller: Distiller, sizes: list[int | None], config: Student
         if save:
             student.save(distiller.ws.artifacts / f"student-{prefix}-{label}")
         rows.append(CurveRow(label, student.meta.data["teacher_pairs"], student.meta.data["human_pairs"],
-                             distiller.test(student), student.meta.metrics["dev"], student.meta.data["seconds"]))
+                             student.meta.metrics["test"], student.meta.metrics["dev"], student.meta.data["seconds"]))
+    if save:
+        distiller.ws.save_result("scaling", prefix, {"teacher": distiller.teacher, "split": "test",
+                                                     "rows": [asdict(r) for r in rows]})
     return rows

@@ -20,12 +20,32 @@ No torch is imported. The output equals `Student.predict_proba` on the same pair
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from relkit.errors import RelkitError
 from relkit.student.features import FeatureBuilder
 from relkit.student.model import Student, softmax
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One item of a ranking: `score` is the expected gain under the level `probabilities` (the
+    scale's K levels, lowest first, rounded to 6 decimals), `level` the student's level (1..K: its
+    expected level cut at the cutpoints fit on dev, the most probable level for a student without
+    cutpoints), `inline` whether the item was given by its fields rather than by a catalog id."""
+
+    item_id: str
+    score: float
+    level: int
+    probabilities: tuple[float, ...]
+    inline: bool = False
+
+    def __post_init__(self):
+        if not 1 <= self.level <= len(self.probabilities):
+            raise ValueError(f"level {self.level} is not among the {len(self.probabilities)} levels of {self.item_id!r}")
 
 
 class FastScorer:
@@ -37,6 +57,7 @@ class FastScorer:
     def __init__(self, student: Student, builder: FeatureBuilder):
         student.check_builder(builder)
         self.student, self.builder = student, builder
+        self.gains = np.asarray(student.scale.gains, dtype=np.float64)
         w0, b0 = student.layers[0]
         mean, std = student.weights["mean"], student.weights["std"]
         w = (w0 / std).astype(np.float32)                  # standardisation folded in
@@ -106,3 +127,60 @@ class FastScorer:
 
     def score(self, query: str, item_ids: Sequence[str], query_vector: np.ndarray | None = None) -> np.ndarray:
         return self.score_rows(query, self.builder.items.rows(item_ids), query_vector)
+
+    def rank(self, query: str, items: Sequence[str | Mapping], top_k: int | None = None,
+             query_vector: np.ndarray | None = None) -> list[Scored]:
+        """`items` best first for `query` (the first `top_k` of them when given). An item is a
+        catalog id, or a record of an item outside the catalog (`title` required; `description`,
+        `board_titles`, `link_title`, `link_description` and `item_id` optional, the id
+        `inline-N` by its position in `items` otherwise). A catalog id given twice is ranked once;
+        an id not in the catalog raises RelkitError. Ties keep the order of `items`, catalog ids
+        before records. This is what `relkit serve` answers for `POST /v1/rerank`.
+
+            scorer = FastScorer(Student.load(path), builder)
+            for hit in scorer.rank("red chair", ["item-1", "item-2", {"title": "Red oak chair"}], top_k=2):
+                print(hit.item_id, hit.score, hit.level)
+        """
+        ids = list(dict.fromkeys(i for i in items if isinstance(i, str)))
+        records = [dict(r, item_id=str(r.get("item_id") or f"inline-{n}"))
+                   for n, r in enumerate(items) if not isinstance(r, str)]
+        if top_k is not None and top_k < 1:
+            raise RelkitError(f"top_k must be at least 1 (or None for all); got {top_k}")
+        if self.d and query_vector is None and (ids or records):
+            query_vector = self.builder.query_vectors([query])[0]
+        parts = []
+        if ids:
+            parts.append(self.score_rows(query, self.builder.items.rows(ids), query_vector))
+        if records:
+            table = self.builder.inline_items(records)
+            parts.append(self.score_rows(query, np.arange(len(records)), query_vector, items=table))
+        if not parts:
+            return []
+        proba = np.concatenate(parts)
+        names = ids + [r["item_id"] for r in records]
+        scores = proba @ self.gains
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        levels = self.student.predict_levels(proba[order]).tolist()
+        probabilities = np.round(proba[order].astype(np.float64), 6).tolist()
+        return [Scored(names[i], score, level, tuple(p), i >= len(ids))
+                for i, score, level, p in zip(order.tolist(), scores[order].tolist(), levels, probabilities)]
+
+
+def measure_speed(student: Student, builder: FeatureBuilder, queries: Sequence[str], candidates: int = 1000,
+                  repeats: int = 3) -> dict:
+    """Milliseconds the fast scorer takes to score `candidates` catalog items (or the whole catalog
+    when smaller) for each of `queries`, the query's embedding known (as the service's cache has
+    it): p50 and p99 over queries x repeats, on this machine."""
+    import time
+
+    scorer = FastScorer(student, builder)
+    rows = np.arange(min(candidates, len(builder.items.item_ids)))
+    vectors = builder.query_vectors(list(queries)) if builder.dim else [None] * len(queries)
+    times = []
+    for query, vector in zip(queries, vectors):
+        for _ in range(repeats):
+            start = time.perf_counter()
+            scorer.score_rows(query, rows, vector)
+            times.append((time.perf_counter() - start) * 1000)
+    return {"candidates": int(len(rows)), "queries": len(queries), "p50_ms": float(np.percentile(times, 50)),
+            "p99_ms": float(np.percentile(times, 99))}

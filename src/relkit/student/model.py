@@ -37,6 +37,9 @@ class StudentConfig:
     human_weight: float = 1.0        # weight of a human-labeled pair against a teacher-labeled one
     seed: int = 0
     product_rank: int = 0            # > 0: the first layer's query-item-product weights have this rank
+    label_temperature: float = 1.0   # teacher soft labels as p^(1/T), renormalised: T < 1 sharpens them
+    decision: str = "cutpoints"      # cutpoints: a level from the expected level, cut where dev QWK is best;
+                                     # argmax: the most probable level (collapses to the majority level)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -48,6 +51,10 @@ class StudentConfig:
             raise RelkitError("student: human_weight cannot be negative")
         if self.product_rank < 0:
             raise RelkitError("student: product_rank is 0 (full) or a positive rank")
+        if not self.label_temperature > 0:
+            raise RelkitError("student: label_temperature must be positive")
+        if self.decision not in ("cutpoints", "argmax"):
+            raise RelkitError(f"student: decision is cutpoints or argmax, not '{self.decision}'")
 
 
 @dataclass
@@ -57,6 +64,7 @@ class StudentMeta:
     blocks: list                           # [(name, width), ...] of the model input
     hidden: list
     teacher: str | None = None
+    cutpoints: list[float] | None = None   # levels from the expected level (fit on dev); None: argmax
     config: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -147,7 +155,9 @@ class Student:
         return softmax(self.logits(x))
 
     def predict_levels(self, proba: np.ndarray) -> np.ndarray:
-        return np.asarray(proba).argmax(axis=1) + 1
+        """The student's level for each row of `predict_proba`'s output: its decision rule (the
+        cutpoints fit on dev, else the most probable level)."""
+        return decide(proba, self.meta.cutpoints)
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -160,6 +170,7 @@ class Student:
         tmp.mkdir(parents=True)
         np.savez(tmp / WEIGHTS_FILE, **self.weights)
         (tmp / META_FILE).write_text(self.meta.to_json())
+        (tmp / "README.md").write_text(model_card(self.meta, self.weights))
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
@@ -179,6 +190,76 @@ class Student:
             raise RelkitError(f"{path}: the first layer takes {weights['w0'].shape[1]} inputs, the blocks "
                               f"in {META_FILE} make {width}")
         return cls(meta, weights, path)
+
+
+def model_card(meta: StudentMeta, weights: dict[str, np.ndarray]) -> str:
+    """The student's README.md: what it reads, what it learned from, how good and how fast it is."""
+    def table(metrics: dict) -> str:
+        return "\n".join(f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in metrics.items()
+                         if v is None or isinstance(v, (int, float)))
+
+    features = meta.features or {}
+    groups = ", ".join(features.get("groups", ())) or "features of your own"
+    blocks = ", ".join(f"{name} ({width})" for name, width in meta.blocks)
+    params = sum(int(w.size) for k, w in weights.items() if k[0] in "wb")
+    data = meta.data
+    source = (f"`{meta.teacher}`'s soft labels of {data.get('teacher_pairs', 0):,} train-split pairs"
+              if data.get("teacher_pairs") else "no teacher labels")
+    temperature = meta.config.get("label_temperature", 1.0)
+    if data.get("teacher_pairs") and temperature != 1.0:
+        source += f" (sharpened at temperature {temperature})"
+    human = data.get("human_pairs", 0)
+    weight = meta.config.get("human_weight", 1.0)
+    decision = (f"its expected level cut at {', '.join(f'{c:.3f}' for c in meta.cutpoints)} (fit on dev to "
+                f"maximise QWK)" if meta.cutpoints is not None else "its most probable level")
+    sections = [f"""# relkit student
+
+A feed-forward student (hidden layers {', '.join(map(str, meta.hidden))}; {params:,} weights, plain
+numpy) that predicts search relevance on {meta.scale.k} levels ({meta.scale.describe()}). It ranks by
+the expected gain under its level probabilities; its level for a pair is {decision}. Load it with
+`relkit.student.Student.load(path)`; `relkit.json` holds the scale, the feature layout, the
+cutpoints and the training config.
+
+## Features
+
+Groups: {groups}{f"; bi-encoder `{features['encoder']}`" if "embedding" in features.get("groups", ()) else ""}.
+Input blocks in order: {blocks}.
+
+## Training data
+
+{source}, and {human:,} human-labeled train pairs{f" (weight {weight:g} each)" if human else ""};
+{data.get('train_rows', 0):,} rows in all. Early-stopped on the dev split's human labels (best epoch
+{meta.metrics.get('best_epoch', '-')}), trained in {data.get('seconds', 0):.1f} s.
+"""]
+    for split in ("dev", "test"):
+        if meta.metrics.get(split):
+            sections.append(f"""## {split.capitalize()} metrics
+
+accuracy and qwk use the student's decision ({'cutpoints' if meta.cutpoints is not None else 'argmax'});
+argmax_accuracy and argmax_qwk the most probable level.
+
+| metric | value |
+|---|---|
+{table(meta.metrics[split])}
+""")
+    speed = data.get("speed")
+    if speed:
+        sections.append(f"""## Speed
+
+The fast scorer (numpy, one process) scores {speed['candidates']:,} candidates for a query in
+{speed['p50_ms']:.2f} ms (p50; p99 {speed['p99_ms']:.2f} ms over {speed['queries']} queries), the
+query's embedding known, on the machine it was trained on.
+""")
+    return "\n".join(sections)
+
+
+def decide(proba: np.ndarray, cutpoints: list[float] | None) -> np.ndarray:
+    """Levels 1..K from probabilities: cut the expected level at `cutpoints`, or argmax when None."""
+    from relkit.metrics import apply_cutpoints, expected_level
+
+    if cutpoints is None:
+        return np.asarray(proba).argmax(axis=1) + 1
+    return apply_cutpoints(expected_level(proba), cutpoints)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -281,6 +362,23 @@ def dev_metrics(proba: np.ndarray, dev: DevSet, scale: LabelScale) -> dict[str, 
             "ndcg@10": float(np.mean(list(per_query.values()))) if per_query else 0.0}
 
 
+def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: str
+                 ) -> tuple[list[float] | None, dict[str, float]]:
+    """The cutpoints of `decision` fit on dev (None for argmax), and dev accuracy and QWK under both
+    decisions: the argmax of a soft-label student mostly says the majority level, while the
+    expected level still orders pairs well; cutting it where dev QWK is best gives levels that
+    spread as the human ones do."""
+    from relkit.metrics import accuracy, expected_level, fit_cutpoints, quadratic_kappa
+
+    cuts = (fit_cutpoints(expected_level(proba), dev.labels, scale.levels).tolist()
+            if decision == "cutpoints" else None)
+    argmax, levels = proba.argmax(axis=1) + 1, decide(proba, cuts)
+    kappa = lambda y: quadratic_kappa(dev.labels, y, scale.levels)  # noqa: E731
+    nan_free = lambda v: None if np.isnan(v) else v                  # noqa: E731
+    return cuts, {"accuracy": accuracy(dev.labels, levels), "qwk": nan_free(kappa(levels)),
+                  "argmax_accuracy": accuracy(dev.labels, argmax), "argmax_qwk": nan_free(kappa(argmax))}
+
+
 def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
                 config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None,
                 show_progress: bool = True) -> Student:
@@ -348,9 +446,11 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
                        hidden=list(config.hidden), teacher=teacher,
                        config={**asdict(config), "hidden": list(config.hidden)},
                        data={**(data or {}), "train_rows": len(train.x), "seconds": time.perf_counter() - started},
-                       metrics={"dev": {k: best_epoch[k] for k in ("accuracy", "ndcg@10")},
-                                "best_epoch": best_epoch["epoch"], "history": history})
-    return Student(meta, weights)
+                       metrics={"best_epoch": best_epoch["epoch"], "history": history})
+    student = Student(meta, weights)
+    meta.cutpoints, decided = fit_decision(softmax(student.logits(dev.x)), dev, scale, config.decision)
+    meta.metrics["dev"] = {"ndcg@10": best_epoch["ndcg@10"], **decided}
+    return student
 
 
 class StudentClassifier:
@@ -432,4 +532,6 @@ class StudentClassifier:
         return softmax(self.student_.logits(x))
 
     def predict(self, X) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1) + 1
+        """Levels by the student's decision: the expected level cut at the cutpoints fit on eval_set."""
+        proba = self.predict_proba(X)      # refuses an unfitted classifier first
+        return self.student_.predict_levels(proba)

@@ -4,8 +4,10 @@ predict (scale, text template, max length) is in the `relkit.json` beside its we
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from relkit.scale import LabelScale
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
 
 META_FILE = "relkit.json"
+CHECKPOINT = "checkpoint"   # a resumable training checkpoint, kept inside the teacher's folder
 
 # How each architecture reads a pair, by `config.model_type`. An explicit list: a model type that
 # is not here is refused with this list rather than guessed at.
@@ -59,6 +62,7 @@ class TeacherMeta:
     prior: dict | None = None                     # the prior added to the logits (see prior.py)
     config: dict = field(default_factory=dict)    # the resolved training config
     metrics: dict = field(default_factory=dict)   # dev metrics of the saved weights
+    loss: dict = field(default_factory=dict)      # the training loss's settings (TeacherLoss.config)
     kind: str = "teacher"
     relkit_version: str = ""
 
@@ -176,6 +180,29 @@ class Teacher:
         model.eval()
         return cls(model, tokenizer, meta, path)
 
+    def save(self, path: str | os.PathLike) -> "Teacher":
+        """Write the teacher to `path`: safetensors weights (LoRA adapters merged in), the tokenizer,
+        relkit.json and a model card. The folder is replaced whole; a training checkpoint inside it is kept.
+
+        >>> Teacher(model, tokenizer, meta).save("artifacts/teacher-minilm")    # doctest: +SKIP
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        plain = self.model
+        if hasattr(plain, "merge_and_unload"):  # a peft model: save merged weights, keep training the adapters
+            plain = copy.deepcopy(plain).merge_and_unload()
+        plain.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        (tmp / META_FILE).write_text(self.meta.to_json())
+        (tmp / "README.md").write_text(model_card(self.meta))
+        if (path / CHECKPOINT).exists():
+            (path / CHECKPOINT).rename(tmp / CHECKPOINT)
+        replace_dir(tmp, path)
+        self.path = path
+        return self
+
     @property
     def scale(self) -> LabelScale:
         return self.meta.scale
@@ -246,3 +273,44 @@ def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 32, sh
             out[chunk] = torch.softmax(logits, dim=-1).cpu().numpy()
     model.train(was_training)
     return out
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put `tmp` where `final` is, so a reader never sees a half-written folder."""
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def model_card(meta: TeacherMeta) -> str:
+    """The README.md saved beside a teacher's weights."""
+    metrics = "\n".join(f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in meta.metrics.items()
+                        if not isinstance(v, (list, dict)))
+    prior = ""
+    if meta.prior:
+        names = ", ".join(meta.prior.get("features", ["cosine"]))
+        prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
+                 f"the bi-encoder `{meta.prior['model']}`) plus a bias (in relkit.json).")
+    loss = ""
+    if meta.loss:
+        settings = "\n".join(f"| {k} | {v} |" for k, v in meta.loss.items())
+        loss = f"\n## Training loss\n\n| setting | value |\n|---|---|\n{settings}\n"
+    return f"""# relkit teacher
+
+A {meta.family} cross-encoder fine-tuned from `{meta.base_model}` to predict search relevance on
+{meta.scale.k} levels ({meta.scale.describe()}). It reads `{meta.template.query_prefix}query` and
+`{meta.template.item_prefix}item text` (item fields: {meta.template.item_text.describe()}), at
+most {meta.max_length} tokens.{prior} Load it with `relkit.teacher.Teacher.load(path)`; `relkit.json`
+holds the scale, the text template and the training config.
+{loss}
+## Dev metrics of these weights
+
+| metric | value |
+|---|---|
+{metrics}
+"""

@@ -1,14 +1,18 @@
 """Fine-tune a teacher on the judged pairs of the train split, choosing the best weights on dev.
 
-The loop reads top to bottom: load data and model, then for each optimizer step: a few
-micro-batches (gradient accumulation), clip, step, schedule; now and then a dev evaluation (the
-best weights by `primary` are saved as the teacher) and a resumable checkpoint.
+Three parts: `prepare_run` reads the data once (pairs, item text, tokens, the prior);
+`relkit.teacher.loss.TeacherLoss` is the loss; `train_teacher` is one loop on Hugging Face
+Accelerate that reads top to bottom: for each optimizer step, a few micro-batches (gradient
+accumulation), clip, step, schedule; now and then a dev evaluation (the best weights by `primary`
+are saved as the teacher) and a resumable checkpoint. The same loop runs on one CPU, one GPU, or
+several processes under `accelerate launch` (each trains on its share of every step's batches).
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -21,13 +25,12 @@ from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
 from relkit.hf import resolve_device
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
-from relkit.teacher.prior import FEATURE_SETS
-from relkit.teacher.model import (META_FILE, TEMPLATES, TeacherMeta, TextTemplate, collate, encode_pairs,
-                                  family_of, load_tokenizer, predict_ids)
+from relkit.scale import LabelScale
+from relkit.teacher.model import (CHECKPOINT, META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate,
+                                  encode_pairs, family_of, load_tokenizer, predict_ids, replace_dir)
+from relkit.teacher.prior import FEATURE_SETS, Prior
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
 from relkit.workspace import Workspace
-
-CHECKPOINT = "checkpoint"
 
 
 @dataclass
@@ -112,6 +115,7 @@ class TrainResult:
     dev_metrics: dict
     seconds: float
     history: list              # one dict per dev evaluation: step, dev_loss, and the metrics
+    main_process: bool = True  # False in the other processes of `accelerate launch` (they keep no history)
 
     @property
     def finished(self) -> bool:
@@ -224,15 +228,6 @@ def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
                        labels=pairs.labels[rows])
 
 
-def class_weights(labels: np.ndarray, k: int, how: str) -> np.ndarray | None:
-    if how == "none":
-        return None
-    counts = np.bincount(labels - 1, minlength=k).astype(np.float64)
-    w = len(labels) / (k * np.maximum(counts, 1.0))
-    w = np.sqrt(w) if how == "sqrt" else w
-    return w / np.average(w, weights=counts)  # the average pair keeps weight 1
-
-
 def epoch_batches(n: int, groups: np.ndarray | None, batch_size: int, seed: int) -> list[np.ndarray]:
     """The micro-batches of one epoch, a pure function of the seed: shuffled pairs, or, with
     `groups` (a query number per pair), shuffled whole queries packed up to `batch_size` pairs."""
@@ -257,102 +252,172 @@ def epoch_batches(n: int, groups: np.ndarray | None, batch_size: int, seed: int)
     return batches
 
 
-def listnet_loss(scores, gains, groups):
-    """Mean over the batch's queries of the cross-entropy between softmax(scores) and softmax(gains)
-    of each query's items; queries whose items all share one gain carry no order and are skipped."""
+# --- preparing the run ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What the loop trains on, read from the workspace once: the train and dev pairs as token ids,
+    the text template, and the prior (fitted on train) with its features of each pair."""
+
+    scale: LabelScale
+    train: JudgedPairs
+    dev: JudgedPairs
+    template: TextTemplate
+    train_ids: list               # token ids of each train pair
+    dev_ids: list
+    query_numbers: np.ndarray     # a number per train pair, the same for the pairs of one query
+    prior: Prior | None = None    # the starting prior; None for a plain cross-encoder
+    train_x: np.ndarray | None = None   # (train pairs, prior features)
+    dev_x: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not (len(self.train_ids) == len(self.train) == len(self.query_numbers)) or len(self.dev_ids) != len(self.dev):
+            raise ValueError("one token sequence and one query number per pair")
+        if (self.prior is None) != (self.train_x is None) or (self.train_x is None) != (self.dev_x is None):
+            raise ValueError("the prior comes with its features of the train and dev pairs")
+
+
+def check_run(ws: Workspace, config: TrainConfig) -> None:
+    """The errors a run can meet in the workspace, raised before any model is loaded."""
+    if config.primary not in metric_names(ws.scale):
+        raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
+    check_train_data(load_judged_pairs(ws, "train"), ws.scale.k)
+    if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
+        raise RelkitError("the dev split has no judged pairs, and the teacher keeps the weights best on dev: "
+                          "split with --dev above 0, or pin queries to dev")
+
+
+def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str, show_progress: bool = False,
+                log=print) -> PreparedRun:
+    """Read the train and dev pairs, render their item text, tokenize them and fit the prior."""
+    item_template = ItemTextTemplate.parse(config.fields) if config.fields else DEFAULT_TEMPLATE
+    train = load_judged_pairs(ws, "train")
+    dev = sample_queries(load_judged_pairs(ws, "dev"), config.dev_queries, config.seed)
+    template = TextTemplate(item_text=item_template, query_prefix=TEMPLATES[family][0],
+                            item_prefix=TEMPLATES[family][1])
+    train_texts, dev_texts = train.item_texts(item_template), dev.item_texts(item_template)
+    prior = train_x = dev_x = None
+    if config.prior != "none":
+        from relkit.features.embeddings import workspace_vectors
+        from relkit.teacher.prior import features
+
+        names = FEATURE_SETS[config.prior_features]
+        log(f"prior ({', '.join(names)}; bi-encoder '{config.prior}') of {len(train) + len(dev):,} pairs")
+        item_vectors = workspace_vectors(ws, config.prior, show_progress=show_progress)  # shared with labeling
+        train_x = features(names, config.prior, train.queries, train_texts, _titles(train), show_progress,
+                           item_vectors)
+        dev_x = features(names, config.prior, dev.queries, dev_texts, _titles(dev), show_progress, item_vectors)
+        prior = Prior.fit(config.prior, train_x, train.labels, ws.scale.k, names)
+    return PreparedRun(
+        scale=ws.scale, train=train, dev=dev, template=template,
+        train_ids=encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length),
+        dev_ids=encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length),
+        query_numbers=np.unique(np.array(train.query_ids), return_inverse=True)[1],
+        prior=prior, train_x=train_x, dev_x=dev_x)
+
+
+# --- the model being trained, its evaluation and its checkpoint -----------------------------
+
+def teacher_net(model, prior: Prior | None):
+    """The transformer and the prior as one module, so that `accelerator.prepare` places, wraps
+    and synchronises the prior's weights with the transformer's."""
     import torch
 
-    losses = []
-    for g in torch.unique(groups):
-        mask = groups == g
-        if mask.sum() < 2 or gains[mask].max() == gains[mask].min():
-            continue
-        target = torch.softmax(gains[mask], dim=0)
-        losses.append(-(target * torch.log_softmax(scores[mask], dim=0)).sum())
-    return torch.stack(losses).mean() if losses else scores.sum() * 0.0
+    class TeacherNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.prior_weight = self.prior_bias = None
+            if prior is not None:
+                self.prior_weight = torch.nn.Parameter(torch.tensor(prior.weight, dtype=torch.float32))
+                self.prior_bias = torch.nn.Parameter(torch.tensor(prior.bias, dtype=torch.float32))
+
+        def forward(self, batch, prior_x=None):
+            logits = self.model(**batch).logits.float()
+            if self.prior_weight is None:
+                return logits
+            with torch.autocast(logits.device.type, enabled=False):  # the prior stays in fp32
+                return logits + prior_x.to(logits.device) @ self.prior_weight + self.prior_bias
+
+        def prior(self) -> Prior | None:
+            if self.prior_weight is None:
+                return None
+            return Prior(prior.model, self.prior_weight.detach().cpu().tolist(),
+                         self.prior_bias.detach().cpu().tolist(), list(prior.features))
+
+    return TeacherNet()
 
 
-# --- saving ---------------------------------------------------------------------------------
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Put `tmp` where `final` is, so a reader never sees a half-written folder."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def save_teacher(model, tokenizer, meta: TeacherMeta, path: Path) -> None:
-    """Weights (safetensors; LoRA merged in), tokenizer, relkit.json and a model card."""
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    plain = model
-    if hasattr(model, "merge_and_unload"):  # a peft model: save the merged weights, keep training the adapters
-        plain = copy.deepcopy(model).merge_and_unload()
-    plain.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / META_FILE).write_text(meta.to_json())
-    (tmp / "README.md").write_text(_model_card(meta))
-    keep = [p for p in path.iterdir() if p.name == CHECKPOINT] if path.exists() else []
-    for p in keep:  # the resumable checkpoint lives inside the teacher's folder
-        p.rename(tmp / p.name)
-    _replace_dir(tmp, path)
+def evaluate_dev(net, tokenizer, run: PreparedRun, decision: str) -> tuple[dict, list[float] | None]:
+    """Dev metrics (and dev_loss) of the current weights, and the cutpoints fit on dev."""
+    prior = net.prior()
+    offsets = None if prior is None else prior.logits(run.dev_x)
+    proba = predict_ids(net.model, tokenizer, run.dev_ids, batch_size=64, offsets=offsets)
+    cuts = None
+    if decision == "cutpoints":
+        cuts = fit_cutpoints(expected_level(proba), run.dev.labels, run.scale.levels).tolist()
+    levels = None if cuts is None else apply_cutpoints(expected_level(proba), cuts)
+    metrics = score_prediction(run.dev, Prediction(proba=proba, levels=levels), run.scale)
+    picked = proba[np.arange(len(run.dev)), run.dev.labels - 1]
+    metrics["dev_loss"] = float(-np.mean(np.log(np.clip(picked, 1e-12, 1))))
+    return metrics, cuts
 
 
-def _model_card(meta: TeacherMeta) -> str:
-    metrics = "\n".join(f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in meta.metrics.items()
-                        if not isinstance(v, (list, dict)))
-    prior = ""
-    if meta.prior:
-        names = ", ".join(meta.prior.get("features", ["cosine"]))
-        prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
-                 f"the bi-encoder `{meta.prior['model']}`) plus a bias (in relkit.json).")
-    return f"""# relkit teacher
-
-A {meta.family} cross-encoder fine-tuned from `{meta.base_model}` to predict search relevance on
-{meta.scale.k} levels ({meta.scale.describe()}). It reads `{meta.template.query_prefix}query` and
-`{meta.template.item_prefix}item text` (item fields: {meta.template.item_text.describe()}), at
-most {meta.max_length} tokens.{prior} Load it with `relkit.teacher.Teacher.load(path)`; `relkit.json`
-holds the scale, the text template and the training config.
-
-## Dev metrics of these weights
-
-| metric | value |
-|---|---|
-{metrics}
-"""
-
-
-def save_checkpoint(model, optimizer, scheduler, state: dict, config: TrainConfig, path: Path) -> None:
+def save_checkpoint(accelerator, state: dict, config: TrainConfig, path: Path) -> None:
+    """Model, optimizer, schedule and every process's random state (`accelerator.save_state`), the
+    loop's counters (trainer.pt) and the resolved config, replacing `path` whole."""
     import torch
-    from safetensors.torch import save_model
 
     tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), **state}, tmp / "trainer.pt")
-    (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    _replace_dir(tmp, path)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        torch.save({**state, "processes": accelerator.num_processes}, tmp / "trainer.pt")
+        (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        replace_dir(tmp, path)
+    accelerator.wait_for_everyone()
+
+
+def my_share(group: list, rank: int, processes: int) -> list:
+    """This process's micro-batches of one optimizer step: every `processes`-th, from `rank`. Every
+    process does the same number of backward passes (DDP's gradient all-reduce waits for each),
+    so a short last group is evened out with batches from its start, as accelerate's even_batches."""
+    count = math.ceil(len(group) / processes)
+    return [group[(rank + processes * j) % len(group)] for j in range(count)]
+
+
+def new_accelerator(precision: str, device: str):
+    """An `Accelerator` for this run. Processes started by `accelerate launch` (or torchrun) join
+    their group: over NCCL on GPUs, over gloo on CPUs. accelerate keeps its settings process-wide;
+    outside such a group they are reset, so that one Python process can train a bf16 teacher, then
+    an fp32 one."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if not torch.distributed.is_initialized():
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=device == "cpu")
 
 
 # --- the loop -------------------------------------------------------------------------------
 
-def teacher_dir(ws: Workspace, name: str) -> Path:
-    return ws.artifact_dir("teacher", name)
+def teacher_dir(ws: Workspace | Path, name: str) -> Path:
+    if isinstance(ws, Workspace):
+        return ws.artifact_dir("teacher", name)
+    return Path(ws) / "artifacts" / f"teacher-{name}"
 
 
-def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str | None = None,
+def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None = None, resume: str | None = None,
                   stop_after: int | None = None, show_progress: bool = True, log=print) -> TrainResult:
     """Fine-tune a teacher on the train split; keep the weights best on dev by `config.primary`.
 
+    `ws` is an open workspace, or its path: then it is opened only while the run is prepared (by
+    each process of `accelerate launch` in turn, the first read-write, the others read-only).
     `resume` names a teacher whose checkpoint to continue (its saved config is used).
     `stop_after` ends this call after that many optimizer steps, leaving a checkpoint to resume.
 
@@ -360,212 +425,170 @@ def train_teacher(ws: Workspace, config: TrainConfig | None = None, resume: str 
     >>> Teacher.load(result.path).predict_proba([("red chair", "Red oak chair")])  # doctest: +SKIP
     """
     import torch
+    from accelerate.utils import broadcast_object_list
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    from relkit.teacher.loss import TeacherLoss, class_weights
+
     started = time.perf_counter()
-    checkpoint_state = None
+    root = ws.path if isinstance(ws, Workspace) else Path(ws)
     if resume is not None:
-        ckpt = teacher_dir(ws, resume) / CHECKPOINT
+        ckpt = teacher_dir(root, resume) / CHECKPOINT
         if not (ckpt / "trainer.pt").is_file():
             raise RelkitError(f"no checkpoint to resume at {ckpt}")
         config = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
-        checkpoint_state = torch.load(ckpt / "trainer.pt", weights_only=True)
     config = config or TrainConfig()
-    if config.primary not in metric_names(ws.scale):
-        raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
-    k = ws.scale.k
-    item_template = ItemTextTemplate.parse(config.fields) if config.fields else DEFAULT_TEMPLATE
-    train = load_judged_pairs(ws, "train")
-    check_train_data(train, k)
-    if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
-        raise RelkitError("the dev split has no judged pairs, and the teacher keeps the weights best on dev: "
-                          "split with --dev above 0, or pin queries to dev")
-    dev = sample_queries(load_judged_pairs(ws, "dev"), config.dev_queries, config.seed)
-    device = resolve_device(config.device)
+    accelerator = new_accelerator(config.precision, resolve_device(config.device))
+    main = accelerator.is_main_process
+    log = log if main else (lambda message: None)
+    # every process trains under one name: the main process's, whose default holds the time
     base_name = Path(resolve_base(config)[0]).name or "model"
-    name = config.name = config.name or f"{base_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    out = teacher_dir(ws, name)
+    config.name = broadcast_object_list([config.name or f"{base_name}-{datetime.now():%Y%m%d-%H%M%S}"])[0]
+    name, out = config.name, teacher_dir(root, config.name)
     if resume is None and (out / META_FILE).exists():
         raise RelkitError(f"{out} exists; pick another --name, or --resume {name}")
-    torch.manual_seed(config.seed)
-    model, tokenizer, family, _ = load_base(config, k, device)
-    prefix_q, prefix_i = TEMPLATES[family]
-    template = TextTemplate(item_text=item_template, query_prefix=prefix_q, item_prefix=prefix_i)
+    accelerator.wait_for_everyone()  # before the main process saves anything there
+
+    # prepare: data, text, tokens and prior (the main process first, so that it fills the caches)
+    with accelerator.main_process_first(), _opened(ws, read_only=not main) as opened:
+        check_run(opened, config)
+        torch.manual_seed(config.seed)
+        model, tokenizer, family, _ = load_base(config, opened.scale.k, str(accelerator.device.type))
+        run = prepare_run(opened, config, tokenizer, family, show_progress and main, log)
+    if isinstance(ws, Workspace):
+        ws.release()  # everything is read: other commands can use the workspace while the teacher trains
+    k, scale = run.scale.k, run.scale
+    net = teacher_net(model, run.prior)
+    train_x = None if run.train_x is None else torch.tensor(run.train_x, dtype=torch.float32)
+    targets, group_of = torch.tensor(run.train.labels - 1), torch.tensor(run.query_numbers)
+    weights = class_weights(run.train.labels, k, config.class_weights)
+    loss_fn = TeacherLoss(scale, weights, config.label_smoothing, config.ordinal_weight, config.listwise_weight,
+                          num_labels=model.config.num_labels).to(accelerator.device)
     meta = TeacherMeta(base_model=config.model if not config.gguf_file else f"{config.model}:{config.gguf_file}",
-                       family=family, scale=ws.scale, template=template, max_length=config.max_length,
-                       config=asdict(config))
-    train_texts, dev_texts = train.item_texts(item_template), dev.item_texts(item_template)
-    train_ids = encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length)
-    dev_ids = encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length)
-    targets = torch.tensor(train.labels - 1)
-    prior_w = prior_b = train_x = dev_x = None
-    prior_names = FEATURE_SETS[config.prior_features]
-    if config.prior != "none":
-        from relkit.features.embeddings import workspace_vectors
-        from relkit.teacher.prior import Prior, features
+                       family=family, scale=scale, template=run.template, max_length=config.max_length,
+                       config=asdict(config), loss=loss_fn.config)
 
-        log(f"prior ({', '.join(prior_names)}; bi-encoder '{config.prior}') of {len(train) + len(dev):,} pairs")
-        item_vectors = workspace_vectors(ws, config.prior, show_progress=show_progress)  # shared with labeling
-        train_x = features(prior_names, config.prior, train.queries, train_texts, _titles(train), show_progress,
-                           item_vectors)
-        dev_x = features(prior_names, config.prior, dev.queries, dev_texts, _titles(dev), show_progress, item_vectors)
-        fitted = Prior.fit(config.prior, train_x, train.labels, k, prior_names)
-        train_x = torch.tensor(train_x, dtype=torch.float32)
-        prior_w = torch.nn.Parameter(torch.tensor(fitted.weight, dtype=torch.float32, device=device))
-        prior_b = torch.nn.Parameter(torch.tensor(fitted.bias, dtype=torch.float32, device=device))
-    ws.release()  # everything is read: other commands can use the workspace while the teacher trains
-
-    def current_prior() -> dict | None:
-        if prior_w is None:
-            return None
-        return Prior(config.prior, prior_w.detach().cpu().tolist(), prior_b.detach().cpu().tolist(),
-                     list(prior_names)).to_dict()
-
-    head = _head_parameters(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    head_params = [p for p in params if id(p) in head] + ([prior_w, prior_b] if prior_w is not None else [])
+    # optimizer: the head and the prior may learn at their own rate
+    head = _head_parameters(net)
+    prior_params = [p for p in (net.prior_weight, net.prior_bias) if p is not None]
+    params = [p for p in net.model.parameters() if p.requires_grad]
     param_groups = [{"params": [p for p in params if id(p) not in head], "lr": config.lr},
-                    {"params": head_params, "lr": config.head_lr or config.lr}]
-    params = params + ([prior_w, prior_b] if prior_w is not None else [])
+                    {"params": [p for p in params if id(p) in head] + prior_params, "lr": config.head_lr or config.lr}]
     optimizer = torch.optim.AdamW([g for g in param_groups if g["params"]], weight_decay=config.weight_decay)
-    query_numbers = np.unique(np.array(train.query_ids), return_inverse=True)[1]
-    groups = query_numbers if config.listwise_weight else None
-
-    def batches_of(epoch_: int) -> list[np.ndarray]:
-        return epoch_batches(len(train_ids), groups, config.batch_size, config.seed + epoch_)
-
-    steps_per_epoch = math.ceil(len(batches_of(0)) / config.grad_accum)
+    groups = run.query_numbers if config.listwise_weight else None
+    per_step = config.grad_accum * accelerator.num_processes     # micro-batches of one optimizer step
+    steps_per_epoch = math.ceil(len(epoch_batches(len(run.train_ids), groups, config.batch_size, config.seed))
+                                / per_step)
     total_steps = max(1, round(steps_per_epoch * config.epochs))
+    # the schedule counts optimizer steps; prepared, accelerate would advance it once per process
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup * total_steps), total_steps)
-    weights = class_weights(train.labels, k, config.class_weights)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else torch.tensor(weights, dtype=torch.float32,
-                                                                                        device=device),
-                                        label_smoothing=config.label_smoothing)
-    levels = torch.arange(k, dtype=torch.float32, device=device)
-    gain_of = torch.tensor(ws.scale.gains, dtype=torch.float32, device=device)
-    gain_scale = 5.0 / max(float(max(ws.scale.gains)), 1.0)  # ListNet on gains mapped to [0, 5]
-    group_of = torch.tensor(query_numbers)
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    net, optimizer = accelerator.prepare(net, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    unwrapped = accelerator.unwrap_model(net)
 
     step, epoch, micro, best, best_step, history = 0, 0, 0, -math.inf, 0, []
-    if checkpoint_state is not None:
-        from safetensors.torch import load_model
-
-        load_model(model, str(teacher_dir(ws, name) / CHECKPOINT / "model.safetensors"))
-        optimizer.load_state_dict(checkpoint_state["optimizer"])
-        scheduler.load_state_dict(checkpoint_state["scheduler"])
-        torch.set_rng_state(checkpoint_state["torch_rng"])
-        if prior_w is not None:
-            with torch.no_grad():
-                prior_w.copy_(checkpoint_state["prior_w"])
-                prior_b.copy_(checkpoint_state["prior_b"])
-        step, epoch, micro = int(checkpoint_state["step"]), int(checkpoint_state["epoch"]), int(checkpoint_state["micro"])
-        best, best_step = float(checkpoint_state["best"]), int(checkpoint_state["best_step"])
+    if resume is not None:
+        state = torch.load(out / CHECKPOINT / "trainer.pt", weights_only=True)
+        if int(state.get("processes", 1)) != accelerator.num_processes:
+            raise RelkitError(f"{name} was checkpointed with {state.get('processes', 1)} processes; resume it with "
+                              f"as many (accelerate launch --num_processes)")
+        accelerator.load_state(str(out / CHECKPOINT))
+        step, epoch, micro = int(state["step"]), int(state["epoch"]), int(state["micro"])
+        best, best_step = float(state["best"]), int(state["best_step"])
         history = [h for h in _history(out) if h["step"] <= step]  # evaluations after the checkpoint are redone
         log(f"resuming {name} at step {step} of {total_steps}")
-
-    def evaluate_dev() -> tuple[dict, list[float] | None]:
-        offsets = None if prior_w is None else Prior(**current_prior()).logits(dev_x)
-        proba = predict_ids(model, tokenizer, dev_ids, batch_size=64, offsets=offsets)
-        cuts = None
-        if config.decision == "cutpoints":
-            cuts = fit_cutpoints(expected_level(proba), dev.labels, ws.scale.levels).tolist()
-        levels = None if cuts is None else apply_cutpoints(expected_level(proba), cuts)
-        metrics = score_prediction(dev, Prediction(proba=proba, levels=levels), ws.scale)
-        metrics["dev_loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(dev)), dev.labels - 1], 1e-12, 1))))
-        return metrics, cuts
-
-    def checkpoint() -> None:
-        state = {"step": step, "epoch": epoch, "micro": micro, "best": best, "best_step": best_step}
-        if prior_w is not None:
-            state.update(prior_w=prior_w.detach().cpu(), prior_b=prior_b.detach().cpu())
-        save_checkpoint(model, optimizer, scheduler, state, config, out / CHECKPOINT)
-
-    def evaluate_and_keep() -> None:
-        """A dev evaluation; the weights are saved as the teacher when `primary` improves."""
-        nonlocal best, best_step
-        metrics, cuts = evaluate_dev()
-        history.append({"step": step, **metrics})
-        value = metrics[config.primary]
-        improved = value is not None and value > best
-        log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
-            f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
-        if improved or best == -math.inf:
-            best, best_step = (value if value is not None else best), step
-            meta.metrics, meta.cutpoints, meta.prior = {**metrics, "step": step}, cuts, current_prior()
-            meta.config = asdict(config)
-            save_teacher(model, tokenizer, meta, out)
-        _write_history(out, history)
+    batches = epoch_batches(len(run.train_ids), groups, config.batch_size, config.seed + epoch)
 
     stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
-    bar = tqdm(total=total_steps, initial=step, disable=not show_progress, desc=f"teacher-{name}", unit="step")
-    if step == 0:
-        evaluate_and_keep()  # the starting point (the prior alone, when there is one) is a candidate too
-    model.train()
+    bar = tqdm(total=total_steps, initial=step, disable=not (show_progress and main), desc=f"teacher-{name}",
+               unit="step")
+    evaluate_now, checkpoint_now = step == 0, False  # step 0 (the prior alone, if any) is a candidate too
     seen, tick = 0, time.perf_counter()
     try:
-        while step < stop_at:
-            batches = batches_of(epoch)
-            while micro < len(batches) and step < stop_at:
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum, n_micro = 0.0, 0
-                for _ in range(config.grad_accum):
-                    if micro >= len(batches):
-                        break
-                    idx = batches[micro]
-                    batch = collate(tokenizer, [train_ids[i] for i in idx]).to(device)
-                    with autocast:
-                        logits = model(**batch).logits.float()
-                    if prior_w is not None:
-                        logits = logits + train_x[idx].to(device) @ prior_w + prior_b
-                    y = targets[idx].to(device)
-                    loss = loss_fn(logits, y)
-                    if config.ordinal_weight:
-                        expected = torch.softmax(logits, -1) @ levels
-                        loss = loss + config.ordinal_weight * torch.mean((expected - y.float()) ** 2)
-                    if config.listwise_weight:
-                        score = (torch.softmax(logits, -1) @ gain_of) * gain_scale
-                        loss = loss + config.listwise_weight * listnet_loss(score, gain_of[y] * gain_scale,
-                                                                            group_of[idx].to(device))
-                    (loss / config.grad_accum).backward()
-                    loss_sum += loss.item()
-                    n_micro += 1
-                    seen += len(idx)
-                    micro += 1
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                rate = seen / max(time.perf_counter() - tick, 1e-9)
-                bar.set_postfix(loss=f"{loss_sum / max(n_micro, 1):.4f}", pairs_s=f"{rate:.1f}")
-                bar.update(1)
-                end_of_epoch = micro >= len(batches)
-                if (config.eval_every and step % config.eval_every == 0) or (not config.eval_every and end_of_epoch) \
-                        or step == total_steps:
-                    eval_start = time.perf_counter()
-                    evaluate_and_keep()
-                    model.train()
-                    tick += time.perf_counter() - eval_start  # pairs/s counts training time only
-                if step % config.checkpoint_every == 0:
-                    checkpoint()
-            if micro >= len(batches):
+        while True:
+            # evaluate on dev (main process); the weights are saved as the teacher when `primary` improves
+            if evaluate_now and main:
+                eval_start = time.perf_counter()
+                metrics, cuts = evaluate_dev(unwrapped, tokenizer, run, config.decision)
+                history.append({"step": step, **metrics})
+                value = metrics[config.primary]
+                improved = value is not None and value > best
+                log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
+                    f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
+                if improved or best == -math.inf:
+                    best, best_step = (value if value is not None else best), step
+                    prior = unwrapped.prior()
+                    meta.metrics, meta.cutpoints = {**metrics, "step": step}, cuts
+                    meta.prior = None if prior is None else prior.to_dict()
+                    Teacher(unwrapped.model, tokenizer, meta).save(out)
+                _write_history(out, history)
+                tick += time.perf_counter() - eval_start  # pairs/s counts training time only
+            if checkpoint_now:
+                save_checkpoint(accelerator, {"step": step, "epoch": epoch, "micro": micro, "best": best,
+                                              "best_step": best_step}, config, out / CHECKPOINT)
+            if step >= stop_at:
+                break
+
+            # one optimizer step: this process's share of `per_step` micro-batches, then clip, step, schedule
+            net.train()
+            share = my_share(batches[micro:micro + per_step], accelerator.process_index, accelerator.num_processes)
+            loss_sum = 0.0
+            for i, idx in enumerate(share):
+                # gradients are all-reduced across processes at the last backward of the step only
+                with accelerator.no_sync(net) if i < len(share) - 1 else contextlib.nullcontext():
+                    batch = collate(tokenizer, [run.train_ids[j] for j in idx]).to(accelerator.device)
+                    logits = net(batch, None if train_x is None else train_x[idx])
+                    y = targets[idx].to(accelerator.device)
+                    loss = loss_fn(logits, y, group_of[idx].to(accelerator.device))
+                    accelerator.backward(loss / config.grad_accum)
+                loss_sum += loss.item()
+                seen += len(idx)
+            accelerator.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step, micro = step + 1, min(micro + per_step, len(batches))
+            bar.set_postfix(loss=f"{loss_sum / len(share):.4f}",
+                            pairs_s=f"{seen * accelerator.num_processes / max(time.perf_counter() - tick, 1e-9):.1f}")
+            bar.update(1)
+            end_of_epoch = micro >= len(batches)
+            if end_of_epoch:
                 epoch, micro = epoch + 1, 0
+                batches = epoch_batches(len(run.train_ids), groups, config.batch_size, config.seed + epoch)
+            evaluate_now = bool(config.eval_every and step % config.eval_every == 0) or \
+                (not config.eval_every and end_of_epoch) or step == total_steps
+            checkpoint_now = step % config.checkpoint_every == 0
     except KeyboardInterrupt:
         bar.close()
-        checkpoint()
+        save_checkpoint(accelerator, {"step": step, "epoch": epoch, "micro": micro, "best": best,
+                                      "best_step": best_step}, config, out / CHECKPOINT)
         raise RelkitError(f"interrupted at step {step} of {total_steps}; a checkpoint is in {out / CHECKPOINT}; "
                           f"continue with `relkit teach --resume {name}`") from None
     bar.close()
     finished = step >= total_steps
     if finished:
-        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # nothing left to resume
-    else:
-        checkpoint()
+        if main:
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # nothing left to resume
+    elif not checkpoint_now:
+        save_checkpoint(accelerator, {"step": step, "epoch": epoch, "micro": micro, "best": best,
+                                      "best_step": best_step}, config, out / CHECKPOINT)
+    if not finished:
         log(f"stopped at step {step} of {total_steps}; continue with `relkit teach --resume {name}`")
+    accelerator.wait_for_everyone()
     final = json.loads((out / META_FILE).read_text())["metrics"] if (out / META_FILE).exists() else {}
     return TrainResult(path=out, steps=step, total_steps=total_steps, best_step=best_step, dev_metrics=final,
-                       seconds=time.perf_counter() - started, history=history)
+                       seconds=time.perf_counter() - started, history=history if main else [], main_process=main)
+
+
+@contextlib.contextmanager
+def _opened(ws: Workspace | Path, read_only: bool):
+    """`ws` itself when it is an open workspace; else the workspace at that path, open for the block."""
+    if isinstance(ws, Workspace):
+        yield ws
+        return
+    with Workspace.open(ws, read_only=read_only) as opened:
+        yield opened
 
 
 def _write_history(out: Path, history: list) -> None:
