@@ -108,13 +108,16 @@ def make_shop(tmp_path: Path) -> Workspace:
     return ws
 
 
-def write_teacher_labels(ws: Workspace, name: str = "rule") -> int:
-    """Soft labels of every (train query, item) pair from a rule teacher (0.8 on the rule's level),
-    written as `relkit label` writes them."""
+RULE_LABELS = {1: [0.8, 0.1, 0.1], 2: [0.1, 0.8, 0.1], 3: [0.1, 0.1, 0.8]}
+
+
+def write_teacher_labels(ws: Workspace, name: str = "rule", by_level: dict | None = None) -> int:
+    """Soft labels of every (train query, item) pair from a rule teacher, written as `relkit label`
+    writes them: `by_level[rule's level]` is a pair's distribution (default 0.8 on the rule's level)."""
     rows = ws.fetchall("""SELECT q.query_id, q.query, i.item_id, i.title FROM queries q JOIN splits s USING (query_id)
                           CROSS JOIN items i WHERE s.split = 'train' ORDER BY 1, 3""")
-    p = np.full((len(rows), 3), 0.1, dtype=np.float32)
-    p[np.arange(len(rows)), [level(q, t) - 1 for _, q, _, t in rows]] = 0.8
+    by_level = by_level or RULE_LABELS
+    p = np.array([by_level[level(q, t)] for _, q, _, t in rows], dtype=np.float32)
     out = ws.path / "labels" / name
     out.mkdir(parents=True)
     pq.write_table(pa.table({"teacher": [name] * len(rows), "query_id": [r[0] for r in rows],

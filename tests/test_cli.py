@@ -77,7 +77,8 @@ def test_init_with_custom_scale(tmp_path):
     assert not (tmp_path / "w3").exists()
 
 
-def test_teach_then_eval(tmp_path):
+def tiny_bert_and_workspace(tmp_path):
+    """A tiny BERT and a 3-level workspace of 27 judgments a small model can learn, split by query."""
     from tiny_models import build
 
     model = build("bert", tmp_path)
@@ -88,6 +89,11 @@ def test_teach_then_eval(tmp_path):
     rows += [[f"{c} {t}", "garden hose", "1"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
     relkit("import", "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], rows), "-w", ws)
     relkit("split", "--seed", "2", "--dev", "0.3", "--test", "0.3", "-w", ws)
+    return model, ws
+
+
+def test_teach_then_eval(tmp_path):
+    model, ws = tiny_bert_and_workspace(tmp_path)
     bad = relkit("teach", "--model", model, "--set", "colour=red", "-w", ws)
     assert bad.returncode == 2 and "--set takes KEY=VALUE with KEY one of" in bad.stderr
     taught = relkit("teach", "--model", model, "--name", "t", "--epochs", "2", "--batch-size", "4",
@@ -146,16 +152,9 @@ def test_status_and_eval_while_label_and_teach_run(tmp_path):
     same workspace (DuckDB lets one process write a database at a time)."""
     import time
 
-    from tiny_models import WORDS, build
+    from tiny_models import WORDS
 
-    model = build("bert", tmp_path)
-    ws = tmp_path / "ws"
-    relkit("init", ws, "--levels", "3")
-    rows = [[f"{c} {t}", f"{c} oak {t}", "3"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
-    rows += [[f"{c} {t}", f"metal {t}", "2"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
-    rows += [[f"{c} {t}", "garden hose", "1"] for c in ("red", "blue", "green") for t in ("chair", "lamp", "door")]
-    relkit("import", "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], rows), "-w", ws)
-    relkit("split", "--seed", "2", "--dev", "0.3", "--test", "0.3", "-w", ws)
+    model, ws = tiny_bert_and_workspace(tmp_path)
     first = relkit("teach", "--model", model, "--name", "first", "--epochs", "1", "--set", "prior=none", "-w", ws)
     assert first.returncode == 0, first.stderr
     words = sorted(set(WORDS))

@@ -268,21 +268,7 @@ def write_hedging_labels(ws: Workspace, name: str = "hedge") -> int:
     """Soft labels that put at least half the mass on level 1 (a cautious teacher, as a teacher
     trained on data where most pairs are irrelevant is): the argmax is always 1, yet the expected
     level still orders the rule's levels (1.15, 1.5, 1.7)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from conftest import level
-
-    rows = ws.fetchall("""SELECT q.query_id, q.query, i.item_id, i.title FROM queries q
-                                      JOIN splits s USING (query_id) CROSS JOIN items i WHERE s.split = 'train'""")
-    by_level = {1: [0.9, 0.05, 0.05], 2: [0.6, 0.3, 0.1], 3: [0.6, 0.1, 0.3]}
-    p = np.array([by_level[level(q, t)] for _, q, _, t in rows], dtype=np.float32)
-    out = ws.path / "labels" / name
-    out.mkdir(parents=True)
-    pq.write_table(pa.table({"teacher": [name] * len(rows), "query_id": [r[0] for r in rows],
-                             "item_id": [r[2] for r in rows], "p1": p[:, 0], "p2": p[:, 1], "p3": p[:, 2],
-                             "expected_level": p @ np.arange(1, 4, dtype=np.float32)}), out / "shard-00000.parquet")
-    return len(rows)
+    return write_teacher_labels(ws, name, {1: [0.9, 0.05, 0.05], 2: [0.6, 0.3, 0.1], 3: [0.6, 0.1, 0.3]})
 
 
 def test_student_cutpoints_fit_on_dev_where_argmax_says_the_majority(shop, tmp_path):
