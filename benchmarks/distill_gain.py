@@ -1,7 +1,7 @@
 """How much of the teacher's gain over the bi-encoder a student keeps, and what it takes.
 
     python benchmarks/distill_gain.py --workspace /tmp/bench/crowdflower --teacher cf --k 100 \
-        [--temperature 1,0.5] [--human-weight 1,0.3] [--seeds 3]
+        [--temperature 1,0.5] [--human-weight 1,0.3] [--seeds 3] [--variant 'NAME:select=log_loss;hidden=128,32']
 
 The workspace must have a split and the named teacher (see benchmarks/teacher_quality.py). The
 train queries get the catalog's top --k candidates by BM25 and by the bi-encoder (added to what
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--human-weight", type=floats, default=[1.0], help="human label weights, comma-separated")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="other student setting KEY=VALUE")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="also train NAME:KEY=VALUE;KEY=VALUE (student settings over --set), repeatable")
     args = parser.parse_args()
     base = StudentConfig(**_parse_sets(args.set, StudentConfig))
 
@@ -98,6 +100,10 @@ def main() -> None:
             for w in args.human_weight:
                 plan.append((f"T={t:g} human weight {w:g}", None, replace(base, label_temperature=t, human_weight=w),
                              w > 0))
+        for variant in args.variant:
+            name, _, sets = variant.partition(":")
+            config = replace(base, **_parse_sets([s for s in sets.split(";") if s.strip()], StudentConfig))
+            plan.append((name, None, config, config.human_weight > 0))
         for name, n, config, human in plan:
             runs, student = [], None
             for seed in range(args.seeds):
