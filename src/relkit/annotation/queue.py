@@ -46,11 +46,10 @@ def rank_pairs(ws: Workspace, weights: dict[str, float], model: str | None = Non
     """
     weights = _check_weights(weights)
     judged = judged_pairs(ws)
-    rng = np.random.default_rng(seed)
     orders = {}
-    for name in STRATEGIES:
-        if name in weights:
-            orders[name] = STRATEGY_FUNCTIONS[name](ws, judged, model, np.random.default_rng(rng.integers(2**32)))
+    for n, name in enumerate(STRATEGIES):
+        if name in weights:   # each strategy's randomness depends on the seed only, not on the mix
+            orders[name] = STRATEGY_FUNCTIONS[name](ws, judged, model, np.random.default_rng([seed, n]))
             logger.info("queue strategy %s: %d pairs", name, len(orders[name]))
     return interleave(orders, weights, limit)
 
@@ -282,7 +281,8 @@ def spread_order(n: int) -> list[int]:
     [0, 4, 2, 6, 1, 5, 3, 7]
     """
     bits = max(1, (n - 1).bit_length())
-    keys = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)]
+    # i -> its place on a grid of 2^bits (one i per cell), then the cell number's bits reversed
+    keys = [int(format(i * 2 ** bits // n, f"0{bits}b")[::-1], 2) for i in range(n)]
     return sorted(range(n), key=lambda i: keys[i])
 
 
