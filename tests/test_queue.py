@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conftest import level, write_teacher_labels
-from relkit import RelkitError
+from relkit import RelkitError, Workspace
 from relkit.annotation.agreement import ensure_annotations_table
 from relkit.annotation.queue import (COLD_TOP, entropy, interleave, judged_pairs, parse_weights, rank_pairs,
                                      spread_order)
@@ -53,6 +53,9 @@ def test_uncertain_orders_by_the_stored_teacher_labels_and_skips_judged_pairs(sh
     assert not set(order) & judged_pairs(shop)
     assert rank_pairs(shop, {"uncertain": 1}, model="teacher:rule") == order   # named, the same teacher
     assert rank_pairs(shop, {"uncertain": 1}, seed=0) == order                   # deterministic for a seed
+    shop.close()
+    with Workspace.open(shop.path, read_only=True) as reader:                    # the app may only read
+        assert rank_pairs(reader, {"uncertain": 1}) == order
     ensure_annotations_table(shop)
     shop.run("INSERT INTO annotations VALUES ('ann', ?, ?, 3, NULL, now(), 2.5)", list(order[0]))
     again = rank_pairs(shop, {"uncertain": 1})
@@ -79,7 +82,7 @@ def test_uncertain_scores_with_a_student(shop):
 
 
 def test_uncertain_and_disagree_need_what_they_read(shop):
-    with pytest.raises(RelkitError, match="uncertain: the workspace has no candidate pairs; make more with `relkit pairs`"):
+    with pytest.raises(RelkitError, match="uncertain: the workspace has no candidate pairs; make more with `relkit pa"):
         rank_pairs(shop, {"uncertain": 1})
     add_candidates(shop)
     with pytest.raises(RelkitError, match="needs a model .* or the labels of one teacher .* no teacher labels"):

@@ -173,25 +173,30 @@ def _uncertain(ws: Workspace, judged: set[Pair], model: str | None, rng: np.rand
     return [pairs[i] for i in order]
 
 
+def stored_labels(ws: Workspace) -> str | None:
+    """SQL that reads every label shard under labels/ (the rows of the `teacher_labels` view), or None
+    when there are none. Read from the files, so a read-only workspace works too."""
+    from relkit.labeling import LABELS_DIR
+
+    if not any((ws.path / LABELS_DIR).glob("*/shard-*.parquet")):
+        return None
+    pattern = str(ws.path / LABELS_DIR / "*" / "shard-*.parquet").replace("'", "''")
+    return f"read_parquet('{pattern}', union_by_name = true)"
+
+
 def stored_teachers(ws: Workspace) -> list[str]:
     """Names of the teachers (and judges) with label shards in the workspace."""
-    from relkit.labeling import VIEW, refresh_view
-
-    refresh_view(ws)
-    if not ws.fetchone("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [VIEW])[0]:
-        return []
-    return [r[0] for r in ws.fetchall(f"SELECT DISTINCT teacher FROM {VIEW} ORDER BY 1")]
+    source = stored_labels(ws)
+    return [r[0] for r in ws.fetchall(f"SELECT DISTINCT teacher FROM {source} ORDER BY 1")] if source else []
 
 
 def stored_probabilities(ws: Workspace, teacher: str, pairs: list[Pair]) -> dict[Pair, np.ndarray]:
     """A teacher's stored distributions of those of `pairs` it has labeled."""
-    from relkit.labeling import VIEW
-
     if teacher not in stored_teachers(ws):
         return {}
     probs = ", ".join(f"l.p{i}" for i in range(1, ws.scale.k + 1))
     with ws.registered("_queue_pairs", {"query_id": [q for q, _ in pairs], "item_id": [i for _, i in pairs]}):
-        rows = ws.fetchall(f"SELECT l.query_id, l.item_id, {probs} FROM {VIEW} l JOIN _queue_pairs "
+        rows = ws.fetchall(f"SELECT l.query_id, l.item_id, {probs} FROM {stored_labels(ws)} l JOIN _queue_pairs "
                            f"USING (query_id, item_id) WHERE l.teacher = ?", [teacher])
     out = {}
     for r in rows:
@@ -245,14 +250,12 @@ def score_pairs(ws: Workspace, model: str, pairs: list[Pair]) -> np.ndarray:
 # --- disagree ---------------------------------------------------------------------------------
 
 def _disagree(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Generator) -> list[Pair]:
-    from relkit.labeling import VIEW
-
     pairs = candidate_pairs(ws, judged, "disagree")
     levels: dict[Pair, list[float]] = {p: [] for p in pairs}
     sources = stored_teachers(ws)
     if sources:
         with ws.registered("_queue_pairs", {"query_id": [q for q, _ in pairs], "item_id": [i for _, i in pairs]}):
-            for q, i, level in ws.fetchall(f"SELECT l.query_id, l.item_id, l.expected_level FROM {VIEW} l "
+            for q, i, level in ws.fetchall(f"SELECT l.query_id, l.item_id, l.expected_level FROM {stored_labels(ws)} l "
                                            f"JOIN _queue_pairs USING (query_id, item_id)"):
                 levels[(q, i)].append(float(level))
     if model is not None and not (model.startswith("teacher:") and model.partition(":")[2] in sources):
