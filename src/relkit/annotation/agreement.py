@@ -89,12 +89,12 @@ class AgreementReport:
         parts: list = [f"{len(self.annotators)} annotators, {self.judged_pairs:,} judged pairs; Krippendorff's "
                        f"alpha (ordinal) {alpha} on {self.alpha_pairs:,} pairs judged by two or more"]
         people = Table(title="annotators")
-        for col in ("annotator", "judgments", "hours", "per hour", "median s", "κ vs consensus (pairs)",
+        for col in ("annotator", "judgments", "time judging", "per hour", "median s", "κ vs consensus (pairs)",
                     f"κ vs teacher {self.teacher} (pairs)" if self.teacher else None):
             if col:
                 people.add_column(col, justify="left" if col == "annotator" else "right")
         for a in self.annotators:
-            row = [a.annotator, f"{a.judgments:,}", f"{a.hours:.2f}", _num(a.per_hour, "{:.0f}"),
+            row = [a.annotator, f"{a.judgments:,}", _clock(a.hours * 3600), _num(a.per_hour, "{:.0f}"),
                    _num(a.median_seconds, "{:.1f}"), _cmp(a.vs_consensus)]
             people.add_row(*row, *([_cmp(a.vs_teacher)] if self.teacher else []))
         parts.append(people)
@@ -114,6 +114,16 @@ class AgreementReport:
 
 def _num(value, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
+
+
+def _clock(seconds: float) -> str:
+    """h:mm:ss.
+
+    >>> _clock(3725.4)
+    '1:02:05'
+    """
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _cmp(c: Comparison | None) -> str:

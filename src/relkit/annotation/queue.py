@@ -141,8 +141,8 @@ def entropy(proba: np.ndarray) -> np.ndarray:
     >>> entropy(np.array([[1.0, 0.0], [0.5, 0.5]])).round(4).tolist()
     [0.0, 0.6931]
     """
-    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
-    return -(np.asarray(proba, dtype=np.float64) * np.log(p)).sum(axis=1)
+    proba = np.asarray(proba, dtype=np.float64)
+    return np.maximum(-(proba * np.log(np.clip(proba, 1e-12, 1.0))).sum(axis=1), 0.0)
 
 
 def margin(proba: np.ndarray) -> np.ndarray:
