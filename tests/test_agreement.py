@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import level, write_teacher_labels
-from relkit import LabelScale, RelkitError, Workspace
+from relkit import RelkitError, Workspace
 from relkit.annotation.agreement import agreement_report, ensure_annotations_table, low_median
 from relkit.labeling import refresh_view
 from test_cli import relkit
