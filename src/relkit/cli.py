@@ -519,6 +519,26 @@ def serve(
                 warm_queries=warm_queries)
 
 
+@app.command()
+@_friendly
+def agreement(
+    teacher: Annotated[str | None, typer.Option(
+        help="Also compare each annotator with this teacher's level (NAME, or the name its labels carry).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """How far the annotators agree: weighted kappa per pair of annotators, Krippendorff's alpha, each
+    against the consensus and the teacher, confusion matrices, judgments per hour."""
+    from relkit.annotation.agreement import agreement_report
+
+    with _open(workspace) as ws:
+        report = agreement_report(ws, teacher=teacher)
+    if json_:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(report)
+
+
 def _parse_sets(entries: list[str], cls) -> dict:
     """KEY=VALUE strings as values of the dataclass `cls`'s fields, each converted by its type hint
     (int, float, bool, str, X | None, tuple[int, ...] as comma-separated numbers)."""
