@@ -1,11 +1,13 @@
 import json
 
+import numpy as np
 import pytest
 
 from conftest import write_csv
 from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
 from relkit.ablation import ablate, fields_with_data
-from relkit.teacher import TrainConfig
+from relkit.teacher import Teacher, TrainConfig
+from relkit.teacher.train import prepare_run
 from tiny_models import build
 
 
@@ -36,10 +38,27 @@ def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
     rows = ablate(described, config, ["title", "caption", "description"], log=messages.append, show_progress=False)
     assert [r.fields for r in rows] == [("title",), ("title", "description")]
     assert "no data for caption: left out of the ablation" in messages
+    described_chair = {"title": "red chair", "description": "oak chair"}
+    scores = []
     for row in rows:
-        meta = json.loads((described.artifacts / f"teacher-{row.teacher}" / "relkit.json").read_text())
+        path = described.artifacts / f"teacher-{row.teacher}"
+        meta = json.loads((path / "relkit.json").read_text())
         assert [f["name"] for f in meta["template"]["fields"]] == list(row.fields)
         assert row.metrics["accuracy"] is not None and row.metrics["ndcg@10"] is not None
+        # the inputs it was trained on: the description's words ("oak") only where the field is in
+        teacher = Teacher.load(path, device="cpu")
+        run = prepare_run(described, TrainConfig.from_dict(meta["config"]), teacher.tokenizer, meta["family"],
+                          log=messages.append)
+        words = {w for ids in run.train_ids for w in teacher.tokenizer.convert_ids_to_tokens(ids)}
+        assert ("oak" in words) == ("description" in row.fields) and "red" in words
+        # and what it reads when scoring: a title-only teacher gives the same scores whatever the
+        # description says, one that reads it does not
+        proba = teacher.predict_proba([("red chair", {**described_chair, "description": d})
+                                       for d in ("oak chair", "", "oak oak lamp hose")])
+        ignored = "description" not in row.fields
+        assert np.array_equal(proba[0], proba[1]) == np.array_equal(proba[1], proba[2]) == ignored
+        scores.append(proba[0])
+    assert not np.allclose(scores[0], scores[1], atol=1e-6)   # taking a field away changes the model
     with pytest.raises(RelkitError, match="unknown item text field 'colour'"):
         ablate(described, config, ["title", "colour"], show_progress=False)
     with pytest.raises(RelkitError, match="no item judged in the train split has any of the fields"):

@@ -185,6 +185,10 @@ def test_bad_requests_get_clear_errors(served):
         r = http.post("/v1/rerank", content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 422
         assert http.post("/v1/search", json={"query": "chair", "k": 0}).status_code == 422
+        for not_an_integer in (True, "10", 2.5):        # as the OpenAPI schema says: a JSON integer
+            assert http.post("/v1/search", json={"query": "chair", "k": not_an_integer}).status_code == 422
+            assert error({"query": "chair", "items": ["red-chair"], "top_k": not_an_integer}, 422)
+        assert http.post("/v1/search", json={"query": "chair", "k": 2.0}).status_code == 200
         assert http.post("/v1/rerank", json={"query": "chair", "items": ["nope"]}).json()["results"] == []
 
 

@@ -218,6 +218,7 @@ def test_a_student_with_image_features_scores_alike_on_every_path(shop, tmp_path
 
 def test_student_classifier_on_a_plain_matrix():
     from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
 
     from relkit.student import StudentClassifier
 
@@ -245,8 +246,33 @@ def test_student_classifier_on_a_plain_matrix():
         StudentClassifier(levels=4).fit(x, y + 1, eval_set=dev)
     with pytest.raises(RelkitError, match="6 columns"):
         clf.predict_proba(test_x[:, :3])
-    with pytest.raises(RelkitError, match="not fitted"):
+    with pytest.raises(NotFittedError):
         StudentClassifier().predict(test_x)
+    # the estimator contract: fit returns self and leaves the parameters as given; a clone is unfitted
+    params = clf.get_params()
+    fresh = StudentClassifier(levels=4, hidden=(16,), epochs=2)
+    assert fresh.fit(x, y, eval_set=dev) is fresh and clf.get_params() == params
+    assert clf.n_features_in_ == 6 and clf.score(test_x, test_y) == (clf.predict(test_x) == test_y).mean()
+    with pytest.raises(NotFittedError):
+        clone(clf).predict_proba(test_x)
+    assert clone(clf).set_params(epochs=3, hidden=(8, 4)).get_params()["hidden"] == (8, 4)
+    with pytest.raises(ValueError, match="Invalid parameter 'colour'"):
+        clf.set_params(colour="red")
+
+
+# the scikit-learn checks that apply: `fit` needs an eval_set (its early stopping) and levels 1..K,
+# which the fitting checks, made for fit(X, y) with any labels, do not give
+@pytest.mark.parametrize("check", [
+    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
+    "check_set_params", "check_estimators_unfitted", "check_estimator_cloneable", "check_estimator_repr",
+    "check_mixin_order", "check_do_not_raise_errors_in_init_or_set_params", "check_estimator_tags_renamed",
+    "check_valid_tag_types"])
+def test_student_classifier_passes_the_estimator_checks(check):
+    from sklearn.utils import estimator_checks
+
+    from relkit.student import StudentClassifier
+
+    getattr(estimator_checks, check)("StudentClassifier", StudentClassifier(levels=3, hidden=(8,), epochs=2))
 
 
 def test_student_learns_the_teachers_labels(shop):

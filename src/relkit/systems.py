@@ -49,8 +49,8 @@ SYSTEMS: dict[str, Callable[[Workspace, str | None], System]] = {
 def make_system(spec: str, ws: Workspace) -> System:
     """Build a system from `NAME` or `NAME:ARG` (e.g. `embedding:/path/to/model`).
 
-    >>> make_system("bm25", ws).name     # doctest: +SKIP
-    'bm25'
+        make_system("bm25", ws).name      # 'bm25'
+        make_system("teacher:demo", ws)   # artifacts/teacher-demo
     """
     name, _, arg = spec.partition(":")
     if name not in SYSTEMS:

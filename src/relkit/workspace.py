@@ -162,8 +162,12 @@ class Workspace:
     reopen it briefly to write, so other relkit commands can use the workspace meanwhile. Opening a
     workspace another process is writing waits for it (`RELKIT_LOCK_WAIT`, 30 s) before giving up.
 
-    >>> ws = Workspace.create("my-ws")              # doctest: +SKIP
-    >>> ws.con.sql("SELECT count(*) FROM items")    # doctest: +SKIP
+    >>> import tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> ws = Workspace.create(f"{folder.name}/my-ws")
+    >>> ws.fetchone("SELECT count(*) FROM items")
+    (0,)
+    >>> ws.close(); folder.cleanup()
     """
 
     path: Path
@@ -287,8 +291,15 @@ class Workspace:
         ends. `data` is a pyarrow table or a dict of column lists (strings unless `types` says
         otherwise).
 
-        >>> with ws.registered("_ids", {"item_id": ["a", "b"]}):                   # doctest: +SKIP
-        ...     ws.fetchall("SELECT * FROM items JOIN _ids USING (item_id)")
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> ws = Workspace.create(f"{folder.name}/ws")
+        >>> with ws.registered("_ids", {"item_id": ["a", "b"]}):
+        ...     ws.fetchall("SELECT count(*) FROM _ids")
+        [(2,)]
+        >>> ws.has_table("_ids")
+        False
+        >>> ws.close(); folder.cleanup()
         """
         import pyarrow as pa
 

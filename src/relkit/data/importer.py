@@ -88,7 +88,7 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
     is; without one the file's columns are relkit's field names, renamed first by `mapping`
     (`{file column: field}`). `split` pins every query of the file to that split.
 
-    >>> import_file(ws, "judgments", "pairs.csv", format="homedepot")   # doctest: +SKIP
+        import_file(ws, "judgments", "pairs.csv", format="homedepot")
     """
     if kind not in KINDS:
         raise RelkitError(f"unknown kind '{kind}'; expected one of {', '.join(KINDS)}")

@@ -9,9 +9,22 @@ inside `request_models` as live objects.)
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 BLANK = " \t\n\r\f\v"   # what is trimmed from a request's query
+
+
+def _json_integer(value):
+    # what JSON Schema calls an integer: 10 and 10.0, not true or "10" (which a lax int would take)
+    if isinstance(value, (bool, str)):
+        raise ValueError("expected an integer")
+    return value
+
+
+def json_int(**bounds):
+    """An integer field with `Field` bounds (ge, le); the bounds first, so that the OpenAPI schema
+    states them as minimum and maximum."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_json_integer)]
 
 
 @dataclass(frozen=True)
@@ -57,10 +70,10 @@ def request_models(limits: Limits) -> RequestModels:
 
     class RerankRequest(QueryModel):
         items: Annotated[list[ItemId | InlineItem], Field(min_length=1, max_length=limits.max_candidates)]
-        top_k: Annotated[int, Field(ge=1)] | None = None
+        top_k: json_int(ge=1) | None = None
 
     class SearchRequest(QueryModel):
-        k: Annotated[int, Field(ge=1, le=limits.max_search_k)] = 10
+        k: json_int(ge=1, le=limits.max_search_k) = 10
 
     return RequestModels(RerankRequest, SearchRequest)
 

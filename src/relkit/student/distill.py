@@ -143,7 +143,7 @@ class Distiller:
 def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:
     """Soft labels at another temperature: p^(1/T), renormalised per row (T = 1 leaves them as they are).
 
-    >>> sharpen(np.array([[0.5, 0.5, 0.0], [0.8, 0.2, 0.0]]), 0.5).round(3).tolist()
+    >>> sharpen(np.array([[0.5, 0.5, 0.0], [0.8, 0.2, 0.0]]), 0.5).astype(float).round(3).tolist()
     [[0.5, 0.5, 0.0], [0.941, 0.059, 0.0]]
     """
     if temperature == 1.0:

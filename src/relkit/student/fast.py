@@ -49,9 +49,11 @@ class Scored:
 
 
 class FastScorer:
-    """>>> scorer = FastScorer(Student.load(path), builder)        # doctest: +SKIP
-    >>> scorer.score("red chair", ["item-1", "item-2"]).shape      # doctest: +SKIP
-    (2, 5)
+    """A student's level probabilities for a query's candidates, in numpy (see the module's notes).
+
+        scorer = FastScorer(Student.load(path), builder)
+        scorer.score("red chair", ["item-1", "item-2"])       # (2, K)
+        scorer.rank("red chair", ["item-1", "item-2"])        # [Scored(...), ...] best first
     """
 
     def __init__(self, student: Student, builder: FeatureBuilder):

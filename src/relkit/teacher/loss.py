@@ -2,9 +2,13 @@
 smoothing), plus an ordinal term (squared error of the expected level) and a listwise term
 (ListNet over each query's items in the batch).
 
->>> loss = TeacherLoss(LabelScale.default(3), ordinal_weight=0.5)      # doctest: +SKIP
->>> loss(logits, targets, groups).backward()                            # doctest: +SKIP
->>> loss.config                                                         # doctest: +SKIP
+>>> loss = TeacherLoss(LabelScale.default(3), ordinal_weight=0.5)
+>>> logits = torch.zeros(4, 3, requires_grad=True)         # 4 pairs, 3 levels
+>>> targets, groups = torch.tensor([0, 2, 1, 2]), torch.tensor([0, 0, 1, 1])
+>>> loss(logits, targets, groups).backward()
+>>> {name: round(value.item(), 4) for name, value in loss.terms(logits, targets).items()}
+{'cross_entropy': 1.0986, 'ordinal': 0.75}
+>>> loss.config
 {'class_weights': None, 'label_smoothing': 0.0, 'ordinal_weight': 0.5, 'listwise_weight': 0.0}
 """
 from __future__ import annotations

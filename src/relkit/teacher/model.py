@@ -128,9 +128,8 @@ def collate(tokenizer, ids: list[list[int]]):
 class Teacher:
     """A trained teacher.
 
-    >>> teacher = Teacher.load("relkit-ws/artifacts/teacher-minilm")              # doctest: +SKIP
-    >>> teacher.predict_proba([("red chair", {"title": "Red oak chair"})]).shape  # doctest: +SKIP
-    (1, 5)
+        teacher = Teacher.load("relkit-ws/artifacts/teacher-minilm")
+        teacher.predict_proba([("red chair", {"title": "Red oak chair"})])     # (1, K) level probabilities
     """
 
     def __init__(self, model, tokenizer, meta: TeacherMeta, path: Path | None = None):
@@ -184,7 +183,7 @@ class Teacher:
         """Write the teacher to `path`: safetensors weights (LoRA adapters merged in), the tokenizer,
         relkit.json and a model card. The folder is replaced whole; a training checkpoint inside it is kept.
 
-        >>> Teacher(model, tokenizer, meta).save("artifacts/teacher-minilm")    # doctest: +SKIP
+            Teacher(model, tokenizer, meta).save("artifacts/teacher-minilm")
         """
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")

@@ -421,8 +421,8 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     `resume` names a teacher whose checkpoint to continue (its saved config is used).
     `stop_after` ends this call after that many optimizer steps, leaving a checkpoint to resume.
 
-    >>> result = train_teacher(ws, TrainConfig(epochs=1))   # doctest: +SKIP
-    >>> Teacher.load(result.path).predict_proba([("red chair", "Red oak chair")])  # doctest: +SKIP
+        result = train_teacher(ws, TrainConfig(epochs=1))
+        Teacher.load(result.path).predict_proba([("red chair", "Red oak chair")])
     """
     import torch
     from accelerate.utils import broadcast_object_list
