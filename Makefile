@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/relkit import judgments data/sample/homedepot-sample.csv --format homedepot -w $(DEMO_WS)
 	$(BIN)/relkit split --seed 13 --test 0.2 -w $(DEMO_WS)
 	$(BIN)/relkit teach --name demo --epochs 1 --max-length 48 --batch-size 16 -w $(DEMO_WS)
-	$(BIN)/relkit pairs --k 5 -w $(DEMO_WS)
+	$(BIN)/relkit pairs --k 15 -w $(DEMO_WS)
 	$(BIN)/relkit label --teacher demo -w $(DEMO_WS)
 	$(BIN)/relkit distill --teacher demo -w $(DEMO_WS)
 	$(BIN)/relkit promote demo -w $(DEMO_WS)

@@ -530,3 +530,18 @@ def test_rank_answers_typed_results_best_first(shop):
         ranked[0].score = 1.0
     with pytest.raises(ValueError, match="level 4"):
         Scored("x", 1.0, 4, (0.2, 0.3, 0.5))
+
+
+def test_the_kept_epoch_is_the_best_by_the_chosen_dev_figure(shop):
+    write_teacher_labels(shop)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    for select, best in (("log_loss", min), ("ndcg@10", max), ("auroc", max)):
+        student = distiller.train(None, StudentConfig(epochs=12, patience=12, select=select, seed=2))
+        history = student.meta.metrics["history"]
+        assert len(history) == 12 and {"log_loss", "auroc", "ndcg@10", "accuracy"} <= set(history[0])
+        chosen = history[student.meta.metrics["best_epoch"] - 1][select]
+        assert chosen == best(h[select] for h in history)
+    losses = [h["log_loss"] for h in history]
+    assert losses[-1] < losses[0]                       # it learns: the dev log loss falls
+    with pytest.raises(RelkitError, match="select is one of log_loss"):
+        StudentConfig(select="mrr")

@@ -1,6 +1,6 @@
 """The student: an MLP over the features of `features.py` with a K-way softmax, trained on the
 teacher's soft labels (soft cross-entropy), optionally mixed with human labels, early-stopped on the
-dev split's human labels.
+dev split's human labels (their log loss, by default).
 
 Saved as a folder: `weights.npz` (standardisation and layer weights, plain numpy so serving needs
 no torch) and `relkit.json` (kind, scale, feature config and blocks, layer sizes, training config,
@@ -25,6 +25,9 @@ META_FILE = "relkit.json"
 WEIGHTS_FILE = "weights.npz"
 
 
+SELECT = ("log_loss", "ndcg@10", "auroc")
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     hidden: tuple[int, ...] = (64, 32)     # the fastest size that matched the best dev nDCG (HD, CF)
@@ -40,6 +43,9 @@ class StudentConfig:
     label_temperature: float = 1.0   # teacher soft labels as p^(1/T), renormalised: T < 1 sharpens them
     decision: str = "cutpoints"      # cutpoints: a level from the expected level, cut where dev QWK is best;
                                      # argmax: the most probable level (collapses to the majority level)
+    select: str = "log_loss"         # the dev figure that picks the epoch kept: log_loss (of the human dev
+                                     # labels; smooth, and never an epoch that barely trained), ndcg@10 or
+                                     # auroc (mean over thresholds)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -55,6 +61,8 @@ class StudentConfig:
             raise RelkitError("student: label_temperature must be positive")
         if self.decision not in ("cutpoints", "argmax"):
             raise RelkitError(f"student: decision is cutpoints or argmax, not '{self.decision}'")
+        if self.select not in SELECT:
+            raise RelkitError(f"student: select is one of {', '.join(SELECT)}, not '{self.select}'")
 
 
 @dataclass
@@ -354,12 +362,23 @@ def torch_student(student: Student):
 
 
 def dev_metrics(proba: np.ndarray, dev: DevSet, scale: LabelScale) -> dict[str, float]:
-    from relkit.metrics import accuracy, ndcg_per_query
+    from relkit.metrics import accuracy, auroc_at, ndcg_per_query
 
     scores = proba @ np.asarray(scale.gains, dtype=np.float64)
     per_query = ndcg_per_query(dev.query_ids, dev.item_ids, dev.labels, scores, scale.gains, cutoffs=(10,))[10]
+    at_least = np.cumsum(proba[:, ::-1], axis=1)[:, ::-1]          # P(level >= t), t = 1..K
+    aurocs = [auroc_at(dev.labels, at_least[:, t - 1], t) for t in range(2, scale.k + 1)]
+    picked = np.clip(proba[np.arange(len(proba)), dev.labels - 1], 1e-12, 1.0)
     return {"accuracy": accuracy(dev.labels, proba.argmax(axis=1) + 1),
-            "ndcg@10": float(np.mean(list(per_query.values()))) if per_query else 0.0}
+            "ndcg@10": float(np.mean(list(per_query.values()))) if per_query else 0.0,
+            "log_loss": float(-np.log(picked).mean()),
+            "auroc": float(np.nanmean(aurocs)) if not np.isnan(aurocs).all() else 0.0}
+
+
+def selection_key(metrics: dict[str, float], select: str) -> tuple[float, float]:
+    """Larger is better: the dev figure `select` (log loss negated), accuracy breaking ties."""
+    value = -metrics["log_loss"] if select == "log_loss" else metrics[select]
+    return value, metrics["accuracy"]
 
 
 def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: str
@@ -382,7 +401,8 @@ def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: st
 def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
                 config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None,
                 show_progress: bool = True) -> Student:
-    """Train an MLP on `train` (soft targets), keep the epoch with the best dev nDCG@10 (accuracy breaks ties)."""
+    """Train an MLP on `train` (soft targets), keep the epoch with the best dev figure `config.select`
+    (accuracy breaks ties)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -411,7 +431,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
     weights_of = lambda: {f"{kind}{i}": p.detach().numpy().copy()  # noqa: E731
                           for i, m in enumerate(linear_layers(net))
                           for kind, p in (("w", m.weight), ("b", m.bias))}
-    best, best_key, stale, history = None, (-1.0, -1.0), 0, []
+    best, best_key, stale, history = None, (-np.inf, -np.inf), 0, []
     started = time.perf_counter()
     bar = tqdm(range(config.epochs), disable=not show_progress, desc="training student", unit="epoch")
     for epoch in bar:
@@ -431,7 +451,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
             proba = torch.softmax(net(dev_x), dim=-1).numpy()
         metrics = dev_metrics(proba, dev, scale)
         history.append({"epoch": epoch + 1, "loss": total / len(x), **metrics})
-        key = (metrics["ndcg@10"], metrics["accuracy"])
+        key = selection_key(metrics, config.select)
         bar.set_postfix(loss=f"{total / len(x):.4f}", dev_ndcg=f"{metrics['ndcg@10']:.4f}")
         if key > best_key:
             best, best_key, stale = copy.deepcopy(weights_of()), key, 0
@@ -441,7 +461,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
                 break
     bar.close()
     weights = {"mean": mean.astype(np.float32), "std": std.astype(np.float32), **best}
-    best_epoch = max(history, key=lambda h: (h["ndcg@10"], h["accuracy"]))
+    best_epoch = max(history, key=lambda h: selection_key(h, config.select))
     meta = StudentMeta(scale=scale, features=builder.config.to_dict() if builder is not None else {}, blocks=blocks,
                        hidden=list(config.hidden), teacher=teacher,
                        config={**asdict(config), "hidden": list(config.hidden)},
