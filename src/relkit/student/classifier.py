@@ -16,8 +16,9 @@ class StudentClassifier(ClassifierMixin, BaseEstimator):
     `predict_proba` (n, levels) and `predict` (levels 1..K by the decision fit on `eval_set`).
 
     `y` holds levels 1..K, or an (n, K) array of probabilities (a teacher's soft labels);
-    `sample_weight` weighs rows (human against teacher labels). Training keeps the epoch with the best
-    dev nDCG@10 on `eval_set`: (features, levels 1..K, the query of each row). The parameters are the
+    `sample_weight` weighs rows (human against teacher labels). Training keeps the epoch with the lowest
+    log loss of `eval_set`'s levels (`select="ndcg@10"` or `"auroc"`: that figure's best), where
+    `eval_set` is (features, levels 1..K, the query of each row). The parameters are the
     student's (`StudentConfig`); `get_params`, `set_params` and `sklearn.base.clone` work as for any
     estimator, and `predict` before `fit` raises `sklearn.exceptions.NotFittedError`.
 
@@ -32,13 +33,14 @@ class StudentClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, levels: int = 5, hidden: tuple[int, ...] = (64, 32), epochs: int = 40, patience: int = 4,
                  batch_size: int = 512, lr: float = 2e-3, weight_decay: float = 1e-4, dropout: float = 0.1,
-                 seed: int = 0):
+                 seed: int = 0, select: str = "log_loss"):
         self.levels = levels
         self.hidden = hidden
         self.epochs = epochs
         self.patience = patience
         self.batch_size = batch_size
         self.lr = lr
+        self.select = select
         self.weight_decay = weight_decay
         self.dropout = dropout
         self.seed = seed
@@ -57,7 +59,7 @@ class StudentClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None, eval_set=None) -> "StudentClassifier":
         if eval_set is None or len(eval_set) != 3:
             raise RelkitError("fit needs eval_set=(X_dev, levels_dev, query_ids_dev): training stops early on "
-                              "the dev nDCG@10")
+                              "the dev figure `select`")
         x = np.asarray(X, dtype=np.float32)
         if x.ndim != 2 or not len(x):
             raise RelkitError("fit: X must be a non-empty (rows, features) matrix")
@@ -74,7 +76,7 @@ class StudentClassifier(ClassifierMixin, BaseEstimator):
         scale = LabelScale.default(self.levels)
         config = StudentConfig(hidden=tuple(self.hidden), epochs=self.epochs, patience=self.patience,
                                batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                               dropout=self.dropout, seed=self.seed)
+                               dropout=self.dropout, seed=self.seed, select=self.select)
         train = TrainingSet(x, self._targets(y, len(x), "y"), weights)
         dev = DevSet(dev_x, dev_levels, [str(q) for q in dev_queries], [str(i) for i in range(len(dev_x))])
         self.student_ = fit_student(train, dev, scale, None, config, show_progress=False)
