@@ -410,3 +410,41 @@ def test_llama_cpp_server_judges_with_logprobs(shop, llama_server):
     with pytest.raises(RelkitError, match="does not serve the model 'gpt-x'"):
         create_judge(shop, JudgeSpec(name="gx", model="gpt-x", backend="endpoint",
                                      endpoint=llama_server)).run(shop, pairs, show_progress=False)
+
+
+# --- zero human labels: judge -> teach -> distill --------------------------------------------------
+
+def test_zero_human_labels_judge_teach_distill(tmp_path, fake_endpoint, tiny_llama):
+    from conftest import ITEMS
+    from relkit import SplitConfig, Workspace, import_file, split_queries
+
+    ws = Workspace.create(tmp_path / "zero", LabelScale.default(3))
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"], ITEMS))
+    queries = sorted({f"{c} {t}" for _, c_t, _ in ITEMS for c, t in [c_t.split()]})
+    import_file(ws, "queries", write_csv(tmp_path / "q.csv", ["query_id", "query"], [[q.replace(" ", "-"), q]
+                                                                                      for q in queries]))
+    split_queries(ws, SplitConfig(seed=3, dev=0.2, test=0.2))
+    rng = np.random.default_rng(0)
+    rows = [[q.replace(" ", "-"), ITEMS[n][0]] for q in queries for n in rng.choice(len(ITEMS), 10, replace=False)]
+    rows += [[q.replace(" ", "-"), q.replace(" ", "-")] for q in queries]      # each query's own item
+    import_file(ws, "pairs", write_csv(tmp_path / "p.csv", ["query_id", "item_id"], rows))
+    assert ws.count("judgments") == 0
+    ws_path = str(ws.path)
+    ws.close()
+    url = fake_endpoint(Script())
+    result = runner.invoke(app, ["judge", "--name", "rule", "--model", "judge-m", "--endpoint", url, "--fields",
+                                 "title", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["teach", "--labels", "judge:rule", "--model", str(build("bert", tmp_path)),
+                                 "--name", "fromjudge", "--epochs", "2", "--max-length", "32", "--set", "prior=none",
+                                 "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((Path(ws_path) / "artifacts" / "teacher-fromjudge" / "relkit.json").read_text())
+    assert meta["config"]["labels"] == "judge:rule" and "qwk" in meta["metrics"]
+    result = runner.invoke(app, ["distill", "--teacher", "judge:rule", "--human-weight", "0", "--groups",
+                                 "bm25,text_match", "--set", "epochs=5", "--json", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    assert out["student"] == "student-judge-rule" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
+    # a student of the rule judge's labels ranks the dev pairs by the rule: nDCG well above chance
+    assert out["dev"]["ndcg@10"] > 0.8

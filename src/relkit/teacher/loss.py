@@ -81,16 +81,21 @@ class TeacherLoss(nn.Module):
                 "ordinal_weight": self.ordinal_weight, "listwise_weight": self.listwise_weight}
 
     def terms(self, logits, targets, groups=None) -> dict:
-        """Each term unweighted: cross_entropy always, ordinal and listwise when their weight is set."""
+        """Each term unweighted: cross_entropy always, ordinal and listwise when their weight is set.
+        `targets` are 0-based levels, or (n, K) distributions (soft labels, e.g. a judge's): then the
+        cross-entropy is against the distribution and the other terms read its expectation."""
         out = {"cross_entropy": nn.functional.cross_entropy(logits, targets, weight=self.class_weight,
                                                             label_smoothing=self.label_smoothing)}
         proba = torch.softmax(logits, dim=-1)
+        soft = targets.is_floating_point() and targets.dim() == 2
         if self.ordinal_weight:
-            out["ordinal"] = torch.mean((proba @ self.levels - targets.float()) ** 2)
+            wanted = targets @ self.levels if soft else targets.float()
+            out["ordinal"] = torch.mean((proba @ self.levels - wanted) ** 2)
         if self.listwise_weight:
             if groups is None:
                 raise RelkitError("the listwise term needs the query of each pair (groups)")
-            out["listwise"] = listnet_loss(proba @ self.gains, self.gains[targets], groups)
+            out["listwise"] = listnet_loss(proba @ self.gains, targets @ self.gains if soft else self.gains[targets],
+                                           groups)
         return out
 
     def forward(self, logits, targets, groups=None):
