@@ -156,6 +156,7 @@ class Script:
         self.steps, self.key, self.models, self.answer, self.logprobs = list(steps), key, models, answer, logprobs
         self.lock = threading.Lock()
         self.chats = 0
+        self.answered = 0       # 200 replies sent whole: answers paid for
         self.auth_seen = []
 
 
@@ -229,6 +230,8 @@ class Handler(BaseHTTPRequestHandler):
                 {"token": others[0], "logprob": math.log(0.2), "bytes": None},
                 {"token": " " + others[1], "logprob": math.log(0.05), "bytes": None},
                 {"token": "The", "logprob": math.log(0.05), "bytes": None}]}]}
+        with s.lock:
+            s.answered += step != "cut"
         self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [choice], "usage": {"prompt_tokens": 50, "completion_tokens": 1,
                                                         "total_tokens": 51}}, cut=step == "cut")
@@ -337,6 +340,15 @@ def test_labels_paid_for_are_kept_when_the_endpoint_fails(shop, fake_endpoint):
     run = judge.run(shop, pairs, show_progress=False)          # the server is well again
     assert (run.held, run.judged, run.requests) == (5, 7, 7)
     assert not np.isnan(judge.labels(shop, pairs)).any()
+
+
+def test_answers_in_flight_when_a_request_fails_are_kept(shop, fake_endpoint):
+    script = Script(steps=["slow", "500", "slow", "ok", "500"] + ["500"] * 20)
+    judge = endpoint_judge(shop, fake_endpoint(script), concurrency=3, retries=0, timeout=5.0)
+    with pytest.raises(RelkitError, match="HTTP 500 after 1 tries"):
+        judge.run(shop, select_pairs(shop, "dev")[:12], shard_size=1, show_progress=False)
+    kept = sum(pq.read_metadata(f).num_rows for f in shards(shop, "ep"))
+    assert kept == script.answered >= 2      # the slow answers arrived after the failure, and are kept
 
 
 def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
