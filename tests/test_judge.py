@@ -460,3 +460,21 @@ def test_zero_human_labels_judge_teach_distill(tmp_path, fake_endpoint, tiny_lla
     assert out["student"] == "student-judge-rule" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
     # a student of the rule judge's labels ranks the dev pairs by the rule: nDCG well above chance
     assert out["dev"]["ndcg@10"] > 0.8
+
+
+def test_soft_labels_loss_equals_hard_labels_when_one_hot():
+    import torch
+
+    from relkit.teacher.loss import TeacherLoss
+
+    loss = TeacherLoss(LabelScale.default(3), class_weights=[0.5, 1.0, 2.0], label_smoothing=0.1, ordinal_weight=0.5,
+                       listwise_weight=0.3)
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    hard = torch.tensor([0, 1, 2, 2, 0, 1])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    soft = torch.nn.functional.one_hot(hard, 3).float()
+    assert loss(logits, soft, groups).item() == pytest.approx(loss(logits, hard, groups).item(), rel=1e-5)
+    # a soft label pulls toward its distribution: the loss is least where the logits match it
+    target = torch.tensor([[0.2, 0.5, 0.3]])
+    plain = TeacherLoss(LabelScale.default(3))
+    assert plain(torch.log(target), target) < plain(torch.log(torch.tensor([[0.3, 0.4, 0.3]])), target)
