@@ -437,6 +437,11 @@ def judge(
 
     with _open(workspace) as ws:
         if model is None:
+            given = [flag for flag, value in (("--endpoint", endpoint), ("--gguf-file", gguf_file), ("--prompt", prompt),
+                                              ("--guidelines", guidelines), ("--fields", fields)) if value]
+            if given or shots:
+                raise RelkitError(f"{', '.join(given + (['--shots'] if shots else []))} make a new judge: give --model "
+                                  f"too (and another --name), or run the stored judge '{name}' with --name alone")
             judge = load_judge(ws, name)
         else:
             spec = JudgeSpec(name=name, model=model, backend="endpoint" if endpoint else "local", endpoint=endpoint,
