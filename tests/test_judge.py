@@ -315,6 +315,8 @@ def test_endpoint_refusing_the_key_lacking_the_model_or_down(shop, fake_endpoint
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "0 answers named no level" in said and "48 judged" in said and "48 requests" in said
+    result = runner.invoke(app, ["judge", "--name", "k", "--shots", "2", *ws_arg])     # would be ignored: refused
+    assert result.exit_code == 2 and "--shots make a new judge: give --model" in " ".join(result.output.split())
     stored = "".join(p.read_text() for p in (shop.path / "artifacts" / "judge-k").iterdir())
     assert "s3cret" not in stored and "RELKIT_TEST_KEY" in stored
     result = runner.invoke(app, ["judge", "--name", "other", "--model", "nope-model", "--endpoint", url,
