@@ -289,8 +289,11 @@ def check_run(ws: Workspace, config: TrainConfig) -> None:
     if config.labels != "human":
         from relkit.judge.core import judged_split
 
-        judged_split(ws, config.labels, "train")
+        train, _ = judged_split(ws, config.labels, "train")
         judged_split(ws, config.labels, "dev")
+        if config.prior != "none" and len(np.unique(train.labels)) < 2:
+            raise RelkitError(f"{config.labels} puts every train pair at level {train.labels[0]} at most probable; the "
+                              f"prior is fit on those levels and needs two: train with --set prior=none")
         return
     check_train_data(load_judged_pairs(ws, "train"), ws.scale.k)
     if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
