@@ -12,7 +12,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test clean chromium
 
-$(BIN)/relkit: pyproject.toml
+# the dev extra builds llama-cpp-python (the judge tests' llama.cpp server) from source: a C++ compiler
+CXX_BIN := /usr/bin/g++
+$(CXX_BIN):
+	$(SUDO) apt-get install -y --no-install-recommends g++ || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends g++)
+
+$(BIN)/relkit: pyproject.toml | $(CXX_BIN)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
