@@ -4,7 +4,6 @@ llama.cpp server with SmolLM2), the cache, the CLI, and judge labels used as a t
 import json
 import math
 import re
-import shutil
 import socket
 import subprocess
 import sys
