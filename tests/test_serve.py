@@ -1,6 +1,8 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -320,6 +322,29 @@ def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
         metrics = http.get("/metrics").text
         assert 'relkit_model_reloads_total{outcome="ok"} 1.0' in metrics
         assert 'relkit_model_reloads_total{outcome="failed"}' not in metrics
+
+
+def test_a_stopped_service_leaves_nothing_alive_at_exit(served):
+    """The service keeps its model out of the collector's passes (gc.freeze); once it stops, that is
+    undone, or the objects stay alive past the interpreter's exit and DuckDB's bindings report them
+    ("nanobind: leaked ... DuckDBPyType instances")."""
+    code = f"""
+import threading, time, httpx, uvicorn
+from relkit.serve import create_app
+server = uvicorn.Server(uvicorn.Config(create_app({str(served)!r}, warm_queries=0), host="127.0.0.1",
+                                       port={free_port()}, log_level="warning"))
+thread = threading.Thread(target=server.run)
+thread.start()
+while not server.started:
+    assert thread.is_alive()
+    time.sleep(0.05)
+assert httpx.get(f"http://127.0.0.1:{{server.config.port}}/healthz").status_code == 200
+server.should_exit = True
+thread.join()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "leaked" not in result.stderr, result.stderr[:2000]
 
 
 def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):

@@ -107,8 +107,13 @@ class Service:
         self.set_model(model)
         self.mtime = mtime
         task = asyncio.create_task(self.follow_promotions())
-        yield
-        task.cancel()
+        try:
+            yield
+        finally:
+            task.cancel()
+            # what set_model froze goes back to the collector: frozen objects are never collected,
+            # not even when the interpreter exits, and DuckDB's bindings then report them as leaked
+            gc.unfreeze()
 
     async def query_vector(self, model: Model, query: str) -> np.ndarray | None:
         return await self.queries.get(model, query, self.metrics.query_cache)
