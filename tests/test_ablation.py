@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 
@@ -28,12 +29,13 @@ def described(tmp_path):
     ws.close()
 
 
-def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
+def test_ablation_adds_the_fields_the_data_has(described, tmp_path, caplog):
     bert = build("bert", tmp_path)
     assert fields_with_data(described, ["title", "caption", "description", "board_titles"]) == ["title", "description"]
-    messages = []
+    caplog.set_level(logging.INFO, logger="relkit.ablation")
     config = TrainConfig(model=str(bert), epochs=1, batch_size=8, max_length=32, prior="none")
-    rows = ablate(described, config, ["title", "caption", "description"], log=messages.append, show_progress=False)
+    rows = ablate(described, config, ["title", "caption", "description"])
+    messages = [r.getMessage() for r in caplog.records if r.name == "relkit.ablation"]
     assert [r.fields for r in rows] == [("title",), ("title", "description")]
     assert "no data for caption: left out of the ablation" in messages
     for row in rows:
@@ -41,6 +43,6 @@ def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
         assert [f["name"] for f in meta["template"]["fields"]] == list(row.fields)
         assert row.metrics["accuracy"] is not None and row.metrics["ndcg@10"] is not None
     with pytest.raises(RelkitError, match="unknown item text field 'colour'"):
-        ablate(described, config, ["title", "colour"], show_progress=False)
+        ablate(described, config, ["title", "colour"])
     with pytest.raises(RelkitError, match="no item judged in the train split has any of the fields"):
-        ablate(described, config, ["caption"], show_progress=False)
+        ablate(described, config, ["caption"])

@@ -62,11 +62,11 @@ def served(shop):
 def serving_workspace(shop) -> Path:
     """A workspace with two students on the same features and one on other features; `a` is active."""
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=GROUPS), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=GROUPS))
     distiller.train(None, StudentConfig(epochs=30, patience=30, hidden=(32,), human_weight=0.0)).save(
         shop.artifacts / "student-a")
     distiller.train(None, StudentConfig(epochs=2, hidden=(8,), seed=5)).save(shop.artifacts / "student-b")
-    other = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    other = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     other.train(None, StudentConfig(epochs=2, hidden=(8,))).save(shop.artifacts / "student-c")
     promote(shop, "a")
     path = shop.path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,9 @@ from relkit.errors import RelkitError
 
 app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
+console = Console()                 # results
+err = Console(stderr=True)          # messages (through the log handler), bars and errors
+logger = logging.getLogger(__name__)
 
 WorkspaceOpt = Annotated[Path, typer.Option(
     "--workspace", "-w", envvar="RELKIT_WORKSPACE", show_default=True,
@@ -34,6 +36,29 @@ def _friendly(fn):
             err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say only warnings and errors: no progress "
+                                                               "messages, no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say debug messages.")] = False,
+) -> None:
+    """Options of every command: how much relkit says on stderr while it works (results go to stdout)."""
+    from relkit.logs import install
+
+    if quiet and verbose:
+        err.print("[bold red]error:[/] --quiet and --verbose contradict each other; give one", highlight=False)
+        raise typer.Exit(2)
+    ctx.call_on_close(install(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO, err))
+
+
+def _busy(text: str):
+    """A spinner with `text` while a step without a bar runs, unless messages are off (--quiet)."""
+    import contextlib
+
+    return console.status(text) if logging.getLogger("relkit").isEnabledFor(logging.INFO) else contextlib.nullcontext()
 
 
 def _open(path: Path):
@@ -97,7 +122,7 @@ def import_(
         if not sep or not source.strip() or not target.strip():
             raise RelkitError(f"--map takes SOURCE=FIELD, got '{entry}'")
         mapping[source.strip()] = target.strip()
-    with _open(workspace) as ws, console.status(f"importing {file}"):
+    with _open(workspace) as ws, _busy(f"importing {file}"):
         result = import_file(ws, kind, file, format=format, mapping=mapping, encoding=encoding, split=split)
     console.print(result.summary(), highlight=False)
 
@@ -187,11 +212,10 @@ def eval_(
     from relkit.systems import make_system
 
     with _open(workspace) as ws:
-        systems = [make_system(s, ws) for s in system]
+        report = evaluate(ws, [make_system(s, ws) for s in system], split)
         if json_:
-            typer.echo(evaluate(ws, systems, split).to_json())
+            typer.echo(report.to_json())
             return
-        report = evaluate(ws, systems, split, progress=lambda msg: err.print(msg, highlight=False))
         console.print(report.headline(), highlight=False)
         console.print(report.table())
 
@@ -220,7 +244,7 @@ def report(
     command = "relkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with _open(workspace) as ws:
         systems = [make_system(s, ws) for s in system]
-        data = build(ws, systems, split, command=command, progress=lambda msg: err.print(msg, highlight=False))
+        data = build(ws, systems, split, command=command)
     path = write(data, output)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False)
     if json_:
@@ -265,7 +289,7 @@ def teach(
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
     result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
-                           stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
+                           stop_after=stop_after)
     if result.finished and result.main_process:
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
@@ -308,7 +332,7 @@ def ablate(
         raise RelkitError("ablate sets each teacher's fields and name itself; use --fields and --prefix")
     with _open(workspace) as ws:
         rows = run_ablation(ws, TrainConfig.from_dict(options), [f.strip() for f in fields.split(",") if f.strip()],
-                            split, prefix, log=lambda m: err.print(m, highlight=False))
+                            split, prefix)
         aurocs = [f"auroc@{t}" for t in range(2, ws.scale.k + 1)]
     if json_:
         typer.echo(json.dumps(rows_as_dicts(rows), indent=2))
@@ -441,7 +465,7 @@ def distill(
     if teacher is None and plan:
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
     with _open(workspace) as ws:
-        distiller = Distiller(ws, teacher, features, show_progress=not json_)
+        distiller = Distiller(ws, teacher, features)
         name = name or distiller.teacher or "human"
         if plan:
             rows = scaling_curve(distiller, plan, config, prefix=name)
@@ -514,7 +538,7 @@ def serve(
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
     limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1e6))   # MB as in caption
-    err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
+    logger.info("relkit: serving %s on http://%s:%d (docs at /docs)", workspace, host, port)
     run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds,
                 warm_queries=warm_queries)
 

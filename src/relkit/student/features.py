@@ -167,8 +167,8 @@ class FeatureBuilder:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, show_progress: bool = False,
-                       encoder: Encoder | None = None, image_encoder=None) -> "FeatureBuilder":
+    def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, encoder: Encoder | None = None,
+                       image_encoder=None) -> "FeatureBuilder":
         config = config or FeatureConfig()
         cols = ", ".join(ITEM_RECORD_COLUMNS)
         rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
@@ -179,7 +179,7 @@ class FeatureBuilder:
         texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
         vectors = None
         if "embedding" in config.groups:
-            vectors = cached_vectors(ws, config.encoder, texts, encoder, show_progress)
+            vectors = cached_vectors(ws, config.encoder, texts, encoder)
         items = ItemTable(item_ids, {i: n for n, i in enumerate(item_ids)}, texts, vectors,
                           np.zeros((len(item_ids), 0), dtype=np.float32))
         if "text_match" in config.groups:
@@ -192,7 +192,7 @@ class FeatureBuilder:
         if "bm25" in config.groups:
             from relkit.features.bm25 import BM25Index
 
-            bm25 = BM25Index(item_ids, texts, show_progress=show_progress)
+            bm25 = BM25Index(item_ids, texts)
         query_engagement: dict = {}
         builder = cls(config, items, bm25, encoder, query_engagement)
         if "engagement" in config.groups:
@@ -207,8 +207,7 @@ class FeatureBuilder:
             from relkit.features.images import ImageEncoder, item_image_vectors
 
             image_encoder = image_encoder or ImageEncoder(config.image_encoder)
-            vectors, has = item_image_vectors(ws, [r["image"] for r in records], image_encoder,
-                                              show_progress=show_progress)
+            vectors, has = item_image_vectors(ws, [r["image"] for r in records], image_encoder)
             if config.image_dim is not None and config.image_dim != vectors.shape[1]:
                 raise RelkitError(f"the image encoder '{config.image_encoder}' gives {vectors.shape[1]} values, the "
                                   f"model was trained on {config.image_dim}")
@@ -282,12 +281,12 @@ class FeatureBuilder:
         return out
 
     # -- features -----------------------------------------------------------------------------
-    def query_vectors(self, queries: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    def query_vectors(self, queries: Sequence[str], bar: bool = False) -> np.ndarray:
         if not self.dim:
             return np.zeros((len(queries), 0), dtype=np.float32)
-        return self.encoder.encode(list(queries), show_progress=show_progress)
+        return self.encoder.encode(list(queries), bar)
 
-    def pairs(self, queries: Sequence[str], item_ids: Sequence[str], show_progress: bool = False) -> PairFeatures:
+    def pairs(self, queries: Sequence[str], item_ids: Sequence[str]) -> PairFeatures:
         """Features of the pairs (queries[i], item_ids[i])."""
         if len(queries) != len(item_ids):
             raise RelkitError("pairs: as many queries as items are needed")
@@ -295,7 +294,7 @@ class FeatureBuilder:
         index = {q: n for n, q in enumerate(distinct)}
         query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
         item_rows = self.items.rows(item_ids)
-        vectors = self.query_vectors(distinct, show_progress)
+        vectors = self.query_vectors(distinct, bar=True)
         pair = np.zeros((len(queries), len(self.pair_names())), dtype=np.float32)
         for n, query in enumerate(distinct):
             sel = np.flatnonzero(query_index == n) if len(distinct) > 1 else np.arange(len(queries))

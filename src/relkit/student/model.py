@@ -380,11 +380,11 @@ def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: st
 
 
 def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
-                config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None,
-                show_progress: bool = True) -> Student:
+                config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None) -> Student:
     """Train an MLP on `train` (soft targets), keep the epoch with the best dev nDCG@10 (accuracy breaks ties)."""
     import torch
-    from tqdm.auto import tqdm
+
+    from relkit.logs import progress
 
     config = config or StudentConfig()
     if len(train.x) == 0:
@@ -413,7 +413,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
                           for kind, p in (("w", m.weight), ("b", m.bias))}
     best, best_key, stale, history = None, (-1.0, -1.0), 0, []
     started = time.perf_counter()
-    bar = tqdm(range(config.epochs), disable=not show_progress, desc="training student", unit="epoch")
+    bar = progress(range(config.epochs), desc="training student", unit="epoch")
     for epoch in bar:
         net.train()
         order = torch.from_numpy(rng.permutation(len(x)))
@@ -519,7 +519,7 @@ class StudentClassifier:
                                dropout=self.dropout, seed=self.seed)
         train = TrainingSet(x, self._targets(y, len(x), "y"), weights)
         dev = DevSet(dev_x, dev_levels, [str(q) for q in dev_queries], [str(i) for i in range(len(dev_x))])
-        self.student_ = fit_student(train, dev, scale, None, config, show_progress=False)
+        self.student_ = fit_student(train, dev, scale, None, config)
         self.classes_ = np.arange(1, self.levels + 1)
         return self
 
