@@ -1,4 +1,5 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
+import functools
 import logging
 import socket
 import subprocess
@@ -363,8 +364,13 @@ def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
     seen = {}
     monkeypatch.setattr(relkit.serve, "serve", lambda workspace, limits, **kw: seen.setdefault("serve", []).append(
         limits.max_body_bytes))
-    monkeypatch.setattr(relkit.captions, "caption_items", lambda ws, model, max_bytes, **kw: seen.setdefault(
-        "caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done"))
+    real = relkit.captions.caption_items
+
+    @functools.wraps(real)   # its signature stays the real one: `relkit caption --help` shows its defaults
+    def caption_items(ws, max_bytes=None, **kw):
+        return seen.setdefault("caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done")
+
+    monkeypatch.setattr(relkit.captions, "caption_items", caption_items)
     runner = CliRunner()
     for args in (["serve", "--max-body-mb", "2"], ["serve"], ["caption", "--max-mb", "2"]):
         result = runner.invoke(app, [*args, "-w", path])
