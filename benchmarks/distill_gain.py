@@ -70,7 +70,7 @@ def main() -> None:
         teacher, embedding, bm25 = (r.metrics for r in report.results)
         k = ws.scale.k
         aurocs = [f"auroc@{t}" for t in range(2, k + 1)]
-        distiller = Distiller(ws, args.teacher, show_progress=False)
+        distiller = Distiller(ws, args.teacher)
         print(f"{report.headline()}\n{distiller.available:,} teacher-labeled train pairs, "
               f"{len(distiller.human_x):,} human ones", flush=True)
 

@@ -33,6 +33,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import logging
 import os
 import platform
 import sys
@@ -175,7 +176,7 @@ def train_one(ws: Workspace, name: str, options: dict) -> dict:
     else:
         config = TrainConfig.from_dict({"name": name, **options})
         log(f"{name}: training ({', '.join(f'{k}={v}' for k, v in options.items())})")
-        result = train_teacher(ws, config, show_progress=False, log=lambda m: log(f"  {m}"))
+        result = train_teacher(ws, config)
         meta = json.loads((out / META_FILE).read_text())
         history, seconds, steps = result.history, result.seconds, result.steps
         (out / "train.json").write_text(json.dumps({"seconds": seconds, "steps": steps}))
@@ -420,6 +421,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="workspaces and results (default: a new temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="where gpu_check.json and gpu_check.md are copied")
     args = parser.parse_args()
+    # relkit's messages (the teacher's dev evaluations) as this script's own lines; no bars
+    logging.basicConfig(format="[%(asctime)s]   %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.getLogger("relkit").setLevel(logging.INFO)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:

@@ -12,6 +12,7 @@ Prints the training time and the evaluation table (teacher, bm25, embedding).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -50,11 +51,13 @@ def main() -> None:
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
     console = Console(width=120)
+    logging.basicConfig(format="%(message)s")   # relkit's messages (the dev evaluations) and bars
+    logging.getLogger("relkit").setLevel(logging.INFO)
     with workspace(args.workdir, args.dataset) as ws:
         options = {"name": f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", **_parse_sets(args.sets, TrainConfig)}
         config = TrainConfig.from_dict(options)
         console.print(f"training {config}", highlight=False)
-        result = train_teacher(ws, config, log=lambda m: console.print(m, highlight=False))
+        result = train_teacher(ws, config)
         console.print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev step "
                       f"{result.best_step}", highlight=False)
         systems = [make_system(f"teacher:{config.name}", ws)]

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -30,12 +31,13 @@ def described(tmp_path):
     ws.close()
 
 
-def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
+def test_ablation_adds_the_fields_the_data_has(described, tmp_path, caplog):
     bert = build("bert", tmp_path)
     assert fields_with_data(described, ["title", "caption", "description", "board_titles"]) == ["title", "description"]
-    messages = []
+    caplog.set_level(logging.INFO, logger="relkit.ablation")
     config = TrainConfig(model=str(bert), epochs=1, batch_size=8, max_length=32, prior="none")
-    rows = ablate(described, config, ["title", "caption", "description"], log=messages.append, show_progress=False)
+    rows = ablate(described, config, ["title", "caption", "description"])
+    messages = [r.getMessage() for r in caplog.records if r.name == "relkit.ablation"]
     assert [r.fields for r in rows] == [("title",), ("title", "description")]
     assert "no data for caption: left out of the ablation" in messages
     described_chair = {"title": "red chair", "description": "oak chair"}
@@ -60,6 +62,6 @@ def test_ablation_adds_the_fields_the_data_has(described, tmp_path):
         scores.append(proba[0])
     assert not np.allclose(scores[0], scores[1], atol=1e-6)   # taking a field away changes the model
     with pytest.raises(RelkitError, match="unknown item text field 'colour'"):
-        ablate(described, config, ["title", "colour"], show_progress=False)
+        ablate(described, config, ["title", "colour"])
     with pytest.raises(RelkitError, match="no item judged in the train split has any of the fields"):
-        ablate(described, config, ["caption"], show_progress=False)
+        ablate(described, config, ["caption"])

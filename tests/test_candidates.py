@@ -24,7 +24,7 @@ def catalog_ws(tmp_path, ws):
 
 def test_candidates_for_train_queries_only(catalog_ws):
     ws = catalog_ws
-    result = make_pairs(ws, k=3, show_progress=False)
+    result = make_pairs(ws, k=3)
     train = {q for (q,) in ws.fetchall("SELECT query FROM queries JOIN splits USING (query_id) WHERE split='train'")}
     assert "blue lamp" in train and result.queries == len(train)
     rows = ws.fetchall("SELECT q.query, p.item_id, p.source FROM pairs p JOIN queries q USING (query_id)")
@@ -35,15 +35,15 @@ def test_candidates_for_train_queries_only(catalog_ws):
     judged = set(ws.fetchall("SELECT query_id, item_id FROM judgments"))
     assert not judged & set(ws.fetchall("SELECT query_id, item_id FROM pairs"))
     assert result.added == len(rows) == result.found and sum(result.by_source.values()) == result.found
-    assert make_pairs(ws, k=3, show_progress=False).added == 0  # again: nothing new
-    only_bm25 = make_pairs(ws, k=5, sources=["bm25"], show_progress=False)
+    assert make_pairs(ws, k=3).added == 0  # again: nothing new
+    only_bm25 = make_pairs(ws, k=5, sources=["bm25"])
     assert set(only_bm25.by_source) == {"bm25"}
 
 
 def test_candidates_need_a_split_and_known_sources(tmp_path, ws):
     import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "title", "label"], [["a", "b", "1"]]))
     with pytest.raises(RelkitError, match="run `relkit split` first"):
-        make_pairs(ws, show_progress=False)
+        make_pairs(ws)
     split_queries(ws)
     with pytest.raises(RelkitError, match="candidate sources are bm25, embedding; got logs"):
-        make_pairs(ws, sources=["logs"], show_progress=False)
+        make_pairs(ws, sources=["logs"])

@@ -71,7 +71,7 @@ def test_captions_are_cached_by_content_and_failures_recorded(tmp_path, ws, blip
         counter["c"] = Counting(model)
         return counter["c"]
 
-    result = caption_items(ws, blip, batch_size=4, timeout=1.0, max_bytes=50_000, show_progress=False,
+    result = caption_items(ws, blip, batch_size=4, timeout=1.0, max_bytes=50_000,
                            captioner_factory=factory)
     assert result.items == 9 and result.failed == 5 and result.captioned == 3  # a (twice), b, the served one
     assert counter["c"].images == 3
@@ -84,13 +84,13 @@ def test_captions_are_cached_by_content_and_failures_recorded(tmp_path, ws, blip
     from PIL import Image
     assert captions["3"] == Captioner(blip).caption([Image.open(b).convert("RGB")])[0]
 
-    again = caption_items(ws, blip, show_progress=False, timeout=1.0, max_bytes=50_000, captioner_factory=factory)
+    again = caption_items(ws, blip, timeout=1.0, max_bytes=50_000, captioner_factory=factory)
     assert again.unchanged == 4 and again.captioned == 0  # only the failures are tried again
     png(b, 3)  # the picture changes at the same path
     (tmp_path / "notes.png").unlink()
     ws.run("UPDATE items SET image = ? WHERE item_id = '3'", [str(tmp_path / "b2.png")])
     (tmp_path / "b2.png").write_bytes(b.read_bytes())
-    third = caption_items(ws, blip, show_progress=False, timeout=1.0, max_bytes=50_000, captioner_factory=factory)
+    third = caption_items(ws, blip, timeout=1.0, max_bytes=50_000, captioner_factory=factory)
     assert third.captioned == 1 and ws.count("captions") == 4
 
 
@@ -101,7 +101,7 @@ def test_caption_reaches_item_text(tmp_path, ws, blip):
     import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], [["chair", "1", "5"]]),
                 split="test")
     split_queries(ws)
-    caption_items(ws, blip, show_progress=False)
+    caption_items(ws, blip)
     caption = ws.fetchone("SELECT caption FROM captions")[0]
     assert load_judged_pairs(ws, "test").item_texts() == [f"Chair\nimage: {caption}"]
 
@@ -113,4 +113,4 @@ def test_unknown_captioner_is_a_clear_error(tmp_path, ws):
     import_file(ws, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "image"],
                                        [["1", "Chair", str(tmp_path / "a.png")]]))
     with pytest.raises(RelkitError, match="cannot load the captioning model"):
-        caption_items(ws, str(tmp_path / "no-model"), show_progress=False)
+        caption_items(ws, str(tmp_path / "no-model"))

@@ -212,3 +212,84 @@ def test_help_starts_light_and_names_stay_what_they_were():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[]", "relkit.evaluate", "Workspace", "import_file"]
     assert relkit("--help").returncode == 0
+
+
+def help_text(*args) -> str:
+    """`relkit ARGS --help` in this process, the table's borders and line breaks taken out."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from relkit.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    return re.sub(r"[│\s]+", " ", result.output)
+
+
+def test_option_defaults_are_the_librarys():
+    """An option whose default belongs to a config dataclass or a library function is None in the CLI
+    (the library's own default applies), and its --help shows the library's value."""
+    import dataclasses
+
+    import typer.main
+
+    from relkit.cli import LIBRARY_DEFAULTS, app, library_default
+    from relkit.student.features import FeatureConfig
+    from relkit.student.model import StudentConfig
+    from relkit.teacher.train import TrainConfig
+
+    commands = typer.main.get_command(app).commands
+    for name, options in LIBRARY_DEFAULTS.items():
+        params = {p.name: p for p in commands[name].params}
+        shown = help_text(name)
+        for option, spec in options.items():
+            assert params[option].default is None, f"relkit {name} --{option}"
+            value = library_default(*spec[:2])
+            assert value is not None, f"relkit {name} --{option}"
+            assert f"--{option.replace('_', '-')} " in shown
+        if name == "teach":
+            for option in options:
+                field = next(f for f in dataclasses.fields(TrainConfig) if f.name == option)
+                want = "no-lora" if field.default is False else field.default
+                assert f"[default: ({want})]" in shown, option
+    distill = help_text("distill")
+    assert f"[default: ({','.join(map(str, StudentConfig().hidden))})]" in distill
+    assert f"[default: ({','.join(FeatureConfig().groups)})]" in distill
+    assert f"[default: ({FeatureConfig().graph_dim})]" in distill
+    assert "[default: (4)]" in help_text("serve") and "[default: (20)]" in help_text("caption")   # MB
+
+
+def test_a_changed_dataclass_default_shows_in_help(monkeypatch):
+    from relkit.features.engagement import EngagedQueriesConfig
+    from relkit.student.features import FeatureConfig
+
+    monkeypatch.setattr(FeatureConfig.__dataclass_fields__["graph_dim"], "default", 48)
+    monkeypatch.setattr(EngagedQueriesConfig.__dataclass_fields__["window_days"], "default", 365)
+    assert "graph embedding (graph group). [default: (48)]" in help_text("distill")
+    assert "ending at --as-of. [default: (365)]" in help_text("engaged")
+
+
+def test_options_not_given_leave_the_library_its_defaults(tmp_path, monkeypatch):
+    import functools
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from relkit.cli import app
+
+    candidates = importlib.import_module("relkit.candidates")
+    relkit("init", tmp_path / "ws")
+    calls = []
+    real = candidates.make_pairs
+
+    @functools.wraps(real)
+    def make_pairs(ws, **options):
+        calls.append(options)
+        return type("Result", (), {"summary": lambda self: "done"})()
+
+    monkeypatch.setattr(candidates, "make_pairs", make_pairs)
+    for args in ([], ["--k", "5", "--encoder", "other"]):
+        result = CliRunner().invoke(app, ["pairs", *args, "-w", str(tmp_path / "ws")])
+        assert result.exit_code == 0, result.output
+    assert calls == [{"sources": ("bm25", "embedding")}, {"sources": ("bm25", "embedding"), "k": 5, "encoder": "other"}]

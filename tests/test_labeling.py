@@ -32,8 +32,7 @@ def labeled_ws(tmp_path):
     pairs = [[ids[f"{c} {t}"], item[0]] for c in COLORS for t in THINGS for item in chosen]
     import_file(ws, "pairs", write_csv(tmp_path / "p.csv", ["query_id", "item_id"], pairs))
     model = build("bert", tmp_path)
-    train_teacher(ws, TrainConfig(model=str(model), name="t", epochs=1, batch_size=8, max_length=32), stop_after=0,
-                  show_progress=False, log=lambda m: None)
+    train_teacher(ws, TrainConfig(model=str(model), name="t", epochs=1, batch_size=8, max_length=32), stop_after=0)
     yield ws
     ws.close()
 
@@ -46,7 +45,7 @@ def labels(ws):
 def test_labels_every_pair_once_and_dedupes_texts(labeled_ws):
     ws = labeled_ws
     n = ws.count("pairs")
-    result = label_pairs(ws, "t", shard_size=64, show_progress=False)  # a query's 8 pairs share a shard
+    result = label_pairs(ws, "t", shard_size=64)  # a query's 8 pairs share a shard
     assert result.labeled == result.pending == n == 256 and result.shards == 4
     texts = ws.fetchone("""SELECT count(DISTINCT (q.query, i.title)) FROM pairs p JOIN queries q USING (query_id)
                            JOIN items i USING (item_id)""")[0]
@@ -54,7 +53,7 @@ def test_labels_every_pair_once_and_dedupes_texts(labeled_ws):
     rows = labels(ws)
     assert len(rows) == n and len({(q, i) for q, i, _, _ in rows}) == n
     assert all(abs(s - 1) < 1e-5 and 1 <= e <= 3 for _, _, s, e in rows)
-    again = label_pairs(ws, "t", show_progress=False)
+    again = label_pairs(ws, "t")
     assert again.labeled == 0 and len(labels(ws)) == n
 
 
@@ -110,29 +109,29 @@ def test_onnx_labels_match_torch_labels(labeled_ws):
     import numpy as np
 
     ws = labeled_ws
-    label_pairs(ws, "t", show_progress=False)
+    label_pairs(ws, "t")
     torch_rows = labels(ws)
     import shutil
     shutil.rmtree(ws.path / "labels" / "t")
-    result = label_pairs(ws, "t", backend="onnx", show_progress=False)
+    result = label_pairs(ws, "t", backend="onnx")
     assert result.labeled == len(torch_rows)
     onnx_rows = labels(ws)
     assert [r[:2] for r in onnx_rows] == [r[:2] for r in torch_rows]
     np.testing.assert_allclose([r[3] for r in onnx_rows], [r[3] for r in torch_rows], atol=1e-4)
     from relkit import RelkitError
     with pytest.raises(RelkitError, match="unknown backend 'tpu'"):
-        label_pairs(ws, "t", backend="tpu", show_progress=False)
+        label_pairs(ws, "t", backend="tpu")
 
 
 def test_ray_engine_gives_the_local_engine_output(labeled_ws):
     import numpy as np
 
     ws = labeled_ws
-    label_pairs(ws, "t", shard_size=64, show_progress=False)
+    label_pairs(ws, "t", shard_size=64)
     local = labels(ws)
     import shutil
     shutil.rmtree(ws.path / "labels" / "t")
-    result = label_pairs(ws, "t", shard_size=64, engine="ray", ray_actors=1, show_progress=False)
+    result = label_pairs(ws, "t", shard_size=64, engine="ray", ray_actors=1)
     assert result.labeled == len(local) and result.scored == len(local) // 2
     on_ray = labels(ws)
     assert [r[:2] for r in on_ray] == [r[:2] for r in local]

@@ -31,14 +31,13 @@ def reported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     ws = make_shop(tmp)
     bert = build_model("bert", tmp)
-    train_teacher(ws, TrainConfig(model=str(bert), name="tiny", epochs=2, batch_size=8, max_length=24, prior="none"),
-                  show_progress=False, log=lambda m: None)
+    train_teacher(ws, TrainConfig(model=str(bert), name="tiny", epochs=2, batch_size=8, max_length=24, prior="none"))
     write_teacher_labels(ws)
-    distiller = Distiller(ws, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(ws, "rule", FeatureConfig(groups=("bm25", "text_match")))
     distiller.train(None, StudentConfig(epochs=8)).save(ws.artifacts / "student-rule")
     scaling_curve(distiller, [50, None], StudentConfig(epochs=3), prefix="curve")
     ablate(ws, TrainConfig(model=str(bert), epochs=1, batch_size=8, max_length=24, prior="none"),
-           ["title", "description"], log=lambda m: None, show_progress=False)
+           ["title", "description"])
     queries = [q for (q,) in ws.fetchall("SELECT query FROM queries ORDER BY query")]
     log = [[q, "red-chair", str(10 * (n + 1)), "1", "2026-01-01"] for n, q in enumerate(queries)]
     import_file(ws, "engagement", write_csv(tmp / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"],

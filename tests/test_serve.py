@@ -1,6 +1,9 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
+import functools
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -60,11 +63,11 @@ def served(shop):
 def serving_workspace(shop) -> Path:
     """A workspace with two students on the same features and one on other features; `a` is active."""
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=GROUPS), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=GROUPS))
     distiller.train(None, StudentConfig(epochs=30, patience=30, hidden=(32,), human_weight=0.0)).save(
         shop.artifacts / "student-a")
     distiller.train(None, StudentConfig(epochs=2, hidden=(8,), seed=5)).save(shop.artifacts / "student-b")
-    other = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    other = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     other.train(None, StudentConfig(epochs=2, hidden=(8,))).save(shop.artifacts / "student-c")
     promote(shop, "a")
     path = shop.path
@@ -326,6 +329,29 @@ def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
         assert 'relkit_model_reloads_total{outcome="failed"}' not in metrics
 
 
+def test_a_stopped_service_leaves_nothing_alive_at_exit(served):
+    """The service keeps its model out of the collector's passes (gc.freeze); once it stops, that is
+    undone, or the objects stay alive past the interpreter's exit and DuckDB's bindings report them
+    ("nanobind: leaked ... DuckDBPyType instances")."""
+    code = f"""
+import threading, time, httpx, uvicorn
+from relkit.serve import create_app
+server = uvicorn.Server(uvicorn.Config(create_app({str(served)!r}, warm_queries=0), host="127.0.0.1",
+                                       port={free_port()}, log_level="warning"))
+thread = threading.Thread(target=server.run)
+thread.start()
+while not server.started:
+    assert thread.is_alive()
+    time.sleep(0.05)
+assert httpx.get(f"http://127.0.0.1:{{server.config.port}}/healthz").status_code == 200
+server.should_exit = True
+thread.join()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "leaked" not in result.stderr, result.stderr[:2000]
+
+
 def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
     """`relkit serve --max-body-mb` and `relkit caption --max-mb` both count 1,000,000 bytes to the MB,
     and the service's default limit is the CLI's default."""
@@ -342,8 +368,13 @@ def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
     seen = {}
     monkeypatch.setattr(relkit.serve, "serve", lambda workspace, limits, **kw: seen.setdefault("serve", []).append(
         limits.max_body_bytes))
-    monkeypatch.setattr(relkit.captions, "caption_items", lambda ws, model, max_bytes, **kw: seen.setdefault(
-        "caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done"))
+    real = relkit.captions.caption_items
+
+    @functools.wraps(real)   # its signature stays the real one: `relkit caption --help` shows its defaults
+    def caption_items(ws, max_bytes=None, **kw):
+        return seen.setdefault("caption", []).append(max_bytes) or SimpleNamespace(summary=lambda: "done")
+
+    monkeypatch.setattr(relkit.captions, "caption_items", caption_items)
     runner = CliRunner()
     for args in (["serve", "--max-body-mb", "2"], ["serve"], ["caption", "--max-mb", "2"]):
         result = runner.invoke(app, [*args, "-w", path])

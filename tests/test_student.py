@@ -21,9 +21,9 @@ class CountingEncoder(Encoder):
         super().__init__()
         self.texts: list[str] = []
 
-    def encode(self, texts, show_progress=False):
+    def encode(self, texts, bar=False):
         self.texts += list(texts)
-        return super().encode(texts, show_progress)
+        return super().encode(texts, bar)
 
 
 def test_features_have_known_values(shop):
@@ -204,7 +204,7 @@ def test_a_student_with_image_features_scores_alike_on_every_path(shop, tmp_path
     import_file(shop, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "description", "image"], rows))
     write_teacher_labels(shop)
     config = FeatureConfig(groups=("bm25", "text_match", "visual"), image_encoder=str(build_clip(tmp_path)))
-    distiller = Distiller(shop, "rule", config, show_progress=False)
+    distiller = Distiller(shop, "rule", config)
     student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,)))
     saved = Student.load(student.save(tmp_path / "student"))
     assert saved.feature_config().image_dim == 16 and ("has_image", 1) in [tuple(b) for b in saved.meta.blocks]
@@ -277,7 +277,7 @@ def test_student_classifier_passes_the_estimator_checks(check):
 
 def test_student_learns_the_teachers_labels(shop):
     n = write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", show_progress=False)
+    distiller = Distiller(shop, "rule")
     assert distiller.available == n
     student = distiller.train(None, StudentConfig(human_weight=0.0, epochs=60, patience=15, seed=1))
     assert student.meta.data["teacher_pairs"] == n and student.meta.data["human_pairs"] == 0
@@ -299,7 +299,7 @@ def write_hedging_labels(ws: Workspace, name: str = "hedge") -> int:
 
 def test_student_cutpoints_fit_on_dev_where_argmax_says_the_majority(shop, tmp_path):
     write_hedging_labels(shop)
-    distiller = Distiller(shop, "hedge", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "hedge", FeatureConfig(groups=("bm25", "text_match")))
     config = StudentConfig(human_weight=0.0, epochs=60, patience=15, seed=1)
     student = distiller.train(None, config)
     cuts = student.meta.cutpoints
@@ -321,7 +321,7 @@ def test_student_cutpoints_fit_on_dev_where_argmax_says_the_majority(shop, tmp_p
 
 def test_a_saved_student_has_a_model_card(shop, tmp_path):
     n = write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")))
     student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), label_temperature=0.5))
     card = (student.save(tmp_path / "s") / "README.md").read_text()
     flat = " ".join(card.split())
@@ -354,7 +354,7 @@ def test_label_temperature_sharpens_the_teachers_labels():
 
 def test_scaling_curve_rows(shop):
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     rows = scaling_curve(distiller, [50, None], StudentConfig(epochs=5, patience=5), prefix="c")
     assert [(r.name, r.teacher_pairs) for r in rows] == [("human", 0), ("50", 50), (str(distiller.available),
                                                                                       distiller.available)]
@@ -372,8 +372,7 @@ def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path, rank
     import_file(shop, "engagement", write_csv(tmp_path / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"], [
         ["red chair", "red-chair", "50", "9", "2026-01-01"], ["blue lamp", "red-chair", "30", "1", "2026-01-01"]]))
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=(*DEFAULT_GROUPS, "graph"), graph_dim=4),
-                          show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=(*DEFAULT_GROUPS, "graph"), graph_dim=4))
     student = distiller.train(None, StudentConfig(epochs=3, hidden=(32, 16), product_rank=rank))
     fb = distiller.builder
     assert fb.items.extra.shape[1] == 3 + 4 and fb.items.extra[:, 3:].any()   # engagement rates, graph vector
@@ -397,7 +396,7 @@ def test_fast_scorer_equals_the_student_and_its_torch_model(shop, tmp_path, rank
 
 def test_a_student_saved_before_the_newer_feature_settings_still_loads(shop, tmp_path):
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     path = distiller.train(None, StudentConfig(epochs=2)).save(tmp_path / "old")
     meta = json.loads((path / "relkit.json").read_text())
     for key in ("graph_dim", "graph_key", "image_encoder", "image_dim"):
@@ -412,7 +411,7 @@ def test_a_student_saved_before_the_newer_feature_settings_still_loads(shop, tmp
 
 def test_mismatched_features_and_bad_student_folders_are_refused(shop, tmp_path):
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     student = distiller.train(None, StudentConfig(epochs=1))
     other = FeatureBuilder.from_workspace(shop, FeatureConfig(groups=("bm25",)))
     with pytest.raises(RelkitError, match="do not match the student's.*title_coverage"):
@@ -457,7 +456,7 @@ def test_inline_items_score_as_their_catalog_twins(shop, rank):
     """An item given inline (not looked up) gets the same features, so the same probabilities, as the
     identical catalog item: BM25 with the catalog's statistics, text match, a freshly encoded vector."""
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")))
     student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), product_rank=rank))
     scorer = FastScorer(student, distiller.builder)
     twins = ["red-chair", "blue-lamp", "green-saw"]
@@ -501,7 +500,7 @@ def test_rank_answers_typed_results_best_first(shop):
     """FastScorer.rank, what the service answers: catalog ids and inline records together, a repeated
     id once, best first, each result a Scored whose numbers are the scorer's own."""
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")))
     student = distiller.train(None, StudentConfig(epochs=30, patience=30, hidden=(32,), human_weight=0.0))
     scorer = FastScorer(student, distiller.builder)
     inline = {"title": "red chair", "description": "a sturdy chair painted red"}

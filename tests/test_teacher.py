@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_decoders_read_the_last_real_token_with_lora(tiny, tmp_path, kind):
 def test_training_learns_and_evaluates(learnable, tiny):
     config = TrainConfig(model=str(tiny["bert"]), name="tiny", epochs=12, batch_size=8, lr=3e-3, warmup=0.1,
                          eval_every=6, primary="ndcg@10", max_length=32, class_weights="sqrt", ordinal_weight=0.5)
-    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    result = train_teacher(learnable, config)
     assert result.finished and result.path == learnable.artifacts / "teacher-tiny"
     losses = [h["dev_loss"] for h in result.history]
     assert losses[-1] < losses[0]
@@ -105,7 +106,7 @@ def test_training_learns_and_evaluates(learnable, tiny):
 def run(ws, tiny, name, **kw):
     config = TrainConfig(model=str(tiny["bert"]), name=name, epochs=2, batch_size=8, lr=1e-3, eval_every=3,
                          checkpoint_every=2, max_length=32, seed=3)
-    return train_teacher(ws, config, show_progress=False, log=lambda m: None, **kw)
+    return train_teacher(ws, config, **kw)
 
 
 def weights(path):
@@ -118,7 +119,7 @@ def test_resume_gives_the_same_teacher(learnable, tiny):
     straight = run(learnable, tiny, "straight")
     part = run(learnable, tiny, "parts", stop_after=5)
     assert not part.finished and (part.path / "checkpoint" / "trainer.pt").is_file()
-    done = train_teacher(learnable, resume="parts", show_progress=False, log=lambda m: None)
+    done = train_teacher(learnable, resume="parts")
     assert done.finished and done.steps == straight.steps
     a, b = weights(straight.path), weights(done.path)
     assert a.keys() == b.keys()
@@ -126,33 +127,40 @@ def test_resume_gives_the_same_teacher(learnable, tiny):
         np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
 
 
-def test_ctrl_c_leaves_a_checkpoint(learnable, tiny):
-    def interrupt(message):
-        if message.startswith("step 6"):
-            raise KeyboardInterrupt
+def test_ctrl_c_leaves_a_checkpoint(learnable, tiny, caplog):
+    class Interrupt(logging.Handler):   # Ctrl+C as the run says it evaluated step 6
+        def emit(self, record):
+            if record.getMessage().startswith("step 6"):
+                raise KeyboardInterrupt
 
     config = TrainConfig(model=str(tiny["bert"]), name="stopped", epochs=2, batch_size=8, eval_every=3,
                          max_length=32)
     with pytest.raises(RelkitError, match="interrupted at step 6 of 12.*relkit teach --resume stopped"):
-        train_teacher(learnable, config, show_progress=False, log=interrupt)
+        caplog.set_level(logging.INFO, logger="relkit.teacher.train")
+        interrupt = Interrupt()
+        logging.getLogger("relkit.teacher.train").addHandler(interrupt)
+        try:
+            train_teacher(learnable, config)
+        finally:
+            logging.getLogger("relkit.teacher.train").removeHandler(interrupt)
     path = learnable.artifacts / "teacher-stopped"
     assert (path / "checkpoint" / "trainer.pt").is_file()
     assert Teacher.load(path).predict_proba(pairs()).shape == (3, 3)  # the best weights so far are usable
-    done = train_teacher(learnable, resume="stopped", show_progress=False, log=lambda m: None)
+    done = train_teacher(learnable, resume="stopped")
     assert done.finished
 
 
 def test_bad_model_and_config_fail_before_training(learnable, tiny, tmp_path):
     with pytest.raises(RelkitError, match="cannot load the model"):
-        train_teacher(learnable, TrainConfig(model=str(tmp_path / "nothing"), name="x"), show_progress=False)
+        train_teacher(learnable, TrainConfig(model=str(tmp_path / "nothing"), name="x"))
     assert not (learnable.artifacts / "teacher-x").exists()
     from transformers import AutoModelForSequenceClassification
     five = AutoModelForSequenceClassification.from_pretrained(tiny["bert"], num_labels=5)
     five.save_pretrained(tmp_path / "five-head")
     with pytest.raises(RelkitError, match="already has a classification head for 5 labels"):
-        train_teacher(learnable, TrainConfig(model=str(tmp_path / "five-head")), show_progress=False)
+        train_teacher(learnable, TrainConfig(model=str(tmp_path / "five-head")))
     with pytest.raises(RelkitError, match="unknown primary metric 'ndcg@7'"):
-        train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), primary="ndcg@7"), show_progress=False)
+        train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), primary="ndcg@7"))
     with pytest.raises(RelkitError, match="unknown training option.*: colour"):
         TrainConfig.from_dict({"colour": "red"})
     with pytest.raises(RelkitError, match="class_weights is none, sqrt or inverse"):
@@ -166,16 +174,16 @@ def test_empty_train_split_and_missing_level(tmp_path, tiny):
         import_file(ws, "judgments", path, split="test")
         split_queries(ws)
         with pytest.raises(RelkitError, match="the train split has no judged pairs"):
-            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])))
         more = write_csv(tmp_path / "k.csv", ["query", "title", "label"],
                          [["blue lamp", "blue lamp", "3"], ["blue lamp", "red door", "1"]])
         import_file(ws, "judgments", more, split="train")
         with pytest.raises(RelkitError, match=r"the train split has no judgment at level\(s\) 2"):
-            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])))
         import_file(ws, "judgments", write_csv(tmp_path / "l.csv", ["query", "title", "label"],
                                                [["green door", "green door", "2"]]), split="train")
         with pytest.raises(RelkitError, match="the dev split has no judged pairs"):
-            train_teacher(ws, TrainConfig(model=str(tiny["bert"])), show_progress=False)
+            train_teacher(ws, TrainConfig(model=str(tiny["bert"])))
         assert list(ws.artifacts.iterdir()) == []
 
 
@@ -225,7 +233,7 @@ def test_listwise_training_runs(learnable, tiny):
     def train(name, weight):
         config = TrainConfig(model=str(tiny["bert"]), name=name, epochs=2, batch_size=8, lr=1e-3, max_length=32,
                              listwise_weight=weight, prior="none")
-        return train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+        return train_teacher(learnable, config)
 
     one, two = train("lw", 1.0), train("lw2", 3.0)
     assert one.finished and [h["step"] for h in one.history] == [h["step"] for h in two.history]
@@ -248,7 +256,7 @@ def test_dev_sample_is_whole_queries(learnable):
 
 def test_teacher_of_another_scale_is_refused(learnable, tiny, tmp_path):
     config = TrainConfig(model=str(tiny["bert"]), name="s", epochs=0.2, batch_size=8, max_length=32)
-    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    result = train_teacher(learnable, config)
     with Workspace.create(tmp_path / "other", LabelScale.default(3)) as other:
         with pytest.raises(RelkitError, match="trained on another label scale"):
             make_system(f"teacher:{result.path}", other)
@@ -288,7 +296,7 @@ def test_a_cosine_prior_saved_in_the_old_layout_loads(learnable, tiny):
     """relkit.json files written before text-match priors held one weight per level (the cosine's)."""
     config = TrainConfig(model=str(tiny["bert"]), name="old", epochs=1, batch_size=8, max_length=32,
                          prior_features="cosine")
-    result = train_teacher(learnable, config, stop_after=0, show_progress=False, log=lambda m: None)
+    result = train_teacher(learnable, config, stop_after=0)
     pairs_ = pairs()
     expected = Teacher.load(result.path).predict_proba(pairs_)
     meta_file = result.path / "relkit.json"
@@ -309,18 +317,18 @@ def test_a_teacher_starts_from_the_bi_encoder_prior(learnable, tiny):
 
     config = TrainConfig(model=str(tiny["bert"]), name="p", epochs=1, batch_size=8, max_length=32,
                          prior_features="cosine")
-    result = train_teacher(learnable, config, stop_after=0, show_progress=False, log=lambda m: None)
+    result = train_teacher(learnable, config, stop_after=0)
     assert result.steps == 0 and [h["step"] for h in result.history] == [0]
     meta = json.loads((result.path / "relkit.json").read_text())
     assert meta["prior"]["model"] == "default" and np.asarray(meta["prior"]["weight"]).shape == (1, 3)
     test = load_judged_pairs(learnable, "test")
     teacher = Teacher.load(result.path)
     expected = teacher.predict_proba(list(zip(test.queries, test.items))) @ np.arange(3)
-    cosine = EmbeddingSystem(show_progress=False).predict(test).scores
+    cosine = EmbeddingSystem().predict(test).scores
     assert spearmanr(expected, cosine).statistic > 0.95
     plain = train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), name="plain", epochs=1, batch_size=8,
                                                  max_length=32, prior="none"),
-                          stop_after=0, show_progress=False, log=lambda m: None)
+                          stop_after=0)
     assert json.loads((plain.path / "relkit.json").read_text())["prior"] is None
     assert abs(spearmanr(Teacher.load(plain.path).predict_proba(list(zip(test.queries, test.items))) @ np.arange(3),
                          cosine).statistic) < 0.9
@@ -330,7 +338,7 @@ def test_prediction_uses_the_saved_item_text_template(learnable, tiny):
     """A teacher trained on titles alone reads only the title of a full item record."""
     config = TrainConfig(model=str(tiny["bert"]), name="titles", epochs=0.5, batch_size=8, max_length=32,
                          fields="title:3", prior="none")
-    result = train_teacher(learnable, config, show_progress=False, log=lambda m: None)
+    result = train_teacher(learnable, config)
     teacher = Teacher.load(result.path)
     assert teacher.meta.template.item_text.to_list() == [{"name": "title", "label": "", "max_words": 3}]
     record = {"title": "red oak chair table", "description": "green garden hose", "board_titles": ["lamp"]}

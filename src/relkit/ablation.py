@@ -2,6 +2,7 @@
 on one split, as Pinterest's ablation table does (title; + description; + caption; ...)."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -12,6 +13,8 @@ from relkit.teacher.system import TeacherSystem
 from relkit.teacher.train import TrainConfig, train_teacher
 from relkit.text import FIELDS
 from relkit.workspace import Workspace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ def fields_with_data(ws: Workspace, fields: Sequence[str]) -> list[str]:
 
 
 def ablate(ws: Workspace, config: TrainConfig, fields: Sequence[str] = tuple(FIELDS), split: str = "test",
-           prefix: str = "ablate", log=print, show_progress: bool = True) -> list[AblationRow]:
+           prefix: str = "ablate") -> list[AblationRow]:
     """One teacher per prefix of `fields` (only fields the data has), each trained with `config`
     and its item text cut to those fields (each field's default word budget), scored on `split`; the
     rows are kept as results/ablation-PREFIX.json for `relkit report`."""
@@ -47,15 +50,15 @@ def ablate(ws: Workspace, config: TrainConfig, fields: Sequence[str] = tuple(FIE
         raise RelkitError(f"no item judged in the train split has any of the fields {', '.join(fields)}")
     skipped = [f for f in fields if f not in used]
     if skipped:
-        log(f"no data for {', '.join(skipped)}: left out of the ablation")
+        logger.info("no data for %s: left out of the ablation", ", ".join(skipped))
     rows = []
     for n in range(1, len(used) + 1):
         spec = ",".join(used[:n])
         name = f"{prefix}-{n}-{used[n - 1]}"
-        log(f"[{n}/{len(used)}] fields {spec}: training teacher-{name}")
+        logger.info("[%d/%d] fields %s: training teacher-%s", n, len(used), spec, name)
         started = time.perf_counter()
-        result = train_teacher(ws, replace(config, name=name, fields=spec), show_progress=show_progress, log=log)
-        report = evaluate(ws, [TeacherSystem(result.path, name=f"teacher:{name}", show_progress=show_progress)], split)
+        result = train_teacher(ws, replace(config, name=name, fields=spec))
+        report = evaluate(ws, [TeacherSystem(result.path, name=f"teacher:{name}")], split)
         rows.append(AblationRow(fields=tuple(used[:n]), teacher=name, metrics=report.results[0].metrics,
                                 minutes=(time.perf_counter() - started) / 60))
     ws.save_result("ablation", prefix, {"split": split, "rows": rows_as_dicts(rows)})

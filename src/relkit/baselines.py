@@ -16,20 +16,19 @@ def catalog(ws: Workspace) -> tuple[list[str], list[str]]:
     return list(records), [item_text(r) for r in records.values()]
 
 
-def catalog_index(ws: Workspace, show_progress: bool = False) -> BM25Index:
-    return BM25Index(*catalog(ws), show_progress=show_progress)
+def catalog_index(ws: Workspace) -> BM25Index:
+    return BM25Index(*catalog(ws))
 
 
 class BM25System:
     """BM25 of the query against the item text, with statistics from the whole catalog."""
 
-    def __init__(self, ws: Workspace, name: str = "bm25", show_progress: bool = True):
+    def __init__(self, ws: Workspace, name: str = "bm25"):
         self.name = name
         self.ws = ws
-        self.show_progress = show_progress
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
-        index = catalog_index(self.ws, show_progress=self.show_progress)
+        index = catalog_index(self.ws)
         scores = np.zeros(len(pairs), dtype=np.float64)
         by_query: dict[str, list[int]] = {}
         for i, q in enumerate(pairs.query_ids):
@@ -44,19 +43,16 @@ class EmbeddingSystem:
     """Cosine similarity of query and item text under a sentence-transformers bi-encoder."""
 
     def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64,
-                 show_progress: bool = True, ws: Workspace | None = None):
+                 ws: Workspace | None = None):
         self.name = name
         self.model = model
         self.batch_size = batch_size
-        self.show_progress = show_progress
         self.ws = ws    # when given, item vectors come from (and go to) its text_vectors cache
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         from relkit.features.embeddings import workspace_vectors
 
         encoder = Encoder(self.model, batch_size=self.batch_size)
-        cache = (workspace_vectors(self.ws, self.model or DEFAULT_ENCODER, encoder, self.show_progress)
-                 if self.ws is not None else None)
-        scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), show_progress=self.show_progress,
-                              text_vectors=cache)
+        cache = workspace_vectors(self.ws, self.model or DEFAULT_ENCODER, encoder) if self.ws is not None else None
+        scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), text_vectors=cache, bar=True)
         return Prediction(scores=scores)

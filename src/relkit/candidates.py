@@ -32,8 +32,8 @@ class CandidateResult:
                 f"{self.added:,} new pairs")
 
 
-def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, encoder: str = "default",
-               show_progress: bool = True) -> CandidateResult:
+def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, encoder: str = "default"
+               ) -> CandidateResult:
     from relkit.baselines import catalog, catalog_index
 
     unknown = [s for s in sources if s not in SOURCES]
@@ -54,12 +54,12 @@ def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, en
     found: dict[tuple[str, str], set[str]] = {}
     q_ids, q_texts = [q for q, _ in queries], [t for _, t in queries]
     if "bm25" in sources:
-        index = catalog_index(ws, show_progress=show_progress)
+        index = catalog_index(ws)
         for qid, best in zip(q_ids, index.top_k(q_texts, k)):
             for pos in best:
                 found.setdefault((qid, item_ids[pos]), set()).add("bm25")
     if "embedding" in sources:
-        for qid, best in zip(q_ids, _embedding_top_k(ws, encoder, q_texts, texts, k, show_progress)):
+        for qid, best in zip(q_ids, _embedding_top_k(ws, encoder, q_texts, texts, k)):
             for pos in best:
                 found.setdefault((qid, item_ids[pos]), set()).add("embedding")
     judged = set(ws.fetchall("SELECT query_id, item_id FROM judgments JOIN splits USING (query_id) "
@@ -77,13 +77,13 @@ def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, en
     return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())))
 
 
-def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int, show_progress: bool,
+def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int,
                      chunk: int = 256) -> list[list[int]]:
     from relkit.features.embeddings import Encoder, cached_vectors
 
     encoder = Encoder(model)
-    items = cached_vectors(ws, model, texts, encoder, show_progress)  # shared with the student's features
-    q = encoder.encode(queries, show_progress=show_progress)
+    items = cached_vectors(ws, model, texts, encoder)  # shared with the student's features
+    q = encoder.encode(queries, bar=True)
     out = []
     k = min(k, len(texts))
     for start in range(0, len(q), chunk):

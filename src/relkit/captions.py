@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from relkit.errors import RelkitError
+from relkit.logs import progress
 from relkit.workspace import Workspace
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
@@ -110,12 +111,10 @@ class Captioner:
 
 
 def caption_items(ws: Workspace, model: str = DEFAULT_CAPTIONER, batch_size: int = 8, timeout: float = 10.0,
-                  max_bytes: int = 20_000_000, redo: bool = False, show_progress: bool = True,
+                  max_bytes: int = 20_000_000, redo: bool = False,
                   captioner_factory: Callable[[str], Captioner] | None = None) -> CaptionResult:
     """Caption every item's image with `model`; items already captioned by it from the same image
     are skipped unless `redo`. Work is written batch by batch, so an interrupted run keeps what it did."""
-    from tqdm.auto import tqdm
-
     rows = ws.fetchall("""
         SELECT i.item_id, i.image, ic.image, ic.model, ic.error FROM items i
         LEFT JOIN item_captions ic USING (item_id)
@@ -124,7 +123,7 @@ def caption_items(ws: Workspace, model: str = DEFAULT_CAPTIONER, batch_size: int
     known = {h for (h,) in ws.fetchall("SELECT image_hash FROM captions WHERE model = ?", [model])}
     captioner = None
     captioned = cached = failed = 0
-    bar = tqdm(total=len(todo), disable=not show_progress, desc="captioning", unit="item")
+    bar = progress(total=len(todo), desc="captioning", unit="item")
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         records, pending = [], {}  # pending: image hash -> decoded image, once per distinct image

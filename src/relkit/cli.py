@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,9 @@ from relkit.errors import RelkitError
 
 app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err = Console(stderr=True)
+console = Console()                 # results
+err = Console(stderr=True)          # messages (through the log handler), bars and errors
+logger = logging.getLogger(__name__)
 
 WorkspaceOpt = Annotated[Path, typer.Option(
     "--workspace", "-w", envvar="RELKIT_WORKSPACE", show_default=True,
@@ -34,6 +36,106 @@ def _friendly(fn):
             err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say only warnings and errors: no progress "
+                                                               "messages, no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say debug messages.")] = False,
+) -> None:
+    """Options of every command: how much relkit says on stderr while it works (results go to stdout)."""
+    from relkit.logs import install
+
+    if quiet and verbose:
+        err.print("[bold red]error:[/] --quiet and --verbose contradict each other; give one", highlight=False)
+        raise typer.Exit(2)
+    ctx.call_on_close(install(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO, err))
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    _show_library_defaults(command, LIBRARY_DEFAULTS.get(ctx.invoked_subcommand, {}))
+
+
+# Options whose default belongs to the library: a config dataclass's field, or a function's
+# parameter ("module:Name", field). Such an option defaults to None, so that the library's own
+# default applies, and its --help shows that value, read when its command is invoked (not at
+# import: `relkit --help` and the light commands import nothing heavy).
+LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
+    "init": {"levels": ("relkit.scale:LabelScale.default", "k")},
+    "split": {"seed": ("relkit.data.splits:SplitConfig", "seed"), "dev": ("relkit.data.splits:SplitConfig", "dev"),
+              "test": ("relkit.data.splits:SplitConfig", "test")},
+    "eval": {"split": ("relkit.evaluate:evaluate", "split")},
+    "report": {"split": ("relkit.report.data:build", "split")},
+    "teach": {name: ("relkit.teacher.train:TrainConfig", name) for name in
+              ("model", "epochs", "lr", "batch_size", "max_length", "class_weights", "primary", "lora")},
+    "ablate": {name: ("relkit.ablation:ablate", name) for name in ("fields", "split", "prefix")},
+    "caption": {"model": ("relkit.captions:caption_items", "model"),
+                "batch_size": ("relkit.captions:caption_items", "batch_size"),
+                "timeout": ("relkit.captions:caption_items", "timeout"),
+                "max_mb": ("relkit.captions:caption_items", "max_bytes", 1e-6)},
+    "engaged": {"top": ("relkit.features.engagement:EngagedQueriesConfig", "top_n"),
+                "days": ("relkit.features.engagement:EngagedQueriesConfig", "window_days")},
+    "pairs": {"k": ("relkit.candidates:make_pairs", "k"), "encoder": ("relkit.candidates:make_pairs", "encoder")},
+    "label": {name: ("relkit.labeling:label_pairs", name) for name in
+              ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
+    "distill": {"hidden": ("relkit.student.model:StudentConfig", "hidden"),
+                "human_weight": ("relkit.student.model:StudentConfig", "human_weight"),
+                **{name: ("relkit.student.features:FeatureConfig", name) for name in
+                   ("groups", "encoder", "graph_dim", "image_encoder")}},
+    "serve": {"host": ("relkit.serve.app:serve", "host"), "port": ("relkit.serve.app:serve", "port"),
+              "max_candidates": ("relkit.serve.schemas:Limits", "max_candidates"),
+              "max_body_mb": ("relkit.serve.schemas:Limits", "max_body_bytes", 1e-6),
+              "poll_seconds": ("relkit.serve.app:serve", "poll_seconds"),
+              "warm_queries": ("relkit.serve.app:serve", "warm_queries")},
+}
+
+
+def library_default(target: str, name: str):
+    """The default of field `name` of the dataclass `target` ("module:Name"), or of parameter
+    `name` of the function `target`."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    module, _, qualname = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if dataclasses.is_dataclass(obj):
+        field = next(f for f in dataclasses.fields(obj) if f.name == name)
+        return field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return inspect.signature(obj).parameters[name].default
+
+
+def cli_default(target: str, name: str, unit: float | None = None) -> str:
+    """A library default as the option takes it: numbers in the option's unit, sequences comma-separated."""
+    value = library_default(target, name)
+    if unit is not None:
+        value = value * unit
+        value = int(value) if float(value).is_integer() else value
+    if isinstance(value, bool):
+        return name.replace("_", "-") if value else "no-" + name.replace("_", "-")   # as typer shows a flag
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _show_library_defaults(command, defaults: dict[str, tuple]) -> None:
+    for param in getattr(command, "params", []):
+        if param.name in defaults:
+            param.show_default = cli_default(*defaults[param.name])
+
+
+def _given(**options) -> dict:
+    """The options given on the command line (the library's defaults apply to the others)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _busy(text: str):
+    """A spinner with `text` while a step without a bar runs, unless messages are off (--quiet)."""
+    import contextlib
+
+    return console.status(text) if logging.getLogger("relkit").isEnabledFor(logging.INFO) else contextlib.nullcontext()
 
 
 def _open(path: Path):
@@ -54,7 +156,7 @@ def _csv_ints(text: str, what: str) -> list[int]:
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the workspace in.")],
     levels: Annotated[int | None, typer.Option(
-        help="Number of relevance levels K, numbered 1..K (default 5, or as many as --names).")] = None,
+        help="Number of relevance levels K, numbered 1..K (or as many as --names).")] = None,
     names: Annotated[str | None, typer.Option(help="Level names from 1 to K, comma-separated.")] = None,
     gains: Annotated[str | None, typer.Option(
         help="nDCG gain of each level from 1 to K, comma-separated non-negative integers (default 0..K-1).")] = None,
@@ -64,10 +166,10 @@ def init(
     from relkit.workspace import Workspace
 
     name_list = tuple(n.strip() for n in names.split(",")) if names else None
-    k = levels or (len(name_list) if name_list else 5)
+    k = levels or (len(name_list) if name_list else None)
     if name_list and len(name_list) != k:
         raise RelkitError(f"--levels {k} but --names gives {len(name_list)} names")
-    default = LabelScale.default(k)
+    default = LabelScale.default(**_given(k=k))
     scale = LabelScale(names=name_list or default.names,
                        gains=tuple(_csv_ints(gains, "--gains")) if gains else default.gains)
     with Workspace.create(directory, scale) as ws:
@@ -97,7 +199,7 @@ def import_(
         if not sep or not source.strip() or not target.strip():
             raise RelkitError(f"--map takes SOURCE=FIELD, got '{entry}'")
         mapping[source.strip()] = target.strip()
-    with _open(workspace) as ws, console.status(f"importing {file}"):
+    with _open(workspace) as ws, _busy(f"importing {file}"):
         result = import_file(ws, kind, file, format=format, mapping=mapping, encoding=encoding, split=split)
     console.print(result.summary(), highlight=False)
 
@@ -105,9 +207,10 @@ def import_(
 @app.command()
 @_friendly
 def split(
-    seed: Annotated[int | None, typer.Option(help="Seed of the assignment (default 0, or the one the workspace was split with).")] = None,
-    dev: Annotated[float | None, typer.Option(help="Fraction of queries for dev (default 0.1).")] = None,
-    test: Annotated[float | None, typer.Option(help="Fraction of queries for test (default 0.1).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of the assignment (or the one the workspace was split with).")] = None,
+    dev: Annotated[float | None, typer.Option(help="Fraction of queries for dev.")] = None,
+    test: Annotated[float | None, typer.Option(help="Fraction of queries for test.")] = None,
     reset: Annotated[bool, typer.Option(help="Reassign every unpinned query (needed to change seed or fractions).")] = False,
     assign: Annotated[Path | None, typer.Option(
         help="Pin the queries listed in this file (one query id or query text a line) to --to.")] = None,
@@ -123,9 +226,7 @@ def split(
             console.print(f"pinned {n:,} queries to {to}")
         config = None
         if seed is not None or dev is not None or test is not None:
-            base = SplitConfig()
-            config = SplitConfig(seed=base.seed if seed is None else seed, dev=base.dev if dev is None else dev,
-                                 test=base.test if test is None else test)
+            config = SplitConfig(**_given(seed=seed, dev=dev, test=test))
         summary = split_queries(ws, config, reset=reset)
         counts = ", ".join(f"{s} {n:,}" for s, n in summary.counts.items())
         console.print(f"assigned {summary.assigned:,} queries (seed {summary.config.seed}, dev {summary.config.dev}, "
@@ -179,7 +280,7 @@ def eval_(
     system: Annotated[list[str], typer.Option(
         "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME, student:NAME or judge:NAME "
                                "(repeatable).")],
-    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    split: Annotated[str | None, typer.Option(help="Split to evaluate on.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -188,11 +289,10 @@ def eval_(
     from relkit.systems import make_system
 
     with _open(workspace) as ws:
-        systems = [make_system(s, ws) for s in system]
+        report = evaluate(ws, [make_system(s, ws) for s in system], **_given(split=split))
         if json_:
-            typer.echo(evaluate(ws, systems, split).to_json())
+            typer.echo(report.to_json())
             return
-        report = evaluate(ws, systems, split, progress=lambda msg: err.print(msg, highlight=False))
         console.print(report.headline(), highlight=False)
         console.print(report.table())
 
@@ -203,7 +303,7 @@ def report(
     system: Annotated[list[str], typer.Option(
         "--system", "-s", help="A system, as in `relkit eval` (repeatable); the first is the one others are compared "
                                "with.")],
-    split: Annotated[str, typer.Option(help="Split to report on.")] = "test",
+    split: Annotated[str | None, typer.Option(help="Split to report on.")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     json_: Annotated[bool, typer.Option(
         "--json", help="Also write the numbers behind every plot and table to the same name with .json.")] = False,
@@ -221,7 +321,7 @@ def report(
     command = "relkit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with _open(workspace) as ws:
         systems = [make_system(s, ws) for s in system]
-        data = build(ws, systems, split, command=command, progress=lambda msg: err.print(msg, highlight=False))
+        data = build(ws, systems, command=command, **_given(split=split))
     path = write(data, output)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KB)", highlight=False)
     if json_:
@@ -236,12 +336,12 @@ def teach(
     model: Annotated[str | None, typer.Option(
         help="Base model: a local path, a hub id, 'default' (all-MiniLM-L6-v2) or 'smollm2'.")] = None,
     name: Annotated[str | None, typer.Option(help="Save as artifacts/teacher-NAME (default: base-date-time).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the train split (default 3).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 5e-5).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per micro-batch (default 32).")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens of query + item text (default 128).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the train split.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per micro-batch.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens of query + item text.")] = None,
     class_weights: Annotated[str | None, typer.Option(help="Loss weight per level: none, sqrt or inverse.")] = None,
-    primary: Annotated[str | None, typer.Option(help="Dev metric that picks the weights to keep (default qwk).")] = None,
+    primary: Annotated[str | None, typer.Option(help="Dev metric that picks the weights to keep.")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters instead of every weight.")] = None,
     labels: Annotated[str | None, typer.Option(
         help="human (the judgments, default) or judge:NAME: learn a judge's soft labels of the train queries' pairs, "
@@ -269,7 +369,7 @@ def teach(
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
     result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
-                           stop_after=stop_after, log=lambda m: err.print(m, highlight=False))
+                           stop_after=stop_after)
     if result.finished and result.main_process:
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
@@ -293,11 +393,10 @@ def _training_options(config: Path | None, sets: list[str] | None) -> dict:
 @app.command()
 @_friendly
 def ablate(
-    fields: Annotated[str, typer.Option(help="Fields to add one at a time, in order; fields no item has are "
-                                             "left out.")] = "title,description,caption,engaged_queries,"
-                                                             "board_titles,link_title,link_description",
-    split: Annotated[str, typer.Option(help="Split to score each teacher on.")] = "test",
-    prefix: Annotated[str, typer.Option(help="Teachers are saved as teacher-PREFIX-N-FIELD.")] = "ablate",
+    fields: Annotated[str | None, typer.Option(help="Fields to add one at a time, in order; fields no item has "
+                                                    "are left out.")] = None,
+    split: Annotated[str | None, typer.Option(help="Split to score each teacher on.")] = None,
+    prefix: Annotated[str | None, typer.Option(help="Teachers are saved as teacher-PREFIX-N-FIELD.")] = None,
     config: Annotated[Path | None, typer.Option(help="A JSON file of training options for every teacher.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="A training option KEY=VALUE (repeatable).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
@@ -311,8 +410,8 @@ def ablate(
     if "fields" in options or "name" in options:
         raise RelkitError("ablate sets each teacher's fields and name itself; use --fields and --prefix")
     with _open(workspace) as ws:
-        rows = run_ablation(ws, TrainConfig.from_dict(options), [f.strip() for f in fields.split(",") if f.strip()],
-                            split, prefix, log=lambda m: err.print(m, highlight=False))
+        chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields is not None else None
+        rows = run_ablation(ws, TrainConfig.from_dict(options), **_given(fields=chosen, split=split, prefix=prefix))
         aurocs = [f"auroc@{t}" for t in range(2, ws.scale.k + 1)]
     if json_:
         typer.echo(json.dumps(rows_as_dicts(rows), indent=2))
@@ -323,11 +422,11 @@ def ablate(
 @app.command()
 @_friendly
 def caption(
-    model: Annotated[str, typer.Option(help="A Hugging Face image-to-text model: hub id or local path.")] =
-        "Salesforce/blip-image-captioning-base",
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for an image URL.")] = 10.0,
-    max_mb: Annotated[float, typer.Option(help="Largest image accepted, in MB (1,000,000 bytes).")] = 20.0,
+    model: Annotated[str | None, typer.Option(help="A Hugging Face image-to-text model: hub id or local path.")]
+        = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per batch.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for an image URL.")] = None,
+    max_mb: Annotated[float | None, typer.Option(help="Largest image accepted, in MB (1,000,000 bytes).")] = None,
     redo: Annotated[bool, typer.Option(help="Caption again items already done by this model.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -335,43 +434,46 @@ def caption(
     from relkit.captions import caption_items
 
     with _open(workspace) as ws:
-        result = caption_items(ws, model, batch_size=batch_size, timeout=timeout, max_bytes=int(max_mb * 1e6),
-                               redo=redo)
+        result = caption_items(ws, redo=redo, **_given(model=model, batch_size=batch_size, timeout=timeout,
+                                                       max_bytes=None if max_mb is None else int(max_mb * 1e6)))
     console.print(result.summary(), highlight=False)
 
 
 @app.command()
 @_friendly
 def engaged(
-    top: Annotated[int, typer.Option(help="Tokens kept per item.")] = 8,
-    days: Annotated[int, typer.Option(help="Window of engagement, in days, ending at --as-of.")] = 730,
+    top: Annotated[int | None, typer.Option(help="Tokens kept per item.")] = None,
+    days: Annotated[int | None, typer.Option(help="Window of engagement, in days, ending at --as-of.")] = None,
     as_of: Annotated[str | None, typer.Option(help="End of the window (ISO date); default the latest engagement.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Recompute each item's engaged-query tokens (the text field 'searched: ...') from the engagement table."""
     from relkit.features.engagement import EngagedQueriesConfig, refresh_engaged_queries
 
+    config = EngagedQueriesConfig(**_given(top_n=top, window_days=days, as_of=as_of))
     with _open(workspace) as ws:
         with ws.transaction():
-            n = refresh_engaged_queries(ws, EngagedQueriesConfig(top_n=top, window_days=days, as_of=as_of))
-    console.print(f"{n:,} items have engaged-query tokens (top {top}, {days} days)", highlight=False)
+            n = refresh_engaged_queries(ws, config)
+    console.print(f"{n:,} items have engaged-query tokens (top {config.top_n}, {config.window_days} days)",
+                  highlight=False)
 
 
 @app.command()
 @_friendly
 def pairs(
-    k: Annotated[int, typer.Option(min=1, help="Items per query from each source (deep: a student keeps more of "
-                                                "the teacher the more of its labels it learns from).")] = 100,
+    k: Annotated[int | None, typer.Option(min=1, help="Items per query from each source (deep: a student keeps more "
+                                                       "of the teacher the more of its labels it learns from).")]
+        = None,
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
-    encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = "default",
+    encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Make unlabeled candidate pairs for the train queries: the catalog's top k by BM25 and by embedding."""
     from relkit.candidates import SOURCES, make_pairs
 
     with _open(workspace) as ws:
-        result = make_pairs(ws, k=k, sources=source or SOURCES, encoder=encoder)
+        result = make_pairs(ws, sources=source or SOURCES, **_given(k=k, encoder=encoder))
     console.print(result.summary(), highlight=False)
 
 
@@ -379,21 +481,23 @@ def pairs(
 @_friendly
 def label(
     teacher: Annotated[str, typer.Option(help="The teacher: NAME (artifacts/teacher-NAME) or a path.")],
-    shard_size: Annotated[int, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")] = 4096,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 32,
-    backend: Annotated[str, typer.Option(help="torch, onnx (ONNX Runtime) or onnx-int8 (dynamic int8 weights).")] =
-        "torch",
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (Ray Data, the same output).")] = "local",
+    shard_size: Annotated[int | None, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")]
+        = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per forward pass.")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="torch, onnx (ONNX Runtime) or onnx-int8 (dynamic int8 weights).")] = None,
+    engine: Annotated[str | None, typer.Option(help="local (this process) or ray (Ray Data, the same output).")]
+        = None,
     ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join (default: start a local Ray).")] = None,
-    ray_actors: Annotated[int, typer.Option(min=1, help="Scoring actors in the Ray pool.")] = 2,
+    ray_actors: Annotated[int | None, typer.Option(min=1, help="Scoring actors in the Ray pool.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Label the pairs table with a teacher's soft labels; a rerun labels only what is missing."""
     from relkit.labeling import label_pairs
 
     with _open(workspace) as ws:
-        result = label_pairs(ws, teacher, shard_size=shard_size, batch_size=batch_size, backend=backend,
-                             engine=engine, ray_address=ray_address, ray_actors=ray_actors)
+        result = label_pairs(ws, teacher, ray_address=ray_address, **_given(
+            shard_size=shard_size, batch_size=batch_size, backend=backend, engine=engine, ray_actors=ray_actors))
     console.print(result.summary(), highlight=False)
 
 
@@ -466,18 +570,17 @@ def distill(
         help="Scaling curve: students on these numbers of teacher-labeled pairs, e.g. 1000,5000,all, next to "
              "one on human labels only; each scored on the test split.")] = None,
     human_weight: Annotated[float | None, typer.Option(
-        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only; "
-             "default 1).")] = None,
-    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes (default 64,32).")] = None,
-    groups: Annotated[str, typer.Option(
+        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes.")] = None,
+    groups: Annotated[str | None, typer.Option(
         help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
-             "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")]
-        = "embedding,bm25,text_match,engagement",
-    encoder: Annotated[str, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")] = "default",
-    graph_dim: Annotated[int, typer.Option(min=1, help="Width of the item graph embedding (graph group).")] = 32,
-    image_encoder: Annotated[str, typer.Option(
-        help="Image encoder for the visual group: any transformers vision model, path or hub id.")]
-        = "openai/clip-vit-base-patch32",
+             "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")]
+        = None,
+    graph_dim: Annotated[int | None, typer.Option(min=1, help="Width of the item graph embedding (graph group).")]
+        = None,
+    image_encoder: Annotated[str | None, typer.Option(
+        help="Image encoder for the visual group: any transformers vision model, path or hub id.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed, "
                       "product_rank: rank of the query-item-product weights, 0 for full).")]
@@ -497,13 +600,14 @@ def distill(
         settings["human_weight"] = human_weight
     config = StudentConfig(**settings)
     human_weight = config.human_weight
-    features = FeatureConfig(encoder=encoder, groups=tuple(g.strip() for g in groups.split(",") if g.strip()),
-                             graph_dim=graph_dim, image_encoder=image_encoder)
+    features = FeatureConfig(**_given(
+        encoder=encoder, groups=None if groups is None else tuple(g.strip() for g in groups.split(",") if g.strip()),
+        graph_dim=graph_dim, image_encoder=image_encoder))
     plan = parse_sizes(sizes) if sizes else None
     if teacher is None and plan:
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
     with _open(workspace) as ws:
-        distiller = Distiller(ws, teacher, features, show_progress=not json_)
+        distiller = Distiller(ws, teacher, features)
         name = name or (distiller.teacher or "human").replace(":", "-")   # judge:smol -> student-judge-smol
         if plan:
             rows = scaling_curve(distiller, plan, config, prefix=name)
@@ -556,17 +660,19 @@ def promote(
 @app.command()
 @_friendly
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind; beyond loopback an API key is required.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    host: Annotated[str | None, typer.Option(help="Address to bind; beyond loopback an API key is required.")]
+        = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
     api_key: Annotated[str | None, typer.Option(envvar="RELKIT_API_KEY",
                                                 help="Require this X-API-Key header on /v1/ requests.")] = None,
-    max_candidates: Annotated[int, typer.Option(min=1, help="Items per rerank request.")] = 1000,
-    max_body_mb: Annotated[float, typer.Option(
-        min=0.001, help="Largest request body, in MB (1,000,000 bytes); larger gets 413.")] = 4.0,
-    poll_seconds: Annotated[float, typer.Option(min=0.05, help="How often to look for a promoted student.")] = 1.0,
-    warm_queries: Annotated[int, typer.Option(
+    max_candidates: Annotated[int | None, typer.Option(min=1, help="Items per rerank request.")] = None,
+    max_body_mb: Annotated[float | None, typer.Option(
+        min=0.001, help="Largest request body, in MB (1,000,000 bytes); larger gets 413.")] = None,
+    poll_seconds: Annotated[float | None, typer.Option(min=0.05, help="How often to look for a promoted student.")]
+        = None,
+    warm_queries: Annotated[int | None, typer.Option(
         min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
-                    "before answering, so a restart does not start with an empty query cache; 0: none.")] = 2000,
+                    "before answering, so a restart does not start with an empty query cache; 0: none.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
@@ -575,10 +681,10 @@ def serve(
     from relkit.workspace import Workspace
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
-    limits = Limits(max_candidates=max_candidates, max_body_bytes=int(max_body_mb * 1e6))   # MB as in caption
-    err.print(f"relkit: serving {workspace} on http://{host}:{port} (docs at /docs)", highlight=False)
-    run_service(workspace, host=host, port=port, api_key=api_key, limits=limits, poll_seconds=poll_seconds,
-                warm_queries=warm_queries)
+    limits = Limits(**_given(max_candidates=max_candidates,   # MB as in caption
+                             max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1e6)))
+    run_service(workspace, api_key=api_key, limits=limits,
+                **_given(host=host, port=port, poll_seconds=poll_seconds, warm_queries=warm_queries))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,8 @@ from relkit.errors import RelkitError
 from relkit.scale import LabelScale
 from relkit.text import ItemTextTemplate, item_text
 from relkit.workspace import ITEM_RECORD_COLUMNS, SPLITS, Workspace
+
+logger = logging.getLogger(__name__)
 
 NDCG_CUTOFFS = (5, 10, 20)
 PRIMARY_METRIC = "ndcg@10"
@@ -247,14 +250,14 @@ class EvalReport:
                 f"[95% paired bootstrap interval]; an interval that holds 0 is no evidence of a difference")
 
 
-def evaluate(ws: Workspace, systems: list[System], split: str = "test", progress=None) -> EvalReport:
+def evaluate(ws: Workspace, systems: list[System], split: str = "test") -> EvalReport:
     """Score each system on the same judged pairs of `split`.
 
         from relkit.systems import make_system
         evaluate(ws, [make_system("bm25", ws)]).results[0].metrics["ndcg@10"]
     """
     pairs = load_judged_pairs(ws, split)
-    return compare(pairs, predict_all(pairs, systems, progress), ws.scale)
+    return compare(pairs, predict_all(pairs, systems), ws.scale)
 
 
 @dataclass(frozen=True)
@@ -265,11 +268,10 @@ class Scored:
     seconds: float
 
 
-def predict_all(pairs: JudgedPairs, systems: list[System], progress=None) -> list[Scored]:
+def predict_all(pairs: JudgedPairs, systems: list[System]) -> list[Scored]:
     out = []
     for system in systems:
-        if progress is not None:
-            progress(f"scoring {len(pairs):,} pairs with {system.name}")
+        logger.info("scoring %s pairs with %s", f"{len(pairs):,}", system.name)
         start = time.perf_counter()
         prediction = system.predict(pairs)
         out.append(Scored(system.name, prediction, time.perf_counter() - start))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.logs import progress
 from relkit.text import item_title
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
@@ -128,13 +129,12 @@ ENGINES = ("local", "ray")
 
 def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_size: int = 32,
                 backend: str = "torch", engine: str = "local", ray_address: str | None = None,
-                ray_actors: int = 2, show_progress: bool = True) -> LabelResult:
+                ray_actors: int = 2) -> LabelResult:
     """Label the pairs no shard holds yet. `backend`: torch, onnx (ONNX Runtime, fp32) or onnx-int8
     (dynamically quantized weights). `engine`: local (this process) or ray (Ray Data: Parquet in,
     `map_batches` over a pool of `ray_actors` actors; a local Ray unless `ray_address`); both write
     the same shards."""
     import pyarrow as pa
-    from tqdm.auto import tqdm
 
     from relkit.teacher.model import Teacher
     from relkit.teacher.system import TeacherSystem
@@ -174,8 +174,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
             # the prior's item vectors come from (and go to) the workspace cache that `relkit pairs`
             # filled, all of them now: the scoring below runs with the workspace released
             texts = sorted(set(pending.column("text").to_pylist()))
-            vectors = dict(zip(texts, cached_vectors(ws, teacher.meta.prior["model"], texts,
-                                                     show_progress=show_progress)))
+            vectors = dict(zip(texts, cached_vectors(ws, teacher.meta.prior["model"], texts)))
             teacher.text_vectors = lambda wanted: np.stack([vectors[t] for t in wanted])
         if backend != "torch":
             teacher.use_onnx(int8=backend == "onnx-int8")
@@ -186,7 +185,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     next_number = next_shard_number(out)
     ws.release()  # shards are files: other commands can use the workspace while the teacher scores
     labeled = scored = shards = 0
-    bar = tqdm(total=len(rows), disable=not show_progress, desc=f"labeling with teacher-{name}", unit="pair")
+    bar = progress(total=len(rows), desc=f"labeling with teacher-{name}", unit="pair")
     for table, distinct in results:
         write_shard(out, next_number + shards, table)
         labeled += len(table)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import duckdb
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
 from relkit.text import normalize_space
+
+logger = logging.getLogger(__name__)
 
 DB_NAME = "relkit.duckdb"
 SCHEMA_VERSION = 1
@@ -137,6 +140,7 @@ def connect(db: Path, read_only: bool = False, wait: float | None = None) -> duc
     """A connection to the database file, waiting (with backoff) while another process holds its lock."""
     wait = lock_wait() if wait is None else wait
     deadline, delay = time.monotonic() + wait, 0.05
+    logger.debug("opening %s%s", db, " read-only" if read_only else "")
     while True:
         try:
             return duckdb.connect(str(db), read_only=read_only)
@@ -148,6 +152,7 @@ def connect(db: Path, read_only: bool = False, wait: float | None = None) -> duc
                 raise RelkitError(f"the workspace {db.parent} is in use by another process ({holder}) and stayed "
                                   f"busy for {wait:g} s; DuckDB lets one process write at a time. Try again when it "
                                   f"is done, or wait longer with RELKIT_LOCK_WAIT=SECONDS") from None
+            logger.debug("%s is locked by another process: trying again in %.2f s", db, delay)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 

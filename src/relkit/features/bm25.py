@@ -14,17 +14,19 @@ class BM25Index:
     [0.555, 0.0]
     """
 
-    def __init__(self, item_ids: Sequence[str], texts: Sequence[str], k1: float = 1.5, b: float = 0.75,
-                 show_progress: bool = False):
+    def __init__(self, item_ids: Sequence[str], texts: Sequence[str], k1: float = 1.5, b: float = 0.75):
         import bm25s
         import Stemmer
+
+        from relkit.logs import bars_on
 
         self.stemmer = Stemmer.Stemmer("english")
         self.k1, self.b = k1, b
         self.position = {item_id: i for i, item_id in enumerate(item_ids)}
-        corpus = bm25s.tokenize(list(texts), stopwords="en", stemmer=self.stemmer, show_progress=show_progress)
+        bars = bars_on()
+        corpus = bm25s.tokenize(list(texts), stopwords="en", stemmer=self.stemmer, show_progress=bars)
         self.retriever = bm25s.BM25(k1=k1, b=b)
-        self.retriever.index(corpus, show_progress=show_progress)
+        self.retriever.index(corpus, show_progress=bars)
         # the corpus statistics, to score texts that are not in the index as if they were (score_texts)
         self.n_docs = len(corpus.ids)
         self.avg_len = float(np.mean([len(doc) for doc in corpus.ids])) if corpus.ids else 0.0

@@ -49,19 +49,21 @@ class Encoder:
             raise RelkitError(f"cannot load the encoder '{self.model_name}': not a local model folder, and the "
                               f"hub could not provide it (offline, or no such model): {e}") from None
 
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    def encode(self, texts: Sequence[str], bar: bool = False) -> np.ndarray:
+        """Unit vectors of `texts`; `bar`: this is long work, draw a bar when bars are on (`relkit.logs`)."""
+        from relkit.logs import bars_on
+
         return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=show_progress).astype(np.float32)
+                                 convert_to_numpy=True, show_progress_bar=bar and bars_on()).astype(np.float32)
 
 
-def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str],
-                 show_progress: bool = False, text_vectors=None) -> np.ndarray:
+def pair_cosines(encoder: Encoder, queries: Sequence[str], texts: Sequence[str], text_vectors=None,
+                 bar: bool = False) -> np.ndarray:
     """Cosine of each (query, text) pair; each distinct query and text is encoded once.
     `text_vectors(texts)`, when given, supplies the texts' vectors (e.g. from `cached_vectors`)."""
     qs, ts = sorted(set(queries)), sorted(set(texts))
-    q_vec = dict(zip(qs, encoder.encode(qs, show_progress=show_progress)))
-    t_vec = dict(zip(ts, text_vectors(ts) if text_vectors is not None
-                     else encoder.encode(ts, show_progress=show_progress)))
+    q_vec = dict(zip(qs, encoder.encode(qs, bar)))
+    t_vec = dict(zip(ts, text_vectors(ts) if text_vectors is not None else encoder.encode(ts, bar)))
     return np.array([float(q_vec[q] @ t_vec[t]) for q, t in zip(queries, texts)], dtype=np.float32)
 
 
@@ -69,14 +71,14 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def workspace_vectors(ws, encoder_name: str, encoder: Encoder | None = None, show_progress: bool = False):
+def workspace_vectors(ws, encoder_name: str, encoder: Encoder | None = None):
     """`texts -> (len(texts), d) vectors` through the workspace's `text_vectors` cache: the
     `text_vectors` argument of `pair_cosines` and a teacher prior's `Teacher.text_vectors`."""
-    return functools.partial(cached_vectors, ws, encoder_name, encoder=encoder, show_progress=show_progress)
+    return functools.partial(cached_vectors, ws, encoder_name, encoder=encoder)
 
 
 def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder | None = None,
-                   show_progress: bool = False, chunk: int = 512) -> np.ndarray:
+                   chunk: int = 512) -> np.ndarray:
     """(len(texts), d) unit vectors of `texts`, cached in the workspace table `text_vectors` by
     (encoder, hash of the text): candidates, the student's features and the teacher's prior share
     them, and a text is encoded once however many items have it. Texts not cached yet are encoded
@@ -84,7 +86,7 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     encoded). A read-only workspace is not written to: what is missing is encoded for this call."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from tqdm.auto import tqdm
+    from relkit.logs import progress
 
     hashes = [text_hash(t) for t in texts]
     first = {h: t for h, t in zip(hashes, texts)}
@@ -100,7 +102,7 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     todo = [h for h in first if h not in found]
     if todo:
         encoder = encoder or Encoder(encoder_name)
-        bar = tqdm(total=len(todo), disable=not show_progress, desc="encoding item texts", unit="text")
+        bar = progress(total=len(todo), desc="encoding item texts", unit="text")
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
             vectors = encoder.encode([first[h] for h in part])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.logs import progress
 
 DEFAULT_IMAGE_ENCODER = "openai/clip-vit-base-patch32"
 
@@ -78,10 +79,8 @@ def _stamp(source: str) -> str:
 
 
 def item_image_vectors(ws, images: list[str | None], encoder: ImageEncoder, timeout: float = 10.0,
-                       max_bytes: int = 20_000_000, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       max_bytes: int = 20_000_000) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n, d), has_image (n,)) for the items' image sources, in order."""
-    from tqdm import tqdm
-
     from relkit.captions import ImageUnavailable, decode_image, fetch_image
 
     sources = sorted({s for s in images if s})
@@ -94,7 +93,7 @@ def item_image_vectors(ws, images: list[str | None], encoder: ImageEncoder, time
     todo = [s for s in sources if s not in cached or cached[s][0] != _stamp(s) or (writable and cached[s][1] is None)]
     found = {s: cached[s][1] for s in sources if s not in todo}
     rows = []
-    bar = tqdm(total=len(todo), disable=not show_progress or not todo, desc="encoding item images", unit="image")
+    bar = progress(total=len(todo), enabled=bool(todo), desc="encoding item images", unit="image")
     for start in range(0, len(todo), encoder.batch_size):
         batch, pictures, errors = todo[start:start + encoder.batch_size], [], {}
         for source in batch:

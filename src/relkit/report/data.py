@@ -171,7 +171,7 @@ def breakdown(ws: Workspace, pairs: JudgedPairs, per_query: dict[str, dict[str, 
     return out
 
 
-def build(ws: Workspace, systems: list, split: str = "test", command: str = "", progress=None) -> ReportData:
+def build(ws: Workspace, systems: list, split: str = "test", command: str = "") -> ReportData:
     """Score `systems` on the judged pairs of `split` and gather everything the report shows.
 
         data = build(ws, [make_system("teacher:demo", ws), make_system("bm25", ws)])
@@ -185,7 +185,7 @@ def build(ws: Workspace, systems: list, split: str = "test", command: str = "", 
     if len(set(names)) != len(names):
         raise RelkitError(f"each --system once: {', '.join(names)}")
     pairs = load_judged_pairs(ws, split)
-    scored = predict_all(pairs, systems, progress)
+    scored = predict_all(pairs, systems)
     report: EvalReport = compare(pairs, scored, ws.scale)
     query_text = dict(zip(pairs.query_ids, pairs.queries))
     ndcg = {s.name: per_query_ndcg(pairs, s, ws.scale) for s in scored}

@@ -6,6 +6,7 @@ from its limits, from the handlers' live annotations.)
 import hmac
 import ipaddress
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,7 @@ from relkit.serve.schemas import Health, Limits, RequestModels, RerankResponse, 
 from relkit.serve.state import WARM_QUERIES, Model, Service
 from relkit.student.fast import Scored
 
+logger = logging.getLogger(__name__)
 ERRORS = {400: {"description": "the body is not readable (not UTF-8 JSON)"},
           413: {"description": "the body is larger than the service accepts"}}
 
@@ -150,4 +152,5 @@ def serve(workspace: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
     if active_student(Path(workspace)) is None:
         raise RelkitError(f"no student is active in {workspace}: run `relkit promote NAME` first")
     app = create_app(workspace, limits, api_key, poll_seconds, warm_queries)
+    logger.info("relkit: serving %s on http://%s:%d (docs at /docs)", workspace, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 
-log = logging.getLogger("relkit.serve")
+logger = logging.getLogger(__name__)
 
 
 class BodyLimit:
@@ -63,7 +63,7 @@ class Observe:
         try:
             await self.app(scope, receive, observe)
         except Exception:
-            log.exception("error serving %s", scope.get("path"))
+            logger.exception("error serving %s", scope.get("path"))
             if not started:
                 body = b'{"detail":"internal error"}'
                 await send({"type": "http.response.start", "status": 500,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from relkit.student.features import FeatureBuilder
 
 WARM_QUERIES = 2000    # known queries encoded before the service answers (see known_queries)
-log = logging.getLogger("relkit.serve")
+logger = logging.getLogger(__name__)
 
 
 class WorkspaceBusy(RelkitError):
@@ -107,8 +107,13 @@ class Service:
         self.set_model(model)
         self.mtime = mtime
         task = asyncio.create_task(self.follow_promotions())
-        yield
-        task.cancel()
+        try:
+            yield
+        finally:
+            task.cancel()
+            # what set_model froze goes back to the collector: frozen objects are never collected,
+            # not even when the interpreter exits, and DuckDB's bindings then report them as leaked
+            gc.unfreeze()
 
     async def query_vector(self, model: Model, query: str) -> np.ndarray | None:
         return await self.queries.get(model, query, self.metrics.query_cache)
@@ -138,7 +143,7 @@ class Service:
             try:
                 await self.poll()
             except Exception as e:  # keep serving, keep polling
-                log.error("could not look for a promoted student: %s", e)
+                logger.error("could not look for a promoted student: %s", e)
 
     async def poll(self) -> None:
         """Load the promoted student when the active-student file changed since the last look. What
@@ -148,7 +153,7 @@ class Service:
             mtime = file.stat().st_mtime
         except FileNotFoundError:
             if self.mtime is not None:   # removed: nothing to load, and nothing to repeat each poll
-                log.warning("%s was removed: serving %s until a student is promoted", file, self.model.version)
+                logger.warning("%s was removed: serving %s until a student is promoted", file, self.model.version)
                 self.mtime = None
             return
         if mtime == self.mtime:
@@ -161,17 +166,17 @@ class Service:
         except WorkspaceBusy as e:          # a relkit command is writing it: try again at the next poll
             if self.waiting != mtime:
                 self.waiting = mtime
-                log.warning("the promoted student waits for the workspace (trying again): %s", e)
+                logger.warning("the promoted student waits for the workspace (trying again): %s", e)
             return
         except Exception as e:  # keep serving the old model; say why
             self.mtime = mtime
             self.metrics.reloads.labels("failed").inc()
-            log.error("could not switch to the promoted student: %s", e)
+            logger.error("could not switch to the promoted student: %s", e)
             return
         self.mtime = mtime
         self.set_model(model)
         self.metrics.reloads.labels("ok").inc()
-        log.warning("now serving %s", model.version)
+        logger.info("now serving %s", model.version)
 
     async def warm(self, model: Model) -> None:
         if self.warm_queries <= 0 or not model.builder.dim:
@@ -181,6 +186,6 @@ class Service:
             queries = await asyncio.to_thread(known_queries, self.workspace, min(self.warm_queries, self.queries.size))
             n = await self.queries.warm(model, queries)
         except Exception as e:  # a cold cache is slower, not wrong: serve anyway
-            log.error("could not warm the query cache (serving with it cold): %s", e)
+            logger.error("could not warm the query cache (serving with it cold): %s", e)
             return
-        log.warning("encoded %d known queries for the query cache in %.1f s", n, time.perf_counter() - started)
+        logger.info("encoded %d known queries for the query cache in %.1f s", n, time.perf_counter() - started)

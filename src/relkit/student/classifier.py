@@ -79,7 +79,7 @@ class StudentClassifier(ClassifierMixin, BaseEstimator):
                                dropout=self.dropout, seed=self.seed, select=self.select)
         train = TrainingSet(x, self._targets(y, len(x), "y"), weights)
         dev = DevSet(dev_x, dev_levels, [str(q) for q in dev_queries], [str(i) for i in range(len(dev_x))])
-        self.student_ = fit_student(train, dev, scale, None, config, show_progress=False)
+        self.student_ = fit_student(train, dev, scale, None, config)
         self.classes_ = np.arange(1, self.levels + 1)
         self.n_features_in_ = x.shape[1]
         return self

@@ -60,8 +60,8 @@ def human_labels(judged: JudgedPairs, k: int) -> LabeledPairs:
     return LabeledPairs(judged.query_ids, judged.queries, judged.item_ids, targets)
 
 
-def inputs(builder: FeatureBuilder, queries: list[str], item_ids: list[str], show_progress: bool = False) -> np.ndarray:
-    features = builder.pairs(queries, item_ids, show_progress=show_progress)
+def inputs(builder: FeatureBuilder, queries: list[str], item_ids: list[str]) -> np.ndarray:
+    features = builder.pairs(queries, item_ids)
     return assemble(features, builder.items.vectors, builder.items.extra)
 
 
@@ -83,8 +83,7 @@ class CurveRow:
 class Distiller:
     """Holds the features of every split's pairs, so several students can be trained on them."""
 
-    def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None,
-                 show_progress: bool = True):
+    def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None):
         if teacher and teacher.startswith("judge:"):
             teacher = "judge:" + teacher.removeprefix("judge:").removeprefix("judge-")   # a judge's labels
         elif teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
@@ -92,8 +91,8 @@ class Distiller:
                 teacher = Workspace.artifact_name("teacher", ws.artifact("teacher", teacher))
             except RelkitError:   # a teacher whose folder is gone may still have labels
                 teacher = Workspace.artifact_name("teacher", Path(teacher))
-        self.ws, self.teacher, self.show_progress = ws, teacher, show_progress
-        self.builder = FeatureBuilder.from_workspace(ws, features, show_progress=show_progress)
+        self.ws, self.teacher = ws, teacher
+        self.builder = FeatureBuilder.from_workspace(ws, features)
         k = ws.scale.k
         judged = {split: _has_judgments(ws, split) for split in ("train", "dev", "test")}
         if teacher and teacher.startswith("judge:"):
@@ -109,11 +108,11 @@ class Distiller:
         if judged["test"] or not hasattr(self, "test_pairs"):
             self.test_pairs = load_judged_pairs(ws, "test")
         self.labels = teacher_labels(ws, teacher) if teacher else None
-        self.human_x = (inputs(self.builder, self.human.queries, self.human.item_ids, show_progress)
+        self.human_x = (inputs(self.builder, self.human.queries, self.human.item_ids)
                         if self.human is not None else None)
         self.dev = DevSet(inputs(self.builder, self.dev_pairs.queries, self.dev_pairs.item_ids),
                           self.dev_pairs.labels, self.dev_pairs.query_ids, self.dev_pairs.item_ids)
-        self.teacher_x = (inputs(self.builder, self.labels.queries, self.labels.item_ids, show_progress)
+        self.teacher_x = (inputs(self.builder, self.labels.queries, self.labels.item_ids)
                           if self.labels else None)
 
     @property
@@ -141,8 +140,7 @@ class Distiller:
             raise RelkitError("nothing to train the student on: no teacher-labeled pairs and no human labels")
         train = TrainingSet(np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w))
         student = fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher,
-                              data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)},
-                              show_progress=self.show_progress)
+                              data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)})
         # the model card's figures: held-out test metrics and the fast scorer's time per query
         student.meta.metrics["test"] = self.test(student)
         queries = list(dict.fromkeys(self.test_pairs.queries))[:20]

@@ -121,8 +121,8 @@ class FeatureBuilder:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, show_progress: bool = False,
-                       encoder: Encoder | None = None, image_encoder=None) -> "FeatureBuilder":
+    def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, encoder: Encoder | None = None,
+                       image_encoder=None) -> "FeatureBuilder":
         config = config or FeatureConfig()
         cols = ", ".join(ITEM_RECORD_COLUMNS)
         rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
@@ -132,7 +132,7 @@ class FeatureBuilder:
         item_ids = [r["item_id"] for r in records]
         position = {i: n for n, i in enumerate(item_ids)}
         texts = [item_text(r, DEFAULT_TEMPLATE) for r in records]
-        catalog = Catalog(ws, config, records, item_ids, position, texts, encoder, image_encoder, show_progress)
+        catalog = Catalog(ws, config, records, item_ids, position, texts, encoder, image_encoder)
         groups = [group.build(catalog) for name, group in REGISTRY.items() if name in config.groups]
         for group in groups:
             config = replace(config, **group.settings())
@@ -176,12 +176,12 @@ class FeatureBuilder:
         return out
 
     # -- features -----------------------------------------------------------------------------
-    def query_vectors(self, queries: Sequence[str], show_progress: bool = False) -> np.ndarray:
+    def query_vectors(self, queries: Sequence[str], bar: bool = False) -> np.ndarray:
         if not self.dim:
             return np.zeros((len(queries), 0), dtype=np.float32)
-        return self.encoder.encode(list(queries), show_progress=show_progress)
+        return self.encoder.encode(list(queries), bar)
 
-    def pairs(self, queries: Sequence[str], item_ids: Sequence[str], show_progress: bool = False) -> PairFeatures:
+    def pairs(self, queries: Sequence[str], item_ids: Sequence[str]) -> PairFeatures:
         """Features of the pairs (queries[i], item_ids[i])."""
         if len(queries) != len(item_ids):
             raise RelkitError("pairs: as many queries as items are needed")
@@ -189,7 +189,7 @@ class FeatureBuilder:
         index = {q: n for n, q in enumerate(distinct)}
         query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
         item_rows = self.items.rows(item_ids)
-        vectors = self.query_vectors(distinct, show_progress)
+        vectors = self.query_vectors(distinct, bar=True)
         pair = np.zeros((len(queries), len(self.pair_names())), dtype=np.float32)
         for n, query in enumerate(distinct):
             sel = np.flatnonzero(query_index == n) if len(distinct) > 1 else np.arange(len(queries))

@@ -42,7 +42,6 @@ class Catalog:
     texts: list[str]
     encoder: Encoder | None = None
     image_encoder: object = None
-    show_progress: bool = False
 
 
 class FeatureGroup:
@@ -95,8 +94,7 @@ class Embedding(FeatureGroup):
     def build(cls, catalog: Catalog) -> "Embedding":
         from relkit.features.embeddings import cached_vectors
 
-        return cls(cached_vectors(catalog.ws, catalog.config.encoder, catalog.texts, catalog.encoder,
-                                  catalog.show_progress))
+        return cls(cached_vectors(catalog.ws, catalog.config.encoder, catalog.texts, catalog.encoder))
 
     def pair_columns(self, query, query_vector, items, rows):
         return [items.vectors[rows] @ query_vector]
@@ -116,7 +114,7 @@ class BM25(FeatureGroup):
     def build(cls, catalog: Catalog) -> "BM25":
         from relkit.features.bm25 import BM25Index
 
-        return cls(BM25Index(catalog.item_ids, catalog.texts, show_progress=catalog.show_progress))
+        return cls(BM25Index(catalog.item_ids, catalog.texts))
 
     def pair_columns(self, query, query_vector, items, rows):
         if items.inline:
@@ -331,8 +329,7 @@ class Visual(FeatureGroup):
 
         config = catalog.config
         encoder = catalog.image_encoder or ImageEncoder(config.image_encoder)
-        vectors, has = item_image_vectors(catalog.ws, [r["image"] for r in catalog.records], encoder,
-                                          show_progress=catalog.show_progress)
+        vectors, has = item_image_vectors(catalog.ws, [r["image"] for r in catalog.records], encoder)
         if config.image_dim is not None and config.image_dim != vectors.shape[1]:
             raise RelkitError(f"the image encoder '{config.image_encoder}' gives {vectors.shape[1]} values, the "
                               f"model was trained on {config.image_dim}")

@@ -399,12 +399,12 @@ def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: st
 
 
 def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
-                config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None,
-                show_progress: bool = True) -> Student:
+                config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None) -> Student:
     """Train an MLP on `train` (soft targets), keep the epoch with the best dev figure `config.select`
     (accuracy breaks ties)."""
     import torch
-    from tqdm.auto import tqdm
+
+    from relkit.logs import progress
 
     config = config or StudentConfig()
     if len(train.x) == 0:
@@ -433,7 +433,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
                           for kind, p in (("w", m.weight), ("b", m.bias))}
     best, best_key, stale, history = None, (-np.inf, -np.inf), 0, []
     started = time.perf_counter()
-    bar = tqdm(range(config.epochs), disable=not show_progress, desc="training student", unit="epoch")
+    bar = progress(range(config.epochs), desc="training student", unit="epoch")
     for epoch in bar:
         net.train()
         order = torch.from_numpy(rng.permutation(len(x)))

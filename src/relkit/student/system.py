@@ -10,8 +10,8 @@ from relkit.workspace import Workspace
 
 
 class StudentSystem:
-    def __init__(self, ws: Workspace, path: Path, name: str, show_progress: bool = True):
-        self.ws, self.path, self.name, self.show_progress = ws, path, name, show_progress
+    def __init__(self, ws: Workspace, path: Path, name: str):
+        self.ws, self.path, self.name = ws, path, name
 
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "StudentSystem":
@@ -28,5 +28,5 @@ class StudentSystem:
         from relkit.student.features import FeatureBuilder
 
         student = Student.load(self.path)
-        builder = FeatureBuilder.from_workspace(self.ws, student.feature_config(), show_progress=self.show_progress)
+        builder = FeatureBuilder.from_workspace(self.ws, student.feature_config())
         return student_prediction(student, builder, pairs)

@@ -207,15 +207,16 @@ class Teacher:
         return self.meta.scale
 
     def predict_proba(self, pairs: Sequence[tuple[str, str | Mapping[str, object]]], batch_size: int = 32,
-                      show_progress: bool = False) -> np.ndarray:
-        """(n, K) probabilities for (query, item) pairs; an item is its text or its record."""
+                      bar: bool = False) -> np.ndarray:
+        """(n, K) probabilities for (query, item) pairs; an item is its text or its record. `bar`: this
+        is long work, draw a bar over the batches when bars are on (see `relkit.logs`)."""
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
         titles = [item_title(i) if isinstance(i, Mapping) else t for (_, i), t in zip(pairs, items)]
-        return self.predict_texts(queries, items, titles, batch_size, show_progress)
+        return self.predict_texts(queries, items, titles, batch_size, bar)
 
     def predict_texts(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
-                      batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
+                      batch_size: int = 32, bar: bool = False) -> np.ndarray:
         """(n, K) probabilities for queries and rendered item texts; `titles` feed a text-match prior's
         title coverage (the item text stands for the title where not given)."""
         ids = encode_pairs(self.tokenizer, self.meta.template, queries, item_texts, self.meta.max_length)
@@ -226,7 +227,7 @@ class Teacher:
             from relkit.teacher.fast import logits_fn
 
             self._forward = logits_fn(self.model)
-        return predict_ids(self.model, self.tokenizer, ids, batch_size, show_progress, offsets=offsets,
+        return predict_ids(self.model, self.tokenizer, ids, batch_size, bar, offsets=offsets,
                            forward=self._forward)
 
     def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str],
@@ -248,13 +249,14 @@ class Teacher:
         return apply_cutpoints(expected_level(proba), self.meta.cutpoints)
 
 
-def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 32, show_progress: bool = False,
+def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 32, bar: bool = False,
                 offsets: np.ndarray | None = None, forward=None) -> np.ndarray:
     """Softmax of the model's logits (plus `offsets`, (n, K), when given) over encoded pairs,
     batched longest first so padding stays small. `forward(input_ids, attention_mask)` computes the
     logits when given (see fast.logits_fn); the model's own forward otherwise."""
     import torch
-    from tqdm.auto import tqdm
+
+    from relkit.logs import progress
 
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
@@ -262,7 +264,7 @@ def predict_ids(model, tokenizer, ids: list[list[int]], batch_size: int = 32, sh
     model.eval()
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), disable=not show_progress, desc="scoring", unit="batch"):
+        for start in progress(range(0, len(order), batch_size), enabled=bar, desc="scoring", unit="batch"):
             chunk = order[start:start + batch_size]
             batch = collate(tokenizer, [ids[i] for i in chunk]).to(device)
             logits = (forward(batch["input_ids"], batch["attention_mask"]) if forward is not None

@@ -68,19 +68,19 @@ class Prior:
         return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features))
 
     def inputs(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
-               show_progress: bool = False, text_vectors=None) -> np.ndarray:
+               text_vectors=None) -> np.ndarray:
         """(n, features): this prior's features of the pairs (see `features`)."""
-        return features(self.features, self.model, queries, item_texts, titles, show_progress, text_vectors)
+        return features(self.features, self.model, queries, item_texts, titles, text_vectors)
 
 
 def features(names: Sequence[str], model: str, queries: Sequence[str], item_texts: Sequence[str],
-             titles: Sequence[str] | None = None, show_progress: bool = False, text_vectors=None) -> np.ndarray:
+             titles: Sequence[str] | None = None, text_vectors=None) -> np.ndarray:
     """(n, len(names)) float64: the named prior features of each (query, item text) pair. `titles`
     are the items' titles for the title coverage (the item text stands for it where not given);
     `text_vectors(texts)`, when given, supplies the item texts' bi-encoder vectors (a workspace's cache)."""
     from relkit.features.text_match import match_features
 
-    columns = {"cosine": cosines(model, queries, item_texts, show_progress, text_vectors)}
+    columns = {"cosine": cosines(model, queries, item_texts, text_vectors)}
     if any(n in TEXT_MATCH_NAMES for n in names):
         match = match_features(queries, item_texts, titles)
         columns.update({n: match[:, i] for i, n in enumerate(TEXT_MATCH_NAMES)})
@@ -90,12 +90,11 @@ def features(names: Sequence[str], model: str, queries: Sequence[str], item_text
 _ENCODERS: dict[str, object] = {}
 
 
-def cosines(model: str, queries: Sequence[str], item_texts: Sequence[str], show_progress: bool = False,
-            text_vectors=None) -> np.ndarray:
+def cosines(model: str, queries: Sequence[str], item_texts: Sequence[str], text_vectors=None) -> np.ndarray:
     """Cosine of each (query, item text) under the bi-encoder `model` (loaded once per process).
     `text_vectors(texts)`, when given, supplies the item texts' vectors (a workspace's cache)."""
     from relkit.features.embeddings import Encoder, pair_cosines
 
     if model not in _ENCODERS:
         _ENCODERS[model] = Encoder(model)
-    return pair_cosines(_ENCODERS[model], queries, item_texts, show_progress, text_vectors)
+    return pair_cosines(_ENCODERS[model], queries, item_texts, text_vectors)

@@ -10,12 +10,10 @@ from relkit.workspace import Workspace
 
 
 class TeacherSystem:
-    def __init__(self, path: Path, name: str, batch_size: int = 32, show_progress: bool = True,
-                 ws: Workspace | None = None):
+    def __init__(self, path: Path, name: str, batch_size: int = 32, ws: Workspace | None = None):
         self.path = path
         self.name = name
         self.batch_size = batch_size
-        self.show_progress = show_progress
         self.ws = ws    # when given, the prior's item vectors come from its text_vectors cache
 
     @classmethod
@@ -37,6 +35,5 @@ class TeacherSystem:
         if teacher.scale.k != teacher.model.config.num_labels:
             raise RelkitError(f"{self.path}: the saved scale has {teacher.scale.k} levels, the model's head "
                               f"{teacher.model.config.num_labels}")
-        proba = teacher.predict_proba(list(zip(pairs.queries, pairs.items)), batch_size=self.batch_size,
-                                      show_progress=self.show_progress)
+        proba = teacher.predict_proba(list(zip(pairs.queries, pairs.items)), batch_size=self.batch_size, bar=True)
         return Prediction(proba=proba, levels=teacher.predict_levels(proba))

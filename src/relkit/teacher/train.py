@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -24,6 +25,7 @@ import numpy as np
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
 from relkit.hf import resolve_device
+from relkit.logs import main_process_only, progress
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.scale import LabelScale
 from relkit.teacher.model import (CHECKPOINT, META_FILE, TEMPLATES, Teacher, TeacherMeta, TextTemplate, collate,
@@ -31,6 +33,8 @@ from relkit.teacher.model import (CHECKPOINT, META_FILE, TEMPLATES, Teacher, Tea
 from relkit.teacher.prior import FEATURE_SETS, Prior
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
 from relkit.workspace import Workspace
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -301,8 +305,7 @@ def check_run(ws: Workspace, config: TrainConfig) -> None:
                           "split with --dev above 0, or pin queries to dev")
 
 
-def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str, show_progress: bool = False,
-                log=print) -> PreparedRun:
+def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str) -> PreparedRun:
     """Read the train and dev pairs, render their item text, tokenize them and fit the prior."""
     item_template = ItemTextTemplate.parse(config.fields) if config.fields else DEFAULT_TEMPLATE
     targets = None
@@ -324,11 +327,11 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str, show
         from relkit.teacher.prior import features
 
         names = FEATURE_SETS[config.prior_features]
-        log(f"prior ({', '.join(names)}; bi-encoder '{config.prior}') of {len(train) + len(dev):,} pairs")
-        item_vectors = workspace_vectors(ws, config.prior, show_progress=show_progress)  # shared with labeling
-        train_x = features(names, config.prior, train.queries, train_texts, _titles(train), show_progress,
-                           item_vectors)
-        dev_x = features(names, config.prior, dev.queries, dev_texts, _titles(dev), show_progress, item_vectors)
+        logger.info("prior (%s; bi-encoder '%s') of %s pairs", ", ".join(names), config.prior,
+                    f"{len(train) + len(dev):,}")
+        item_vectors = workspace_vectors(ws, config.prior)  # shared with labeling
+        train_x = features(names, config.prior, train.queries, train_texts, _titles(train), item_vectors)
+        dev_x = features(names, config.prior, dev.queries, dev_texts, _titles(dev), item_vectors)
         prior = Prior.fit(config.prior, train_x, train.labels, ws.scale.k, names)
     return PreparedRun(
         scale=ws.scale, train=train, dev=dev, template=template,
@@ -435,20 +438,21 @@ def teacher_dir(ws: Workspace | Path, name: str) -> Path:
 
 
 def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None = None, resume: str | None = None,
-                  stop_after: int | None = None, show_progress: bool = True, log=print) -> TrainResult:
+                  stop_after: int | None = None) -> TrainResult:
     """Fine-tune a teacher on the train split; keep the weights best on dev by `config.primary`.
 
     `ws` is an open workspace, or its path: then it is opened only while the run is prepared (by
     each process of `accelerate launch` in turn, the first read-write, the others read-only).
     `resume` names a teacher whose checkpoint to continue (its saved config is used).
     `stop_after` ends this call after that many optimizer steps, leaving a checkpoint to resume.
+    It logs its evaluations to `relkit.teacher.train` and draws a bar (see `relkit.logs`); under
+    `accelerate launch` only the main process does.
 
         result = train_teacher(ws, TrainConfig(epochs=1))
         Teacher.load(result.path).predict_proba([("red chair", "Red oak chair")])
     """
     import torch
     from accelerate.utils import broadcast_object_list
-    from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from relkit.teacher.loss import TeacherLoss, class_weights
@@ -463,7 +467,7 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     config = config or TrainConfig()
     accelerator = new_accelerator(config.precision, resolve_device(config.device))
     main = accelerator.is_main_process
-    log = log if main else (lambda message: None)
+    main_process_only(main)
     # every process trains under one name: the main process's, whose default holds the time
     base_name = Path(resolve_base(config)[0]).name or "model"
     config.name = broadcast_object_list([config.name or f"{base_name}-{datetime.now():%Y%m%d-%H%M%S}"])[0]
@@ -477,7 +481,7 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
         check_run(opened, config)
         torch.manual_seed(config.seed)
         model, tokenizer, family, _ = load_base(config, opened.scale.k, str(accelerator.device.type))
-        run = prepare_run(opened, config, tokenizer, family, show_progress and main, log)
+        run = prepare_run(opened, config, tokenizer, family)
     if isinstance(ws, Workspace):
         ws.release()  # everything is read: other commands can use the workspace while the teacher trains
     k, scale = run.scale.k, run.scale
@@ -521,12 +525,11 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
         step, epoch, micro = int(state["step"]), int(state["epoch"]), int(state["micro"])
         best, best_step = float(state["best"]), int(state["best_step"])
         history = [h for h in _history(out) if h["step"] <= step]  # evaluations after the checkpoint are redone
-        log(f"resuming {name} at step {step} of {total_steps}")
+        logger.info("resuming %s at step %d of %d", name, step, total_steps)
     batches = epoch_batches(len(run.train_ids), groups, config.batch_size, config.seed + epoch)
 
     stop_at = total_steps if stop_after is None else min(total_steps, step + stop_after)
-    bar = tqdm(total=total_steps, initial=step, disable=not (show_progress and main), desc=f"teacher-{name}",
-               unit="step")
+    bar = progress(total=total_steps, initial=step, enabled=main, desc=f"teacher-{name}", unit="step")
     evaluate_now, checkpoint_now = step == 0, False  # step 0 (the prior alone, if any) is a candidate too
     seen, tick = 0, time.perf_counter()
     try:
@@ -538,8 +541,9 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
                 history.append({"step": step, **metrics})
                 value = metrics[config.primary]
                 improved = value is not None and value > best
-                log(f"step {step}: dev {config.primary} {'-' if value is None else f'{value:.4f}'}, "
-                    f"dev loss {metrics['dev_loss']:.4f}" + (" (best so far, saved)" if improved else ""))
+                logger.info("step %d: dev %s %s, dev loss %.4f%s", step, config.primary,
+                            "-" if value is None else f"{value:.4f}", metrics["dev_loss"],
+                            " (best so far, saved)" if improved else "")
                 if improved or best == -math.inf:
                     best, best_step = (value if value is not None else best), step
                     prior = unwrapped.prior()
@@ -598,7 +602,7 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
         save_checkpoint(accelerator, {"step": step, "epoch": epoch, "micro": micro, "best": best,
                                       "best_step": best_step}, config, out / CHECKPOINT)
     if not finished:
-        log(f"stopped at step {step} of {total_steps}; continue with `relkit teach --resume {name}`")
+        logger.info("stopped at step %d of %d; continue with `relkit teach --resume %s`", step, total_steps, name)
     accelerator.wait_for_everyone()
     final = json.loads((out / META_FILE).read_text())["metrics"] if (out / META_FILE).exists() else {}
     return TrainResult(path=out, steps=step, total_steps=total_steps, best_step=best_step, dev_metrics=final,
