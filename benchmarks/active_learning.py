@@ -72,9 +72,9 @@ class Trainer:
 
     def __init__(self, ws: Workspace, pool: list):
         self.ws, self.pool = ws, pool
-        self.builder = FeatureBuilder.from_workspace(ws, show_progress=True)
+        self.builder = FeatureBuilder.from_workspace(ws)
         queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
-        self.x = inputs(self.builder, [queries[q] for q, _ in pool], [i for _, i in pool], show_progress=True)
+        self.x = inputs(self.builder, [queries[q] for q, _ in pool], [i for _, i in pool])
         self.row = {p: n for n, p in enumerate(pool)}
         dev = load_judged_pairs(ws, "dev")
         self.dev = DevSet(inputs(self.builder, dev.queries, dev.item_ids), dev.labels, dev.query_ids, dev.item_ids)
@@ -86,7 +86,7 @@ class Trainer:
         targets = np.zeros((len(rows), k), dtype=np.float32)
         targets[np.arange(len(rows)), [hidden[p] - 1 for p in labeled]] = 1.0
         student = fit_student(TrainingSet(self.x[rows], targets, np.ones(len(rows), dtype=np.float32)), self.dev,
-                              self.ws.scale, self.builder, StudentConfig(seed=seed), show_progress=False)
+                              self.ws.scale, self.builder, StudentConfig(seed=seed))
         test = score_prediction(self.test, student_prediction(student, self.builder, self.test), self.ws.scale)
         dev = student.meta.metrics["dev"]
         return student, {"dev_qwk": dev["qwk"], "dev_ndcg@10": dev["ndcg@10"], "test_qwk": test["qwk"],

@@ -92,7 +92,7 @@ def test_local_judge_labels_pairs_resumes_and_shares_its_cache(shop, tiny_llama)
     judge = create_judge(shop, JudgeSpec(name="tiny", model=str(tiny_llama), batch_size=5))
     (shop.path / "labels" / "judge-tiny").mkdir(parents=True)
     (shop.path / "labels" / "judge-tiny" / "shard-00007.tmp").write_bytes(b"half")   # a killed run's leftover
-    run = judge.run(shop, pairs[:10], shard_size=4, show_progress=False)
+    run = judge.run(shop, pairs[:10], shard_size=4)
     assert (run.judged, run.unparsed, run.shards, run.requests) == (10, 0, 3, 2)
     assert run.prompt_tokens > 10 * 20 and not list((shop.path / "labels" / "judge-tiny").glob("*.tmp"))
     table = pq.read_table(shards(shop, "tiny")[0]).to_pydict()
@@ -101,11 +101,11 @@ def test_local_judge_labels_pairs_resumes_and_shares_its_cache(shop, tiny_llama)
     probs = judge.judge(shop, pairs)       # the first 10 are cached: only the rest are judged
     assert probs.shape == (len(pairs), 3) and np.allclose(probs.sum(1), 1) and not np.isnan(probs).any()
     assert sum(pq.read_metadata(f).num_rows for f in shards(shop, "tiny")) == len(pairs)
-    again = load_judge(shop, "judge:tiny").run(shop, pairs, show_progress=False)
+    again = load_judge(shop, "judge:tiny").run(shop, pairs)
     assert (again.held, again.judged, again.shards) == (len(pairs), 0, 0)
     # another judge of the same model and prompt reuses the labels instead of running the model
     twin = create_judge(shop, JudgeSpec(name="twin", model=str(tiny_llama), batch_size=2))
-    reused = twin.run(shop, pairs, show_progress=False)
+    reused = twin.run(shop, pairs)
     assert (reused.reused, reused.judged) == (len(pairs), 0)
     assert np.allclose(twin.labels(shop, pairs), probs, atol=1e-6)
     # the batch does not change a pair's distribution beyond float noise (left padding is masked)
@@ -132,10 +132,10 @@ def test_judge_is_a_system_and_a_teacher(shop, tiny_llama, tmp_path):
 def test_unknown_pairs_and_bad_files_are_clear_errors(shop, tmp_path, tiny_llama):
     judge = create_judge(shop, JudgeSpec(name="tiny", model=str(tiny_llama)))
     with pytest.raises(RelkitError, match=r"no query 'nope'"):
-        judge.run(shop, [("nope", "red-chair")], show_progress=False)
+        judge.run(shop, [("nope", "red-chair")])
     qid = shop.fetchone("SELECT query_id FROM queries LIMIT 1")[0]
     with pytest.raises(RelkitError, match=r"no item 'ghost'"):
-        judge.run(shop, [(qid, "ghost")], show_progress=False)
+        judge.run(shop, [(qid, "ghost")])
     assert not shards(shop, "tiny")
     bad = write_csv(tmp_path / "p.csv", ["query", "item_id"], [["x", "y"]])
     with pytest.raises(RelkitError, match=r"p.csv.*no column query_id"):
@@ -263,7 +263,7 @@ def test_endpoint_retries_429_500_timeouts_and_cut_replies(shop, fake_endpoint):
     script = Script(steps=["429", "500", "slow", "cut"])
     judge = endpoint_judge(shop, fake_endpoint(script), retries=5)
     pairs = select_pairs(shop, "dev")[:6]
-    run = judge.run(shop, pairs, show_progress=False)
+    run = judge.run(shop, pairs)
     assert (run.judged, run.unparsed, run.retries, run.requests) == (6, 0, 4, 10)
     assert script.chats == 10 and (run.prompt_tokens, run.completion_tokens) == (300, 6)
     probs = judge.labels(shop, pairs)
@@ -280,7 +280,7 @@ def test_answers_without_logprobs_or_level(shop, fake_endpoint):
     url = fake_endpoint(Script(steps=["ok", "nolevel"], answer="sentence", logprobs=False))
     judge = endpoint_judge(shop, url, logprobs=False)
     pairs = select_pairs(shop, "dev")[:4]
-    run = judge.run(shop, pairs, show_progress=False)
+    run = judge.run(shop, pairs)
     assert (run.judged, run.unparsed) == (4, 1)
     probs = judge.labels(shop, pairs)
     assert np.isnan(probs).all(axis=1).sum() == 1                      # never guessed
@@ -289,13 +289,13 @@ def test_answers_without_logprobs_or_level(shop, fake_endpoint):
     table = pq.read_table(shards(shop, "ep")[0]).to_pydict()
     assert sorted(table["source"]) == ["parsed"] * 3 + ["unparsed"] and "I cannot tell." in table["answer"]
     # the unparsed answer is not asked again (it was paid for), and no student learns from it
-    assert judge.run(shop, pairs, show_progress=False).judged == 0
+    assert judge.run(shop, pairs).judged == 0
     from relkit.student.distill import teacher_labels
 
     shop.run("INSERT INTO pairs SELECT query_id, item_id, 'x' FROM judgments JOIN splits USING (query_id) "
              "WHERE split = 'train' LIMIT 3")
     train = select_pairs(shop)
-    judge.run(shop, train, show_progress=False)
+    judge.run(shop, train)
     assert len(teacher_labels(shop, "judge:ep").targets) == 3
 
 
@@ -335,10 +335,10 @@ def test_labels_paid_for_are_kept_when_the_endpoint_fails(shop, fake_endpoint):
     judge = endpoint_judge(shop, fake_endpoint(script), retries=3)
     pairs = select_pairs(shop, "dev")[:12]
     with pytest.raises(RelkitError, match="HTTP 500 after 4 tries; the labels judged so far are kept"):
-        judge.run(shop, pairs, shard_size=2, show_progress=False)
+        judge.run(shop, pairs, shard_size=2)
     kept = sum(pq.read_metadata(f).num_rows for f in shards(shop, "ep"))
     assert kept == 5
-    run = judge.run(shop, pairs, show_progress=False)          # the server is well again
+    run = judge.run(shop, pairs)          # the server is well again
     assert (run.held, run.judged, run.requests) == (5, 7, 7)
     assert not np.isnan(judge.labels(shop, pairs)).any()
 
@@ -347,7 +347,7 @@ def test_answers_in_flight_when_a_request_fails_are_kept(shop, fake_endpoint):
     script = Script(steps=["slow", "500", "slow", "ok", "500"] + ["500"] * 20)
     judge = endpoint_judge(shop, fake_endpoint(script), concurrency=3, retries=0, timeout=5.0)
     with pytest.raises(RelkitError, match="HTTP 500 after 1 tries"):
-        judge.run(shop, select_pairs(shop, "dev")[:12], shard_size=1, show_progress=False)
+        judge.run(shop, select_pairs(shop, "dev")[:12], shard_size=1)
     kept = sum(pq.read_metadata(f).num_rows for f in shards(shop, "ep"))
     assert kept == script.answered >= 2      # the slow answers arrived after the failure, and are kept
 
@@ -356,11 +356,11 @@ def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
     script = Script(steps=["slow"] * 4)
     judge = endpoint_judge(shop, fake_endpoint(script), concurrency=4, timeout=5.0)
     start = time.perf_counter()
-    judge.run(shop, select_pairs(shop, "dev")[:4], show_progress=False)
+    judge.run(shop, select_pairs(shop, "dev")[:4])
     assert time.perf_counter() - start < 4 * 1.5               # in flight together
     capped = endpoint_judge(shop, fake_endpoint(Script()), name="capped", concurrency=4, rpm=240)
     start = time.perf_counter()
-    capped.run(shop, select_pairs(shop, "dev")[4:9], show_progress=False)   # not in the cache
+    capped.run(shop, select_pairs(shop, "dev")[4:9])   # not in the cache
     assert time.perf_counter() - start >= 4 * 60 / 240 - 0.05  # 5 starts, 0.25 s apart
 
 
@@ -412,7 +412,7 @@ def test_llama_cpp_server_judges_with_logprobs(shop, llama_server):
     judge = create_judge(shop, JudgeSpec(name="llama", model="smollm2", backend="endpoint", endpoint=llama_server,
                                          concurrency=1, fields="title", timeout=300.0))
     pairs = select_pairs(shop, "dev")[:3]
-    run = judge.run(shop, pairs, show_progress=False)
+    run = judge.run(shop, pairs)
     assert run.judged == 3 and run.requests == 3 + run.retries and run.prompt_tokens > 3 * 40
     table = pq.read_table(shards(shop, "llama")[0]).to_pydict()
     assert set(table["model"]) == {"endpoint:smollm2"}
@@ -423,7 +423,7 @@ def test_llama_cpp_server_judges_with_logprobs(shop, llama_server):
     assert "logprobs" in table["source"]
     with pytest.raises(RelkitError, match="does not serve the model 'gpt-x'"):
         create_judge(shop, JudgeSpec(name="gx", model="gpt-x", backend="endpoint",
-                                     endpoint=llama_server)).run(shop, pairs, show_progress=False)
+                                     endpoint=llama_server)).run(shop, pairs)
 
 
 # --- zero human labels: judge -> teach -> distill --------------------------------------------------
@@ -495,7 +495,7 @@ core.FLUSH_SECONDS = 0.0
 from relkit.workspace import Workspace
 with Workspace.open({str(shop.path)!r}) as ws:
     j = core.load_judge(ws, "k")
-    j.run(ws, core.select_pairs(ws, "dev"), show_progress=False)
+    j.run(ws, core.select_pairs(ws, "dev"))
 """)
     import os
     import signal
@@ -511,5 +511,5 @@ with Workspace.open({str(shop.path)!r}) as ws:
     assert kept >= 2
     judge = load_judge(shop, "k")
     pairs = select_pairs(shop, "dev")
-    run = judge.run(shop, pairs[:kept + 1], show_progress=False)
+    run = judge.run(shop, pairs[:kept + 1])
     assert (run.held, run.judged) == (kept, 1)

@@ -72,7 +72,7 @@ def test_uncertain_scores_with_a_student(shop):
 
     add_candidates(shop)
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", show_progress=False)
+    distiller = Distiller(shop, "rule")
     distiller.train(None, StudentConfig(epochs=3, hidden=(16,))).save(shop.artifacts / "student-s")
     order = rank_pairs(shop, {"uncertain": 1}, model="student:s")
     pairs = sorted(order)

@@ -533,7 +533,7 @@ def test_rank_answers_typed_results_best_first(shop):
 
 def test_the_kept_epoch_is_the_best_by_the_chosen_dev_figure(shop):
     write_teacher_labels(shop)
-    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")), show_progress=False)
+    distiller = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     for select, best in (("log_loss", min), ("ndcg@10", max), ("auroc", max)):
         student = distiller.train(None, StudentConfig(epochs=12, patience=12, select=select, seed=2))
         history = student.meta.metrics["history"]

@@ -236,7 +236,6 @@ def score_pairs(ws: Workspace, model: str, pairs: list[Pair]) -> np.ndarray:
     from relkit.systems import make_system
 
     system = make_system(model, ws)
-    system.show_progress = False
     queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
     records = ws.item_records([i for _, i in pairs])
     unlabeled = JudgedPairs(split="unjudged", query_ids=[q for q, _ in pairs], queries=[queries[q] for q, _ in pairs],
@@ -339,7 +338,7 @@ def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Ge
     k = min(COLD_TOP, len(item_ids))
     q_texts = [t for _, t in queries]
     bm25 = catalog_index(ws).top_k(q_texts, k)
-    dense = _embedding_top_k(ws, "default", q_texts, texts, k, show_progress=False)
+    dense = _embedding_top_k(ws, "default", q_texts, texts, k)
     per_query: dict[str, list[Pair]] = {}
     for (qid, _), by_bm25, by_dense in zip(queries, bm25, dense):
         retrieved = [item_ids[pos] for pair in zip(by_bm25, by_dense) for pos in pair]

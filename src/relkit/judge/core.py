@@ -179,9 +179,9 @@ class Judge:
                                              device=s.device)
         return self._backend
 
-    def judge(self, ws: Workspace, pairs: list[tuple[str, str]], show_progress: bool = False) -> np.ndarray:
+    def judge(self, ws: Workspace, pairs: list[tuple[str, str]]) -> np.ndarray:
         """The distribution over the K levels of each (query_id, item_id), judging what no label holds yet."""
-        self.run(ws, pairs, show_progress=show_progress)
+        self.run(ws, pairs)
         return self.labels(ws, pairs)
 
     def labels(self, ws: Workspace, pairs: list[tuple[str, str]]) -> np.ndarray:
@@ -195,13 +195,12 @@ class Judge:
                 out[row] = found["p"]
         return out
 
-    def run(self, ws: Workspace, pairs: list[tuple[str, str]], shard_size: int = 100,
-            show_progress: bool = True) -> JudgeRun:
+    def run(self, ws: Workspace, pairs: list[tuple[str, str]], shard_size: int = 100) -> JudgeRun:
         """Label the pairs this judge has no label of: from the cache when a judge of the same model
         and prompt has one, else by asking the model. Shards are written as answers arrive (every
         `shard_size` answers or FLUSH_SECONDS), so a failure keeps all that was paid for and a kill
         all but the last seconds; the error then says to run again."""
-        from tqdm.auto import tqdm
+        from relkit.logs import progress
 
         started = time.perf_counter()
         if shard_size < 1:
@@ -232,7 +231,7 @@ class Judge:
             local = self.spec.backend == "local"
             buffer: list[dict] = []
             flushed = time.monotonic()
-            bar = tqdm(total=len(todo), disable=not show_progress, desc=self.name, unit="pair")
+            bar = progress(total=len(todo), desc=self.name, unit="pair")
             try:
                 for answer in backend.answers(prompts):
                     judged += 1

@@ -17,15 +17,14 @@ class JudgeSystem:
     that named no level carries no information: it is scored as the uniform distribution (its
     predicted level is then level 1), and `unparsed` says how many there were."""
 
-    def __init__(self, ws: Workspace, ref: str, show_progress: bool = True):
+    def __init__(self, ws: Workspace, ref: str):
         self.ws = ws
         self.judge = load_judge(ws, ref)
         self.name = self.judge.name
-        self.show_progress = show_progress
         self.unparsed = 0
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
-        proba = self.judge.judge(self.ws, list(zip(pairs.query_ids, pairs.item_ids)), show_progress=self.show_progress)
+        proba = self.judge.judge(self.ws, list(zip(pairs.query_ids, pairs.item_ids)))
         missing = np.isnan(proba).any(axis=1)
         self.unparsed = int(missing.sum())
         if self.unparsed:
