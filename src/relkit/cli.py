@@ -177,7 +177,8 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
 @_friendly
 def eval_(
     system: Annotated[list[str], typer.Option(
-        "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME or student:NAME (repeatable).")],
+        "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME, student:NAME or judge:NAME "
+                               "(repeatable).")],
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
@@ -395,9 +396,62 @@ def label(
 
 @app.command()
 @_friendly
+def judge(
+    name: Annotated[str, typer.Option(help="The judge: stored as artifacts/judge-NAME, its labels as judge:NAME.")],
+    model: Annotated[str | None, typer.Option(
+        help="The LLM: the endpoint's model name, or (local) a causal LM folder, hub id or 'smollm2'. Omit to run "
+             "the stored judge NAME again.")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible base URL (vLLM, llama.cpp server, Ollama, OpenAI), e.g. http://host:8080/v1; "
+             "omit for a local transformers model.")] = None,
+    key_env: Annotated[str, typer.Option(help="Environment variable holding the endpoint's API key (never stored).")]
+        = "OPENAI_API_KEY",
+    gguf_file: Annotated[str | None, typer.Option(help="Local: a GGUF file inside the --model folder.")] = None,
+    prompt: Annotated[Path | None, typer.Option(
+        help="A prompt template file with ${rubric} ${guidelines} ${examples} ${k} ${query} ${item} "
+             "(default: relkit's, copied to artifacts/judge-NAME/prompt.txt).")] = None,
+    guidelines: Annotated[Path | None, typer.Option(help="A text file saying what each level means.")] = None,
+    shots: Annotated[int, typer.Option(min=0, help="Few-shot examples drawn from the train judgments.")] = 0,
+    fields: Annotated[str | None, typer.Option(
+        help="Item text fields as name[:max_words],... (as `relkit teach --fields`; default all).")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Judge the judged pairs of this split (train, dev, test: agreement with people) instead of the pairs "
+             "table.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        help="Judge the pairs of this file (CSV, JSONL or Parquet with query_id and item_id columns).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Endpoint: requests in flight.")] = 4,
+    rpm: Annotated[float, typer.Option(min=0, help="Endpoint: requests per minute at most (0: no cap).")] = 0.0,
+    retries: Annotated[int, typer.Option(min=0, help="Endpoint: tries again on 429, 5xx and timeouts.")] = 5,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Endpoint: seconds per request.")] = 60.0,
+    logprobs: Annotated[bool, typer.Option(
+        help="Endpoint: ask for the answer token's log-probabilities (a distribution, not one level).")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, help="Local: prompts per forward pass.")] = 8,
+    shard_size: Annotated[int, typer.Option(min=1, help="Labels per Parquet shard (kept as they arrive).")] = 100,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """An LLM puts pairs on the workspace's scale; labels are cached, resumable and usable as a teacher's (judge:NAME)."""
+    from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs
+
+    with _open(workspace) as ws:
+        if model is None:
+            judge = load_judge(ws, name)
+        else:
+            spec = JudgeSpec(name=name, model=model, backend="endpoint" if endpoint else "local", endpoint=endpoint,
+                             gguf_file=gguf_file, key_env=key_env, concurrency=concurrency, rpm=rpm, retries=retries,
+                             timeout=timeout, logprobs=logprobs, batch_size=batch_size, fields=fields or "",
+                             shots=shots)
+            judge = create_judge(ws, spec, prompt, guidelines)
+        pairs = select_pairs(ws, split, file)
+        result = judge.run(ws, pairs, shard_size=shard_size)
+    console.print(result.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
 def distill(
     teacher: Annotated[str | None, typer.Option(
-        help="Train on this teacher's labels (NAME as in `relkit label`); omit for human labels only.")] = None,
+        help="Train on this teacher's labels (NAME as in `relkit label`) or a judge's (judge:NAME); omit for "
+             "human labels only.")] = None,
     name: Annotated[str | None, typer.Option(help="Student name (artifacts/student-NAME); default: the teacher's.")]
         = None,
     sizes: Annotated[str | None, typer.Option(
@@ -442,7 +496,7 @@ def distill(
         raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
     with _open(workspace) as ws:
         distiller = Distiller(ws, teacher, features, show_progress=not json_)
-        name = name or distiller.teacher or "human"
+        name = name or (distiller.teacher or "human").replace(":", "-")   # judge:smol -> student-judge-smol
         if plan:
             rows = scaling_curve(distiller, plan, config, prefix=name)
             if json_:

@@ -111,7 +111,7 @@ class System(Protocol):
 
 
 def metric_names(scale: LabelScale) -> list[str]:
-    return (["accuracy", "macro_f1", "qwk", "argmax_accuracy", "argmax_qwk"]
+    return (["accuracy", "within_one", "macro_f1", "qwk", "linear_kappa", "argmax_accuracy", "argmax_qwk"]
             + [f"auroc@{t}" for t in range(2, scale.k + 1)]
             + [f"ndcg@{k}" for k in NDCG_CUTOFFS] + ["rmse"])
 
@@ -138,7 +138,9 @@ def _score(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale
         y_pred = prediction.levels if prediction.levels is not None else p.argmax(axis=1) + 1
         out["accuracy"] = metrics.accuracy(y, y_pred)
         out["macro_f1"] = metrics.macro_f1(y, y_pred)
+        out["within_one"] = metrics.within_one(y, y_pred)
         out["qwk"] = metrics.quadratic_kappa(y, y_pred, scale.levels)
+        out["linear_kappa"] = metrics.linear_kappa(y, y_pred, scale.levels)
         out["argmax_accuracy"] = metrics.accuracy(y, p.argmax(axis=1) + 1)
         out["argmax_qwk"] = metrics.quadratic_kappa(y, p.argmax(axis=1) + 1, scale.levels)
         out["rmse"] = metrics.rmse_expected_level(y, p)

@@ -48,6 +48,27 @@ def _shards(directory: Path) -> list[Path]:
     return sorted(directory.glob("shard-*.parquet"))
 
 
+def clear_strays(directory: Path) -> None:
+    """Remove the temporary files a killed run left: a shard exists whole or not at all."""
+    for stray in [*directory.glob("*.tmp"), directory / PENDING]:
+        stray.unlink(missing_ok=True)
+
+
+def next_shard_number(directory: Path) -> int:
+    return 1 + max((int(p.stem.split("-")[1]) for p in _shards(directory)), default=-1)
+
+
+def write_shard(directory: Path, number: int, table) -> Path:
+    """Write `table` as shard `number` of `directory`: to a temporary name, renamed when complete."""
+    import pyarrow.parquet as pq
+
+    final = directory / f"shard-{number:05d}.parquet"
+    tmp = final.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.rename(final)
+    return final
+
+
 def refresh_view(ws: Workspace) -> None:
     """`teacher_labels`: every shard of every teacher (columns teacher, query_id, item_id, p1..pK,
     expected_level)."""
@@ -113,7 +134,6 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     `map_batches` over a pool of `ray_actors` actors; a local Ray unless `ray_address`); both write
     the same shards."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
     from relkit.teacher.model import Teacher
@@ -129,8 +149,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     name = Workspace.artifact_name("teacher", system.path)
     out = labels_dir(ws, name)
     out.mkdir(parents=True, exist_ok=True)
-    for stray in [*out.glob("*.tmp"), out / PENDING]:
-        stray.unlink(missing_ok=True)  # left by a run that was killed
+    clear_strays(out)
     done = _shards(out)
     labeled_sql = "ANTI JOIN read_parquet(?) l USING (query_id, item_id)" if done else ""
     params = [[str(p) for p in done]] if done else []
@@ -164,15 +183,12 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
                    for s in range(0, len(pending), shard_size))
     else:
         results = _ray_results(pending, system.path, out, backend, batch_size, shard_size, ray_address, ray_actors)
-    next_number = 1 + max((int(p.stem.split("-")[1]) for p in done), default=-1)
+    next_number = next_shard_number(out)
     ws.release()  # shards are files: other commands can use the workspace while the teacher scores
     labeled = scored = shards = 0
     bar = tqdm(total=len(rows), disable=not show_progress, desc=f"labeling with teacher-{name}", unit="pair")
     for table, distinct in results:
-        final = out / f"shard-{next_number + shards:05d}.parquet"
-        tmp = final.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        tmp.rename(final)  # a shard exists whole or not at all
+        write_shard(out, next_number + shards, table)
         labeled += len(table)
         scored += distinct
         shards += 1

@@ -27,6 +27,18 @@ def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int
     return float(value)
 
 
+def within_one(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of pairs whose predicted level is at most one level from the true level."""
+    return float(np.mean(np.abs(np.asarray(y_true) - np.asarray(y_pred)) <= 1))
+
+
+def linear_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int]) -> float:
+    """Cohen's kappa with linear weights: a miss costs its distance in levels. NaN when undefined."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = cohen_kappa_score(y_true, y_pred, labels=list(levels), weights="linear")
+    return float(value)
+
+
 def auroc_at(y_true: np.ndarray, score: np.ndarray, threshold: int) -> float:
     """AUROC of `score` for telling pairs at level >= threshold from the rest. For a distribution,
     pass P(level >= threshold); a plain ranking score works too. NaN when only one side exists."""

@@ -1,4 +1,4 @@
-"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`, `student:NAME`. One registry; each entry builds a System."""
+"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`, `student:NAME`, `judge:NAME`. One registry; each entry builds a System."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -38,11 +38,20 @@ def _student(ws: Workspace, arg: str | None) -> System:
     return StudentSystem.from_workspace(ws, arg)
 
 
+def _judge(ws: Workspace, arg: str | None) -> System:
+    from relkit.judge.system import JudgeSystem
+
+    if not arg:
+        raise RelkitError("name the judge: judge:NAME (made with `relkit judge --name NAME`)")
+    return JudgeSystem(ws, arg)
+
+
 SYSTEMS: dict[str, Callable[[Workspace, str | None], System]] = {
     "bm25": _bm25,
     "embedding": _embedding,
     "teacher": _teacher,
     "student": _student,
+    "judge": _judge,
 }
 
 

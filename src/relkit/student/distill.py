@@ -43,6 +43,7 @@ def teacher_labels(ws: Workspace, teacher: str) -> LabeledPairs:
     rows = ws.fetchall(f"""
         SELECT l.query_id, q.query, l.item_id, {probs} FROM {VIEW} l JOIN queries q USING (query_id)
         JOIN splits s USING (query_id) WHERE l.teacher = ? AND s.split = 'train'
+        AND l.p1 IS NOT NULL  -- a judge's answer that named no level is no label
         ORDER BY l.query_id, l.item_id""", [teacher])
     if not rows:
         known = [r[0] for r in ws.fetchall(f"SELECT DISTINCT teacher FROM {VIEW} ORDER BY 1")]
@@ -84,7 +85,9 @@ class Distiller:
 
     def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None,
                  show_progress: bool = True):
-        if teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
+        if teacher and teacher.startswith("judge:"):
+            teacher = "judge:" + teacher.removeprefix("judge:").removeprefix("judge-")   # a judge's labels
+        elif teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
             try:
                 teacher = Workspace.artifact_name("teacher", ws.artifact("teacher", teacher))
             except RelkitError:   # a teacher whose folder is gone may still have labels
