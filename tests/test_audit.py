@@ -6,6 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ITEMS, level, make_shop, write_csv
@@ -247,12 +248,35 @@ def test_bad_input_is_one_clear_line(served, tmp_path):
         out = relkit("audit", "--engine", f"flaky={url}", "--items-path", "hits[].id", "--judge", "student:a",
                      "-w", served)
         assert out.returncode == 2
-        line = out.stderr.strip()
-        assert "\n" not in line and "engine 'flaky'" in line, line
+        line = out.stderr.strip().splitlines()[-1]          # after the progress bar: the error, on one line
+        assert line.startswith("error: engine 'flaky'"), out.stderr
         assert "HTTP 500" in line or "has no 'hits'" in line
         missing = relkit("audit", "--run", tmp_path / "none.trec", "--judge", "student:a", "-w", served)
         assert missing.returncode == 2 and "none.trec: no such run file" in missing.stderr
         judge = relkit("audit", "--run", str(ranks), "--judge", "judge:smol", "-w", served)
-        assert judge.returncode == 2 and "judge:smol" in judge.stderr and "\n" not in judge.stderr.strip()
+        assert judge.returncode == 2 and judge.stderr.startswith("error: no judge 'smol'")
+        assert len(judge.stderr.strip().splitlines()) == 1
     finally:
         server.shutdown()
+
+
+def test_an_llm_judge_judges_what_people_have_not(tmp_path):
+    """judge:NAME: a local causal LM (a tiny Llama) reads each pair's prompt; its labels land in its own
+    shards, and a second audit asks it nothing."""
+    from tiny_models import build
+
+    from relkit.judge import JudgeSpec, create_judge
+
+    model = build("llama", tmp_path / "models")
+    with make_shop(tmp_path) as ws:
+        create_judge(ws, JudgeSpec(name="tiny", model=str(model), batch_size=8))
+        qs = queries_of(ws)
+        run = write_trec(tmp_path / "good.trec", {q: by_rule(t, True) for q, t in qs.items()})
+        first = audit(ws, "judge:tiny", runs=[str(run)], sample=6, k=5, show_progress=False)
+        assert first.judge == "judge:tiny" and first.counts.judge > 0
+        assert first.counts.judge == first.counts.judged_now and first.counts.unjudged == 0
+        assert 0 < first.systems[0].ndcg.mean <= 1
+        shards = list((ws.path / "labels" / "judge-tiny").glob("shard-*.parquet"))
+        assert shards and sum(pq.read_metadata(f).num_rows for f in shards) == first.counts.judge
+        again = audit(ws, "judge:tiny", runs=[str(run)], sample=6, k=5, show_progress=False)
+        assert again.counts.judged_now == 0 and again.systems[0].ndcg == first.systems[0].ndcg

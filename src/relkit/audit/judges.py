@@ -77,7 +77,9 @@ class SystemJudge:
 
 
 class LLMJudge:
-    """An LLM judge made by `relkit judge --name NAME` (it keeps its own cache of labels)."""
+    """An LLM judge made by `relkit judge --name NAME`. It keeps its own labels (shards under
+    labels/judge-NAME, resumable) and answers NaN rows for answers that named no level: those
+    pairs count as unjudged and are asked again by the next audit."""
 
     def __init__(self, ref: str, ws: Workspace):
         try:
@@ -87,12 +89,13 @@ class LLMJudge:
                               f"use teacher:NAME or student:NAME") from None
         self.inner = load_judge(ws, ref)
         self.name = f"judge:{ref}"
-        self.version = str(getattr(self.inner, "version", None) or getattr(self.inner, "prompt_hash", None) or ref)
+        # the same model and prompt judge the same: a changed template or model judges again
+        self.version = f"{self.inner.spec.model_id}@{self.inner.prompt_hash}"
 
     def judge(self, ws: Workspace, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros((0, ws.scale.k))
-        return np.asarray(self.inner.judge(ws, pairs), dtype=np.float64)
+        return np.asarray(self.inner.judge(ws, pairs, show_progress=True), dtype=np.float64)
 
 
 JUDGES: dict[str, Callable[[Workspace, str], Judge]] = {
