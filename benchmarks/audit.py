@@ -2,12 +2,14 @@
 run file) and the student served by `relkit serve` (its /v1/search, in its own process on
 loopback), judged by a trained teacher, people's judgments standing in where the workspace has them.
 
-    python benchmarks/audit.py --workspace /tmp/bench-ws/crowdflower --teacher cf --student cf [--sample 120] [--split test]
+    python benchmarks/audit.py --workspace /tmp/bench-ws/crowdflower --teacher cf --student cf \
+        [--sample 120] [--split test]
 
 Prints each engine's nDCG@10 with its 95% interval, the share of results at level >= t, the paired
 difference (student - bm25) with its interval and the minimum detectable effect at this many
-queries. The workspace gets the student promoted, the teacher's judgments cached and the audit
-stored (results/audit-NAME.json): run it on a copy.
+queries; then the same with the teacher judging every result, people's judgments ignored (how far
+the judge alone moves the figures). The workspace gets the student promoted, the teacher's
+judgments cached and the audits stored (results/audit-NAME.json): run it on a copy.
 """
 from __future__ import annotations
 
@@ -82,13 +84,25 @@ def main() -> None:
                     raise SystemExit("relkit serve did not start")
                 time.sleep(0.5)
         console.print(f"serving {health['model']} over {health['items']:,} items at {url}")
-        with Workspace.open(ws_path) as ws:
-            result = audit(ws, f"teacher:{args.teacher}", runs=[f"bm25={run}"],
-                           engines=[Engine("student", f"{url}/v1/search")], sample=args.sample, split=args.split,
-                           k=args.k, seed=args.seed, name=f"bench-{args.split or 'all'}-{args.seed}", progress=console.print)
+        results = []
+        for human in (True, False):
+            with Workspace.open(ws_path) as ws:
+                results.append(audit(
+                    ws, f"teacher:{args.teacher}", runs=[f"bm25={run}"],
+                    engines=[Engine("student", f"{url}/v1/search")],
+                    sample=args.sample, split=args.split, k=args.k, seed=args.seed, human=human,
+                    name=f"bench-{args.split or 'all'}-{args.seed}{'' if human else '-judge-only'}",
+                    progress=console.print))
     finally:
         server.terminate()
         server.wait(timeout=30)
+    for result in results:
+        console.rule("people's judgments where the workspace has them, the teacher elsewhere" if result.human
+                     else "the teacher judges every result (people's judgments ignored)")
+        report(console, result)
+
+
+def report(console: Console, result) -> None:
     console.print(result.summary(), highlight=False)
     console.print(result.table())
     for s in result.systems:
@@ -98,7 +112,7 @@ def main() -> None:
     console.print(f"{c.a} - {c.b}: {c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}] "
                   f"over {c.difference.queries} queries; MDE {c.mde:.4f} ({c.mde_relative:.1%} of {c.b}'s nDCG) = "
                   f"2.80 x SE {c.standard_error:.4f}", highlight=False)
-    console.print(f"audit took {result.seconds:.1f} s (judging included)")
+    console.print(f"audit took {result.seconds:.1f} s (judging included)", highlight=False)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,12 @@ def test_two_run_files_judged_by_a_student_stored_and_cached(served, tmp_path):
         assert again.counts.judged_now == 0 and again.counts.judge == n.judge
         assert again.systems[1].ndcg == good_s.ndcg
 
+        judge_only = audit(ws, "student:a", runs=[f"bad={bad}", f"good={good}"], k=10, name="judge-only", human=False,
+                           show_progress=False)
+        assert judge_only.counts.human == 0 and judge_only.counts.judge == n.pairs
+        assert judge_only.counts.judged_now == n.pairs - n.judge      # what people had judged is new to the judge
+        (ws.path / "results" / "audit-judge-only.json").unlink()
+
         stored = {a["name"]: a for a in ws.results("audit")}
         assert set(stored) == {"first", "second"}
         assert stored["first"]["judge"] == "student:a" and stored["first"]["sample"]["queries"] == len(qs)

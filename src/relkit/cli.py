@@ -604,6 +604,9 @@ def audit(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for an engine's reply.")] = 30.0,
     concurrency: Annotated[int, typer.Option(min=1, help="Engine requests in flight at once.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the sample and the bootstrap.")] = 0,
+    human: Annotated[bool, typer.Option(
+        "--human/--no-human", help="Use people's judgments in the workspace where they exist (--no-human: the "
+                                   "judge judges everything).")] = True,
     name: Annotated[str | None, typer.Option(help="Store the audit under this name (default: its time).")] = None,
     history: Annotated[bool, typer.Option("--history", help="Show the stored audits over time instead.")] = False,
     metric: Annotated[str, typer.Option(help="With --history: ndcg, share or difference.")] = "ndcg",
@@ -650,7 +653,7 @@ def audit(
     with _open(workspace) as ws:
         result = run_audit(ws, judge, runs=run or [], engines=engines, sample=sample, strata=strata,
                            allocation=allocation, pilot=pilot, split=split, k=k, threshold=threshold, seed=seed,
-                           name=name, concurrency=concurrency, show_progress=not json_,
+                           name=name, concurrency=concurrency, human=human, show_progress=not json_,
                            progress=lambda msg: err.print(msg, highlight=False))
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2))

@@ -147,6 +147,7 @@ class AuditResult:
     ndcg_queries: int      # sampled queries with a relevant item in the pool (those nDCG is defined for)
     seconds: float = 0.0
     spread: dict[str, float] = field(default_factory=dict)
+    human: bool = True     # people's judgments stood in for the judge's where the workspace has them
 
     @property
     def metric(self) -> str:
@@ -155,7 +156,8 @@ class AuditResult:
     def to_dict(self) -> dict:
         return {
             "time": self.time, "judge": self.judge, "judge_version": self.judge_version, "k": self.k,
-            "threshold": self.threshold, "sample": self.sample.to_dict(), "query_ids": self.sample.query_ids,
+            "threshold": self.threshold, "human_judgments": self.human, "sample": self.sample.to_dict(),
+            "query_ids": self.sample.query_ids,
             "strata": self.sample.strata, "ndcg_queries": self.ndcg_queries, "judged": asdict(self.counts),
             "seconds": round(self.seconds, 2), "spread": self.spread,
             "systems": [{"name": s.name, "source": s.source, "ndcg": asdict(s.ndcg),
@@ -211,9 +213,11 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: Sample, k: int = 10,
               threshold: int | None = None, name: str | None = None, resamples: int = 2000, seed: int = 0,
-              save: bool = True, progress: Callable[[str], None] | None = None) -> AuditResult:
+              save: bool = True, human: bool = True, progress: Callable[[str], None] | None = None) -> AuditResult:
     """Judge each system's top `k` for the sampled queries and measure them; the audit is saved in
     the workspace as results/audit-NAME.json (NAME defaults to the time) unless `save` is False.
+    People's judgments stand in for the judge's where the workspace has them, unless `human` is False
+    (then the judge judges everything: how far it moves the figures is a check of the judge).
 
     >>> lists = read_run("bm25.trec", "bm25", ids, by_text)                           # doctest: +SKIP
     >>> run_audit(ws, [lists], make_judge("teacher:demo", ws), draw(strata, 100)).systems[0].ndcg  # doctest: +SKIP
@@ -235,18 +239,18 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: S
     pool = list(dict.fromkeys((q, i) for s in systems for q in queries for i in tops[s.name][q]))
 
     # who judges each pair: people where the workspace has their judgment, else the judge
-    human: dict[tuple[str, str], int] = {}
-    if pool:
+    human_labels: dict[tuple[str, str], int] = {}
+    if pool and human:
         with ws.registered("_audit_pool", {"query_id": [q for q, _ in pool], "item_id": [i for _, i in pool]}):
-            human = {(q, i): label for q, i, label in ws.fetchall(
+            human_labels = {(q, i): label for q, i, label in ws.fetchall(
                 "SELECT query_id, item_id, label FROM judgments JOIN _audit_pool USING (query_id, item_id)")}
     known = item_exists(ws, [i for _, i in pool])
-    to_judge = [p for p in pool if p not in human and p[1] in known]
+    to_judge = [p for p in pool if p not in human_labels and p[1] in known]
     if progress and to_judge:
         progress(f"judging {len(to_judge):,} results with {judge.name} (cached ones are not judged again)")
     proba, judged_now = cached_judgments(ws, judge, to_judge)
     dist: dict[tuple[str, str], np.ndarray] = {}
-    for pair, level in human.items():
+    for pair, level in human_labels.items():
         dist[pair] = np.eye(scale.k)[level - 1]
     for pair, p in zip(to_judge, proba):
         if np.isfinite(p).all():
@@ -298,9 +302,10 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: S
     result = AuditResult(
         name=name or now.strftime("%Y%m%dT%H%M%SZ"), time=now.isoformat(timespec="seconds"), judge=judge.name,
         judge_version=judge.version, k=k, threshold=t, sample=sample, systems=audits, comparison=comparison,
-        counts=JudgedCounts(pairs=len(pool), human=len(human), judge=len(to_judge), judged_now=judged_now,
+        counts=JudgedCounts(pairs=len(pool), human=len(human_labels), judge=len(to_judge), judged_now=judged_now,
                             unjudged=len(pool) - len(dist)),
-        ndcg_queries=len(rated), seconds=time.perf_counter() - start, spread=spread(primary, sample.strata))
+        ndcg_queries=len(rated), seconds=time.perf_counter() - start, spread=spread(primary, sample.strata),
+        human=human)
     if save:
         ws.save_result(RESULT_KIND, result.name, result.to_dict())
     return result
@@ -358,8 +363,8 @@ def parse_named(spec: str, what: str) -> tuple[str, str]:
 def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list = (), sample: int | None = None,
           strata: str = "frequency", allocation: str = "proportional", pilot: str | None = None,
           split: str | None = None, k: int = 10, threshold: int | None = None, seed: int = 0, name: str | None = None,
-          concurrency: int = 4, show_progress: bool = True, progress: Callable[[str], None] | None = None
-          ) -> AuditResult:
+          concurrency: int = 4, human: bool = True, show_progress: bool = True,
+          progress: Callable[[str], None] | None = None) -> AuditResult:
     """Audit run files (`NAME=FILE` or `FILE`) and live engines (`relkit.audit.Engine`) on the same
     sample of queries: the queries every run file has, else the workspace's (of `split` when given).
 
@@ -371,6 +376,8 @@ def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list = (), s
     from relkit.audit.lists import ask_engine, read_run
     from relkit.audit.sampling import draw, query_strata
 
+    if not runs and not engines:
+        raise RelkitError("nothing to audit: give a run file (--run) or an engine (--engine)")
     the_judge = make_judge(judge, ws)       # first: a judge that does not exist ends the audit before any work
     texts = dict(ws.fetchall("SELECT query_id, query FROM queries"))
     if split is not None:
@@ -398,5 +405,5 @@ def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list = (), s
         with tqdm(total=len(chosen.query_ids), disable=not show_progress, desc=f"asking {engine.name}",
                   unit="query") as bar:
             lists.append(ask_engine(engine, {q: texts[q] for q in chosen.query_ids}, k, concurrency, bar.update))
-    return run_audit(ws, lists, the_judge, chosen, k=k, threshold=threshold, name=name, seed=seed,
+    return run_audit(ws, lists, the_judge, chosen, k=k, threshold=threshold, name=name, seed=seed, human=human,
                      progress=progress)

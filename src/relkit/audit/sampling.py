@@ -28,7 +28,8 @@ def query_strata(ws: Workspace, query_ids: list[str], by: str = FREQUENCY) -> di
         with ws.registered("_audit_queries", {"query_id": qids}):
             rows = ws.fetchall("""
                 SELECT q.query_id, coalesce(e.impressions, 0) FROM _audit_queries a JOIN queries q USING (query_id)
-                LEFT JOIN (SELECT lower(trim(query)) AS key, sum(impressions) AS impressions FROM engagement GROUP BY 1) e
+                LEFT JOIN (SELECT lower(trim(query)) AS key, sum(impressions) AS impressions
+                           FROM engagement GROUP BY 1) e
                   ON e.key = lower(trim(q.query))""")
         impressions = {q: int(n) for q, n in rows}
         logged = np.array([n for n in impressions.values() if n > 0])
