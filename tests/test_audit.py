@@ -38,10 +38,16 @@ def by_rule(query: str, best_first: bool) -> list[str]:
     return order[:10]
 
 
+@pytest.fixture(scope="module")
+def served_once(tmp_path_factory):
+    return serving_workspace(make_shop(tmp_path_factory.mktemp("served")))
+
+
 @pytest.fixture
-def served(tmp_path):
-    """The shop with students a (active, served), b and c; closed, as the service opens it read-only."""
-    return serving_workspace(make_shop(tmp_path))
+def served(served_once, tmp_path):
+    """A copy of the shop with students a (active, served), b and c; closed, as the service opens it
+    read-only (built once, copied for each test, since audits write to it)."""
+    return shutil.copytree(served_once, tmp_path / "served")
 
 
 def test_two_run_files_judged_by_a_student_stored_and_cached(served, tmp_path):
@@ -97,13 +103,10 @@ def test_the_service_as_an_engine_beside_a_run_file_from_the_cli(served, tmp_pat
         qs = queries_of(ws)
     run = write_trec(tmp_path / "good.trec", {q: by_rule(t, True) for q, t in qs.items()})
     with Server(create_app(served, warm_queries=0)) as url:
-        out = relkit("audit", "--run", f"rule={run}", "--engine", f"student={url}/v1/search", "--judge", "student:b",
-                     "--sample", "12", "--k", "5", "--seed", "1", "--json", "-w", served)
-        assert out.returncode == 0, out.stderr
-        result = json.loads(out.stdout)
         table = relkit("audit", "--run", f"rule={run}", "--engine", f"student={url}/v1/search", "--judge",
-                       "student:b", "--sample", "12", "--k", "5", "-w", served)
+                       "student:b", "--sample", "12", "--k", "5", "--seed", "1", "--name", "cli", "-w", served)
         assert table.returncode == 0, table.stderr
+    result = json.loads((served / "results" / "audit-cli.json").read_text())
     assert [s["name"] for s in result["systems"]] == ["rule", "student"]
     assert result["sample"]["queries"] == 12 and len(result["query_ids"]) == 12
     student = result["systems"][1]
@@ -112,8 +115,11 @@ def test_the_service_as_an_engine_beside_a_run_file_from_the_cli(served, tmp_pat
     assert 0.5 < student["ndcg"]["mean"] <= 1.0
     assert result["comparison"]["a"] == "student" and result["comparison"]["mde"] > 0
     assert "ndcg@5 [95%]" in " ".join(table.stdout.split()) and "Minimum detectable effect" in table.stdout
-    hist = relkit("audit", "--history", "--system", "student", "-w", served)
-    assert hist.returncode == 0 and hist.stdout.count("student") >= 2, hist.stdout
+    assert "stored as cli" in table.stdout
+    hist = relkit("audit", "--history", "--system", "student", "--json", "-w", served)
+    assert hist.returncode == 0, hist.stderr
+    (row,) = json.loads(hist.stdout)
+    assert row["name"] == "cli" and row["values"]["student"]["mean"] == pytest.approx(student["ndcg"]["mean"])
 
 
 def test_a_get_engine_with_an_items_path(served, tmp_path):
@@ -223,6 +229,8 @@ def test_bad_input_is_one_clear_line(served, tmp_path):
             audit(ws, "student:a", runs=[str(short)], show_progress=False)
         with pytest.raises(RelkitError, match="no student 'zzz'"):
             audit(ws, "student:zzz", runs=[str(trec)], show_progress=False)
+        with pytest.raises(RelkitError, match="nothing to audit"):
+            audit(ws, "student:a", show_progress=False)
         with pytest.raises(RelkitError, match="--judge must be KIND:NAME"):
             make_judge("oracle:x", ws)
         down = Engine("down", f"http://127.0.0.1:{free_port()}/v1/search", timeout=5)
@@ -286,3 +294,16 @@ def test_an_llm_judge_judges_what_people_have_not(tmp_path):
         assert shards and sum(pq.read_metadata(f).num_rows for f in shards) == first.counts.judge
         again = audit(ws, "judge:tiny", runs=[str(run)], sample=6, k=5, show_progress=False)
         assert again.counts.judged_now == 0 and again.systems[0].ndcg == first.systems[0].ndcg
+
+
+def test_strata_by_a_column_of_the_queries_file(ws, tmp_path):
+    import_file(ws, "queries", write_csv(tmp_path / "q.csv", ["query_id", "query", "team"],
+                                         [["q1", "red chair", "home"], ["q2", "blue lamp", "garden"],
+                                          ["q3", "saw", ""], ["q4", "rug", "home"]]))
+    assert query_strata(ws, ["q1", "q2", "q3", "q4"], "team") == {"q1": "home", "q2": "garden", "q3": "(none)",
+                                                                  "q4": "home"}
+    assert set(query_strata(ws, ["q1", "q2"]).values()) == {"all"}          # no engagement log: one stratum
+    with pytest.raises(RelkitError, match="--strata nope: no audited query has a value for 'nope'"):
+        query_strata(ws, ["q1"], "nope")
+    sample = draw(query_strata(ws, ["q1", "q2", "q3", "q4"], "team"), 3, by="team")
+    assert sample.allocation == {"(none)": 1, "garden": 1, "home": 1} and sample.weights()["home"] == 0.5

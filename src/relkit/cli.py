@@ -630,14 +630,19 @@ def audit(
             console.print("no stored audit" + (f" of {system}" if system else "") + ": run `relkit audit` first")
             return
         table = Table(title=f"{metric} over time")
-        for col in ("time", "audit", "judge", "queries", "system", metric + " [95%]"):
-            table.add_column(col, justify="right" if col in ("queries",) or col.startswith(metric) else "left")
+        signed = metric == "difference"
+        columns = ["time (UTC)", "audit", "judge", "queries", "system", "mean", "95% interval"] + (["MDE"] if signed
+                                                                                                else [])
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("time (UTC)", "audit", "judge", "system") else "right")
         for r in rows:
             for n, (sys_name, v) in enumerate(r["values"].items()):
-                cell = f"{v['mean']:.4f} [{v['low']:.4f}, {v['high']:.4f}]" + (
-                    f" (MDE {v['mde']:.4f})" if "mde" in v else "")
-                table.add_row(*((r["time"], r["name"], r["judge"], str(r["queries"])) if n == 0 else ("",) * 4),
-                              sys_name, cell)
+                when = (r["time"] or "")[:16].replace("T", " ")
+                head = (when, r["name"], r["judge"], str(r["queries"])) if n == 0 else ("",) * 4
+                fmt = "{:+.4f}" if signed else "{:.4f}"
+                table.add_row(*head, sys_name, fmt.format(v["mean"]),
+                              f"[{fmt.format(v['low'])}, {fmt.format(v['high'])}]",
+                              *([f"{v['mde']:.4f}"] if signed else []))
         console.print(table)
         return
     if not judge:
