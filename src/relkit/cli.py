@@ -243,6 +243,9 @@ def teach(
     class_weights: Annotated[str | None, typer.Option(help="Loss weight per level: none, sqrt or inverse.")] = None,
     primary: Annotated[str | None, typer.Option(help="Dev metric that picks the weights to keep (default qwk).")] = None,
     lora: Annotated[bool | None, typer.Option("--lora/--no-lora", help="Train LoRA adapters instead of every weight.")] = None,
+    labels: Annotated[str | None, typer.Option(
+        help="human (the judgments, default) or judge:NAME: learn a judge's soft labels of the train queries' pairs, "
+             "keep the weights best on its labels of the dev queries' pairs (no human label needed).")] = None,
     fields: Annotated[str | None, typer.Option(
         help="Item text fields as name[:max_words],... (default: all of title, description, caption, "
              "engaged_queries, board_titles, link_title, link_description).")] = None,
@@ -259,7 +262,7 @@ def teach(
     options = _training_options(config, set_)
     flags = {"model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
              "max_length": max_length, "class_weights": class_weights, "primary": primary, "lora": lora,
-             "fields": fields}
+             "fields": fields, "labels": labels}
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
@@ -434,6 +437,11 @@ def judge(
 
     with _open(workspace) as ws:
         if model is None:
+            given = [flag for flag, value in (("--endpoint", endpoint), ("--gguf-file", gguf_file), ("--prompt", prompt),
+                                              ("--guidelines", guidelines), ("--fields", fields)) if value]
+            if given or shots:
+                raise RelkitError(f"{', '.join(given + (['--shots'] if shots else []))} make a new judge: give --model "
+                                  f"too (and another --name), or run the stored judge '{name}' with --name alone")
             judge = load_judge(ws, name)
         else:
             spec = JudgeSpec(name=name, model=model, backend="endpoint" if endpoint else "local", endpoint=endpoint,

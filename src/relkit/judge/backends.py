@@ -91,19 +91,18 @@ class EndpointBackend:
 
     def check(self) -> None:
         """Fail early, in one line, when the endpoint is down, refuses the key or lacks the model."""
-        try:
-            served = [m.id for m in self._call(lambda: self._client.models.list()).data]
-        except RelkitError:
-            raise
-        except self._openai.NotFoundError:
+        listing = self._call(lambda: self._client.models.list(), missing_ok=True)
+        if listing is None:
             return   # a server without /models: the first request will tell
+        served = [m.id for m in listing.data]
         if served and self.model not in served:
             raise RelkitError(f"the endpoint {self.endpoint} does not serve the model '{self.model}'; it serves "
                               f"{', '.join(served[:20])}")
 
-    def _call(self, fn, attempts: list | None = None):
+    def _call(self, fn, attempts: list | None = None, missing_ok: bool = False):
         """fn() with retries and backoff on what passes (429, 5xx, timeouts, dropped connections);
-        what will not pass (a refused key, an unknown model, a bad request) is a RelkitError at once."""
+        what will not pass (a refused key, an unknown model, a bad request) is a RelkitError at once.
+        `missing_ok`: a 404 returns None."""
         o = self._openai
         delay = self.backoff
         for attempt in range(self.retries + 1):
@@ -114,6 +113,8 @@ class EndpointBackend:
                 raise RelkitError(f"the endpoint {self.endpoint} refused the key (HTTP {e.status_code}); set it in "
                                   f"${self.key_env}") from None
             except o.NotFoundError as e:
+                if missing_ok:
+                    return None
                 raise RelkitError(f"the endpoint {self.endpoint} has no model '{self.model}' or no such route "
                                   f"(HTTP 404: {_message(e)})") from None
             except (o.RateLimitError, o.InternalServerError, o.APITimeoutError, o.APIConnectionError) as e:
@@ -137,7 +138,8 @@ class EndpointBackend:
 
     def _ask(self, index: int, prompt: str) -> Answer:
         k = self.scale.k
-        extra = {"logprobs": True, "top_logprobs": min(20, max(5, 2 * k))} if self.logprobs else {}
+        # 20 alternatives (OpenAI's most): a level token below the top few still gets its share
+        extra = {"logprobs": True, "top_logprobs": 20} if self.logprobs else {}
         retried: list = []
         reply = self._call(lambda: self._client.chat.completions.create(
             model=self.model, messages=[{"role": "user", "content": prompt}], max_tokens=self.max_tokens,
@@ -168,21 +170,27 @@ class EndpointBackend:
         stops the run: requests not yet sent are dropped, answers already yielded stay yielded."""
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="relkit-judge")
         queue = iter(enumerate(prompts))
-        running = set()
+        running, failure = set(), None
         try:
             for i, p in queue:
                 running.add(pool.submit(self._ask, i, p))
-                if len(running) >= 2 * self.concurrency:
+                if len(running) >= self.concurrency:
                     break
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
+                    error = future.exception()
+                    if error is not None:
+                        failure = failure or error   # send nothing more; keep what is still coming
+                        continue
                     yield future.result()
-                    nxt = next(queue, None)
+                    nxt = None if failure else next(queue, None)
                     if nxt is not None:
                         running.add(pool.submit(self._ask, *nxt))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if failure is not None:
+            raise failure
 
 
 def _message(e) -> str:

@@ -447,3 +447,31 @@ def select_pairs(ws: Workspace, split: str | None = None, file: Path | None = No
         raise RelkitError("the pairs table is empty: make candidates with `relkit pairs`, import some with "
                           "`relkit import pairs FILE`, or judge --split or --file")
     return [tuple(r) for r in rows]
+
+
+def judged_split(ws: Workspace, ref: str, split: str):
+    """A judge's labels of the pairs of `split`'s queries, as (JudgedPairs whose labels are each
+    pair's most probable level, (n, K) distributions); unparsed answers left out. For training a
+    teacher on judge labels where people judged nothing."""
+    from relkit.evaluate import JudgedPairs
+
+    name = PREFIX + judge_name(ref)
+    k = ws.scale.k
+    refresh_view(ws)
+    if not ws.fetchone("SELECT count(*) FROM duckdb_views() WHERE view_name = 'teacher_labels'")[0]:
+        raise RelkitError(f"no labels of {name}: run `relkit judge --name {judge_name(ref)}` first")
+    probs = ", ".join(f"l.p{i}" for i in range(1, k + 1))
+    cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
+    rows = ws.fetchall(f"""
+        SELECT l.query_id, q.query, {probs}, {cols} FROM teacher_labels l JOIN queries q USING (query_id)
+        JOIN splits s USING (query_id) JOIN item_records i USING (item_id)
+        WHERE l.teacher = ? AND s.split = ? AND l.p1 IS NOT NULL ORDER BY l.query_id, l.item_id""", [name, split])
+    if not rows:
+        raise RelkitError(f"{name} has labeled no pair of a {split} query: judge some (`relkit judge --name "
+                          f"{judge_name(ref)}` on the pairs table, --split {split} or --file)")
+    targets = np.array([r[2:2 + k] for r in rows], dtype=np.float32)
+    targets /= targets.sum(axis=1, keepdims=True)
+    pairs = JudgedPairs(split=split, query_ids=[r[0] for r in rows], queries=[r[1] for r in rows],
+                        items=[dict(zip(ITEM_RECORD_COLUMNS, r[2 + k:])) for r in rows],
+                        labels=targets.argmax(axis=1).astype(np.int64) + 1)
+    return pairs, targets

@@ -95,11 +95,22 @@ class Distiller:
         self.ws, self.teacher, self.show_progress = ws, teacher, show_progress
         self.builder = FeatureBuilder.from_workspace(ws, features, show_progress=show_progress)
         k = ws.scale.k
-        self.human = human_labels(load_judged_pairs(ws, "train"), k)
-        self.dev_pairs = load_judged_pairs(ws, "dev")
-        self.test_pairs = load_judged_pairs(ws, "test")
+        judged = {split: _has_judgments(ws, split) for split in ("train", "dev", "test")}
+        if teacher and teacher.startswith("judge:"):
+            # with no human label on a split, a judge's labels stand in: zero human labels is a start
+            from relkit.judge.core import judged_split
+
+            for split in ("dev", "test"):
+                if not judged[split]:
+                    setattr(self, f"{split}_pairs", judged_split(ws, teacher, split)[0])
+        self.human = human_labels(load_judged_pairs(ws, "train"), k) if judged["train"] or not teacher else None
+        if judged["dev"] or not hasattr(self, "dev_pairs"):
+            self.dev_pairs = load_judged_pairs(ws, "dev")
+        if judged["test"] or not hasattr(self, "test_pairs"):
+            self.test_pairs = load_judged_pairs(ws, "test")
         self.labels = teacher_labels(ws, teacher) if teacher else None
-        self.human_x = inputs(self.builder, self.human.queries, self.human.item_ids, show_progress)
+        self.human_x = (inputs(self.builder, self.human.queries, self.human.item_ids, show_progress)
+                        if self.human is not None else None)
         self.dev = DevSet(inputs(self.builder, self.dev_pairs.queries, self.dev_pairs.item_ids),
                           self.dev_pairs.labels, self.dev_pairs.query_ids, self.dev_pairs.item_ids)
         self.teacher_x = (inputs(self.builder, self.labels.queries, self.labels.item_ids, show_progress)
@@ -121,7 +132,7 @@ class Distiller:
             parts_x.append(self.teacher_x[order])
             parts_y.append(sharpen(self.labels.targets[order], config.label_temperature))
             parts_w.append(np.ones(n_teacher, dtype=np.float32))
-        n_human = len(self.human_x) if human and config.human_weight > 0 else 0
+        n_human = len(self.human_x) if human and config.human_weight > 0 and self.human_x is not None else 0
         if n_human:
             parts_x.append(self.human_x)
             parts_y.append(self.human.targets)
@@ -141,6 +152,10 @@ class Distiller:
     def test(self, student: Student) -> dict:
         return score_prediction(self.test_pairs, student_prediction(student, self.builder, self.test_pairs),
                                 self.ws.scale)
+
+
+def _has_judgments(ws: Workspace, split: str) -> bool:
+    return bool(ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = ?", [split])[0])
 
 
 def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:

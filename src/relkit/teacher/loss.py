@@ -45,6 +45,18 @@ def listnet_loss(scores, gains, groups):
     return torch.stack(losses).mean() if losses else scores.sum() * 0.0
 
 
+def soft_cross_entropy(logits, targets, class_weight=None, label_smoothing: float = 0.0):
+    """Cross-entropy against (n, K) distributions, weighted and smoothed as torch's cross_entropy does
+    hard labels (a pair weighs the expected class weight under its target; the mean is over those
+    weights), so that one-hot targets give exactly the hard-label loss."""
+    nll = -torch.log_softmax(logits, dim=-1)
+    w = torch.ones(logits.shape[-1], device=logits.device) if class_weight is None else class_weight
+    pair_weight = targets @ w
+    main = (targets * w * nll).sum(dim=-1)
+    smooth = (w * nll).sum(dim=-1) / logits.shape[-1]
+    return ((1 - label_smoothing) * main + label_smoothing * smooth).sum() / pair_weight.sum()
+
+
 class TeacherLoss(nn.Module):
     """`forward(logits, targets, groups)`: the weighted sum of `terms`. `targets` are 0-based levels,
     `groups` a query number per pair (only the listwise term reads them). Bad settings are refused
@@ -81,16 +93,24 @@ class TeacherLoss(nn.Module):
                 "ordinal_weight": self.ordinal_weight, "listwise_weight": self.listwise_weight}
 
     def terms(self, logits, targets, groups=None) -> dict:
-        """Each term unweighted: cross_entropy always, ordinal and listwise when their weight is set."""
-        out = {"cross_entropy": nn.functional.cross_entropy(logits, targets, weight=self.class_weight,
-                                                            label_smoothing=self.label_smoothing)}
+        """Each term unweighted: cross_entropy always, ordinal and listwise when their weight is set.
+        `targets` are 0-based levels, or (n, K) distributions (soft labels, e.g. a judge's): then the
+        cross-entropy is against the distribution and the other terms read its expectation."""
+        soft = targets.is_floating_point() and targets.dim() == 2
+        if soft:
+            out = {"cross_entropy": soft_cross_entropy(logits, targets, self.class_weight, self.label_smoothing)}
+        else:
+            out = {"cross_entropy": nn.functional.cross_entropy(logits, targets, weight=self.class_weight,
+                                                                label_smoothing=self.label_smoothing)}
         proba = torch.softmax(logits, dim=-1)
         if self.ordinal_weight:
-            out["ordinal"] = torch.mean((proba @ self.levels - targets.float()) ** 2)
+            wanted = targets @ self.levels if soft else targets.float()
+            out["ordinal"] = torch.mean((proba @ self.levels - wanted) ** 2)
         if self.listwise_weight:
             if groups is None:
                 raise RelkitError("the listwise term needs the query of each pair (groups)")
-            out["listwise"] = listnet_loss(proba @ self.gains, self.gains[targets], groups)
+            out["listwise"] = listnet_loss(proba @ self.gains, targets @ self.gains if soft else self.gains[targets],
+                                           groups)
         return out
 
     def forward(self, logits, targets, groups=None):

@@ -59,6 +59,9 @@ class TrainConfig:
                                       # cross-encoder
     prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the
                                       # share of query terms in the title and in the text, and the exact phrase)
+    labels: str = "human"             # human: the judgments; judge:NAME: a judge's labels instead (soft-label
+                                      # cross-entropy on its train-query pairs, weights chosen on its dev-query
+                                      # pairs): a teacher where people judged nothing
     primary: str = "qwk"              # dev metric that picks the weights to keep
     decision: str = "cutpoints"       # cutpoints: a level from the expected level, cut where dev QWK is best;
                                       # argmax: the most probable level
@@ -92,6 +95,7 @@ class TrainConfig:
             (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
             (self.dev_queries >= 0, "dev_queries must be >= 0"),
             (self.prior_features in FEATURE_SETS, f"prior_features is one of {', '.join(FEATURE_SETS)}"),
+            (self.labels == "human" or self.labels.startswith("judge:"), "labels is human or judge:NAME"),
         ]
         for ok, message in checks:
             if not ok:
@@ -269,6 +273,7 @@ class PreparedRun:
     prior: Prior | None = None    # the starting prior; None for a plain cross-encoder
     train_x: np.ndarray | None = None   # (train pairs, prior features)
     dev_x: np.ndarray | None = None
+    train_targets: np.ndarray | None = None   # (train pairs, K) soft labels (a judge's); None: the human levels
 
     def __post_init__(self) -> None:
         if not (len(self.train_ids) == len(self.train) == len(self.query_numbers)) or len(self.dev_ids) != len(self.dev):
@@ -281,6 +286,15 @@ def check_run(ws: Workspace, config: TrainConfig) -> None:
     """The errors a run can meet in the workspace, raised before any model is loaded."""
     if config.primary not in metric_names(ws.scale):
         raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
+    if config.labels != "human":
+        from relkit.judge.core import judged_split
+
+        train, _ = judged_split(ws, config.labels, "train")
+        judged_split(ws, config.labels, "dev")
+        if config.prior != "none" and len(np.unique(train.labels)) < 2:
+            raise RelkitError(f"{config.labels} puts every train pair at level {train.labels[0]} at most probable; the "
+                              f"prior is fit on those levels and needs two: train with --set prior=none")
+        return
     check_train_data(load_judged_pairs(ws, "train"), ws.scale.k)
     if not ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = 'dev'")[0]:
         raise RelkitError("the dev split has no judged pairs, and the teacher keeps the weights best on dev: "
@@ -291,8 +305,16 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str, show
                 log=print) -> PreparedRun:
     """Read the train and dev pairs, render their item text, tokenize them and fit the prior."""
     item_template = ItemTextTemplate.parse(config.fields) if config.fields else DEFAULT_TEMPLATE
-    train = load_judged_pairs(ws, "train")
-    dev = sample_queries(load_judged_pairs(ws, "dev"), config.dev_queries, config.seed)
+    targets = None
+    if config.labels == "human":
+        train = load_judged_pairs(ws, "train")
+        dev = load_judged_pairs(ws, "dev")
+    else:   # the judge's labels stand for people's: soft targets to learn, its most probable level on dev
+        from relkit.judge.core import judged_split
+
+        train, targets = judged_split(ws, config.labels, "train")
+        dev, _ = judged_split(ws, config.labels, "dev")
+    dev = sample_queries(dev, config.dev_queries, config.seed)
     template = TextTemplate(item_text=item_template, query_prefix=TEMPLATES[family][0],
                             item_prefix=TEMPLATES[family][1])
     train_texts, dev_texts = train.item_texts(item_template), dev.item_texts(item_template)
@@ -313,7 +335,7 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str, show
         train_ids=encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length),
         dev_ids=encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length),
         query_numbers=np.unique(np.array(train.query_ids), return_inverse=True)[1],
-        prior=prior, train_x=train_x, dev_x=dev_x)
+        prior=prior, train_x=train_x, dev_x=dev_x, train_targets=targets)
 
 
 # --- the model being trained, its evaluation and its checkpoint -----------------------------
@@ -461,7 +483,9 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     k, scale = run.scale.k, run.scale
     net = teacher_net(model, run.prior)
     train_x = None if run.train_x is None else torch.tensor(run.train_x, dtype=torch.float32)
-    targets, group_of = torch.tensor(run.train.labels - 1), torch.tensor(run.query_numbers)
+    targets = (torch.tensor(run.train.labels - 1) if run.train_targets is None
+               else torch.tensor(run.train_targets, dtype=torch.float32))   # soft labels: a distribution per pair
+    group_of = torch.tensor(run.query_numbers)
     weights = class_weights(run.train.labels, k, config.class_weights)
     loss_fn = TeacherLoss(scale, weights, config.label_smoothing, config.ordinal_weight, config.listwise_weight,
                           num_labels=model.config.num_labels).to(accelerator.device)
