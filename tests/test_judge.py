@@ -4,7 +4,6 @@ llama.cpp server with SmolLM2), the cache, the CLI, and judge labels used as a t
 import json
 import math
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -411,10 +410,10 @@ def llama_server(tmp_path_factory):
 
 def test_llama_cpp_server_judges_with_logprobs(shop, llama_server):
     judge = create_judge(shop, JudgeSpec(name="llama", model="smollm2", backend="endpoint", endpoint=llama_server,
-                                         concurrency=1, fields="title"))
-    pairs = select_pairs(shop, "dev")[:6]
+                                         concurrency=1, fields="title", timeout=300.0))
+    pairs = select_pairs(shop, "dev")[:3]
     run = judge.run(shop, pairs, show_progress=False)
-    assert run.judged == 6 and run.requests == 6 and run.prompt_tokens > 6 * 40
+    assert run.judged == 3 and run.requests == 3 + run.retries and run.prompt_tokens > 3 * 40
     table = pq.read_table(shards(shop, "llama")[0]).to_pydict()
     assert set(table["model"]) == {"endpoint:smollm2"}
     probs = judge.labels(shop, pairs)
@@ -481,3 +480,36 @@ def test_soft_labels_loss_equals_hard_labels_when_one_hot():
     target = torch.tensor([[0.2, 0.5, 0.3]])
     plain = TeacherLoss(LabelScale.default(3))
     assert plain(torch.log(target), target) < plain(torch.log(torch.tensor([[0.3, 0.4, 0.3]])), target)
+
+
+def test_a_killed_run_keeps_what_was_written(shop, fake_endpoint, tmp_path):
+    """SIGKILL mid-run: the shards written stay whole, the next run judges only the rest."""
+    url = fake_endpoint(Script(steps=["slow"] * 100))
+    create_judge(shop, JudgeSpec(name="k", model="judge-m", backend="endpoint", endpoint=url, concurrency=1,
+                                 timeout=5.0, fields="title"))
+    shop.close()
+    script = tmp_path / "run.py"
+    script.write_text(f"""
+import relkit.judge.core as core
+core.FLUSH_SECONDS = 0.0
+from relkit.workspace import Workspace
+with Workspace.open({str(shop.path)!r}) as ws:
+    j = core.load_judge(ws, "k")
+    j.run(ws, core.select_pairs(ws, "dev"), show_progress=False)
+""")
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    folder = shop.path / "labels" / "judge-k"
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("shard-*.parquet"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = sum(pq.read_metadata(f).num_rows for f in folder.glob("shard-*.parquet"))
+    assert kept >= 2
+    judge = load_judge(shop, "k")
+    pairs = select_pairs(shop, "dev")
+    run = judge.run(shop, pairs[:kept + 1], show_progress=False)
+    assert (run.held, run.judged) == (kept, 1)

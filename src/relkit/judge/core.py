@@ -30,6 +30,7 @@ KIND = "judge"
 PREFIX = "judge:"        # judge labels are the teacher labels of `judge:NAME`
 BACKENDS = ("endpoint", "local")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FLUSH_SECONDS = 30.0     # answers are written at least this often, whatever the shard size
 FILES = {"prompt": "prompt.txt", "guidelines": "guidelines.txt", "shots": "shots.json"}
 
 
@@ -197,8 +198,9 @@ class Judge:
     def run(self, ws: Workspace, pairs: list[tuple[str, str]], shard_size: int = 100,
             show_progress: bool = True) -> JudgeRun:
         """Label the pairs this judge has no label of: from the cache when a judge of the same model
-        and prompt has one, else by asking the model. Shards are written as answers arrive, so a
-        failure or a kill keeps what was paid for; the error then says to run again."""
+        and prompt has one, else by asking the model. Shards are written as answers arrive (every
+        `shard_size` answers or FLUSH_SECONDS), so a failure keeps all that was paid for and a kill
+        all but the last seconds; the error then says to run again."""
         from tqdm.auto import tqdm
 
         started = time.perf_counter()
@@ -229,6 +231,7 @@ class Judge:
             ws.release()  # shards are files: other commands can use the workspace while the judge works
             local = self.spec.backend == "local"
             buffer: list[dict] = []
+            flushed = time.monotonic()
             bar = tqdm(total=len(todo), disable=not show_progress, desc=self.name, unit="pair")
             try:
                 for answer in backend.answers(prompts):
@@ -240,9 +243,10 @@ class Judge:
                     buffer.append({"pair": todo[answer.index], "p": answer.proba, "source": answer.source,
                                    "answer": answer.text[:500], "prompt_tokens": answer.prompt_tokens,
                                    "completion_tokens": answer.completion_tokens})
-                    if len(buffer) >= shard_size:
+                    # a shard when it is full, or every FLUSH_SECONDS: a kill loses at most that much paid work
+                    if len(buffer) >= shard_size or time.monotonic() - flushed >= FLUSH_SECONDS:
                         write_shard(out, number + shards, self._table(buffer))
-                        shards, buffer = shards + 1, []
+                        shards, buffer, flushed = shards + 1, [], time.monotonic()
                     bar.update(1)
                     bar.set_postfix(unparsed=unparsed, tokens=ptok + ctok)
             finally:
