@@ -16,7 +16,7 @@ def relkit(*args, cwd=None, env=None):
 
 
 @pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval", "teach", "ablate", "caption",
-                                     "engaged", "pairs"])
+                                     "engaged", "pairs", "audit"])
 def test_every_command_has_help(command):
     result = relkit(*([command] if command else []), "--help")
     assert result.returncode == 0, result.stderr

@@ -707,6 +707,100 @@ def agreement(
         console.print(report)
 
 
+@app.command()
+@_friendly
+def audit(
+    run: Annotated[list[str] | None, typer.Option(
+        "--run", help="A system's results as a run file: NAME=FILE or FILE; TREC (qid Q0 docno rank score tag) or a "
+                      "CSV/TSV/JSONL/Parquet of query_id (or query), item_id, rank (repeatable).")] = None,
+    engine: Annotated[list[str] | None, typer.Option(
+        "--engine", help="A live engine: NAME=URL, the URL with {query} (GET; see --items-path) or relkit's "
+                         "http://HOST:PORT/v1/search (repeatable).")] = None,
+    judge: Annotated[str | None, typer.Option(
+        help="Who judges the results: teacher:NAME, student:NAME or judge:NAME (people's judgments in the "
+             "workspace are used instead where they exist).")] = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="Audit this many queries, a stratified sample "
+                                                           "(default: every query).")] = None,
+    strata: Annotated[str, typer.Option(
+        help="frequency (head/torso/tail of the engagement log) or a query column (language, or a column of the "
+             "imported queries file).")] = "frequency",
+    allocation: Annotated[str, typer.Option(help="proportional, or neyman (needs --pilot).")] = "proportional",
+    pilot: Annotated[str | None, typer.Option(help="A stored audit whose per-stratum spread Neyman allocation "
+                                                   "uses.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only queries of this split (default: all).")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="Results per query to judge: nDCG@K.")] = 10,
+    threshold: Annotated[int | None, typer.Option(
+        help="Share of results at level >= this (default: the upper half of the scale).")] = None,
+    items_path: Annotated[str | None, typer.Option(
+        help="Where a GET engine's reply holds the item ids, dotted, [] for each of a list: hits[].id.")] = None,
+    header: Annotated[list[str] | None, typer.Option(
+        help="An HTTP header for the engines, 'Name: value' (repeatable; never stored).")] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for an engine's reply.")] = 30.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Engine requests in flight at once.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the bootstrap.")] = 0,
+    human: Annotated[bool, typer.Option(
+        "--human/--no-human", help="Use people's judgments in the workspace where they exist (--no-human: the "
+                                   "judge judges everything).")] = True,
+    name: Annotated[str | None, typer.Option(help="Store the audit under this name (default: its time).")] = None,
+    history: Annotated[bool, typer.Option("--history", help="Show the stored audits over time instead.")] = False,
+    metric: Annotated[str, typer.Option(help="With --history: ndcg, share or difference.")] = "ndcg",
+    system: Annotated[str | None, typer.Option(help="With --history: only this system.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Judge what search engines return for a sample of queries: nDCG@K and share relevant, with intervals."""
+    from relkit.audit import Engine
+    from relkit.audit import audit as run_audit
+    from relkit.audit import history as audit_history
+    from relkit.audit.core import parse_named
+
+    if history:
+        with _open(workspace) as ws:
+            rows = audit_history(ws, metric, system)
+        if json_:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            console.print("no stored audit" + (f" of {system}" if system else "") + ": run `relkit audit` first")
+            return
+        table = Table(title=f"{metric} over time")
+        signed = metric == "difference"
+        columns = ["time (UTC)", "audit", "judge", "queries", "system", "mean", "95% interval"] + (["MDE"] if signed
+                                                                                                else [])
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("time (UTC)", "audit", "judge", "system") else "right")
+        for r in rows:
+            for n, (sys_name, v) in enumerate(r["values"].items()):
+                when = (r["time"] or "")[:16].replace("T", " ")
+                head = (when, r["name"], r["judge"], str(r["queries"])) if n == 0 else ("",) * 4
+                fmt = "{:+.4f}" if signed else "{:.4f}"
+                table.add_row(*head, sys_name, fmt.format(v["mean"]),
+                              f"[{fmt.format(v['low'])}, {fmt.format(v['high'])}]",
+                              *([f"{v['mde']:.4f}"] if signed else []))
+        console.print(table)
+        return
+    if not judge:
+        raise RelkitError("--judge is required: teacher:NAME, student:NAME or judge:NAME")
+    headers = []
+    for h in header or []:
+        key, sep, value = h.partition(":")
+        if not sep or not key.strip():
+            raise RelkitError(f"--header is 'Name: value', got '{h}'")
+        headers.append((key.strip(), value.strip()))
+    engines = [Engine(n, url, items_path, tuple(headers), timeout)
+               for n, url in (parse_named(e, "engine") for e in engine or [])]
+    with _open(workspace) as ws:
+        result = run_audit(ws, judge, runs=run or [], engines=engines, sample=sample, strata=strata,
+                           allocation=allocation, pilot=pilot, split=split, k=k, threshold=threshold, seed=seed,
+                           name=name, concurrency=concurrency, human=human)
+    if json_:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(result.summary(), highlight=False)
+    console.print(result.table())
+    console.print(f"stored as {result.name} (`relkit audit --history`)", highlight=False)
+
+
 def _parse_sets(entries: list[str], cls) -> dict:
     """KEY=VALUE strings as values of the dataclass `cls`'s fields, each converted by its type hint
     (int, float, bool, str, X | None, tuple[int, ...] as comma-separated numbers)."""
