@@ -66,7 +66,7 @@ LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
               "test": ("relkit.data.splits:SplitConfig", "test")},
     "eval": {"split": ("relkit.evaluate:evaluate", "split")},
     "report": {"split": ("relkit.report.data:build", "split")},
-    "teach": {name: ("relkit.teacher.train:TrainConfig", name) for name in
+    "teach": {name: ("relkit.teacher.config:TrainConfig", name) for name in
               ("model", "epochs", "lr", "batch_size", "max_length", "class_weights", "primary", "lora")},
     "ablate": {name: ("relkit.ablation:ablate", name) for name in ("fields", "split", "prefix")},
     "caption": {"model": ("relkit.captions:caption_items", "model"),
@@ -378,7 +378,7 @@ def teach(
 
 def _training_options(config: Path | None, sets: list[str] | None) -> dict:
     """Training options from a JSON file, then --set KEY=VALUE entries over it."""
-    from relkit.teacher.train import TrainConfig
+    from relkit.teacher.config import TrainConfig
 
     options: dict = {}
     if config is not None:
