@@ -8,9 +8,9 @@
   stored labels; pairs it has not labeled are scored);
 - judgments per hour of judging per annotator (from the seconds spent on each).
 
->>> report = agreement_report(ws, teacher="demo")    # doctest: +SKIP
->>> report.to_dict()["alpha"]["ordinal"]             # doctest: +SKIP
-0.71
+    report = agreement_report(ws, teacher="demo")
+    report.to_dict()["alpha"]["ordinal"]
+    # -> 0.71
 """
 from __future__ import annotations
 

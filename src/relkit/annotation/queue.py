@@ -14,8 +14,8 @@
 The first three order the `pairs` table (`relkit pairs`); `cold` finds its own candidates. A pair
 judged by anyone (in `judgments` or `annotations`) is never proposed.
 
->>> rank_pairs(ws, {"uncertain": 3, "diverse": 1}, model="student:demo")[:2]   # doctest: +SKIP
-[('q17', 'item-204'), ('q3', 'item-88')]
+    rank_pairs(ws, {"uncertain": 3, "diverse": 1}, model="student:demo")[:2]
+    # -> [('q17', 'item-204'), ('q3', 'item-88')]
 """
 from __future__ import annotations
 

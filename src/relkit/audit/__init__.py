@@ -1,6 +1,6 @@
 """Audits: how relevant a live engine's results are, judged by a teacher, a student or an LLM judge.
 
->>> from relkit.audit import Engine, ask_engine, draw, make_judge, query_strata, run_audit   # doctest: +SKIP
+    from relkit.audit import Engine, ask_engine, draw, make_judge, query_strata, run_audit
 """
 from relkit.audit.core import (AuditResult, audit, Comparison, Estimate, MDE_FACTOR, SystemAudit, bootstrap, history,
                                pilot_spread, run_audit, standard_error)

@@ -221,8 +221,8 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: S
     People's judgments stand in for the judge's where the workspace has them, unless `human` is False
     (then the judge judges everything: how far it moves the figures is a check of the judge).
 
-    >>> lists = read_run("bm25.trec", "bm25", ids, by_text)                           # doctest: +SKIP
-    >>> run_audit(ws, [lists], make_judge("teacher:demo", ws), draw(strata, 100)).systems[0].ndcg  # doctest: +SKIP
+        lists = read_run("bm25.trec", "bm25", ids, by_text)
+        run_audit(ws, [lists], make_judge("teacher:demo", ws), draw(strata, 100)).systems[0].ndcg
     """
     start = time.perf_counter()
     scale = ws.scale
@@ -369,7 +369,7 @@ def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list = (), s
     """Audit run files (`NAME=FILE` or `FILE`) and live engines (`relkit.audit.Engine`) on the same
     sample of queries: the queries every run file has, else the workspace's (of `split` when given).
 
-    >>> audit(ws, "teacher:demo", runs=["bm25=bm25.trec"], sample=200).systems[0].ndcg   # doctest: +SKIP
+        audit(ws, "teacher:demo", runs=["bm25=bm25.trec"], sample=200).systems[0].ndcg
     """
     from relkit.audit.judges import make_judge
     from relkit.audit.lists import ask_engine, read_run

@@ -106,8 +106,8 @@ JUDGES: dict[str, Callable[[Workspace, str], Judge]] = {
 def make_judge(spec: str, ws: Workspace) -> Judge:
     """A judge from `teacher:NAME`, `student:NAME` or `judge:NAME`.
 
-    >>> make_judge("teacher:demo", ws).name      # doctest: +SKIP
-    'teacher:demo'
+        make_judge("teacher:demo", ws).name
+        # -> 'teacher:demo'
     """
     kind, _, ref = spec.partition(":")
     if kind not in JUDGES or not ref:

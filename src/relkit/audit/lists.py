@@ -47,8 +47,8 @@ def read_run(path: str | Path, name: str, query_ids: set[str], by_text: dict[str
     and `rank` (1 = best). Each query's items are ordered by rank; a query or rank that is not
     what relkit expects is an error naming the line.
 
-    >>> read_run("bm25.trec", "bm25", {"q1"}, {}).lists["q1"][:2]     # doctest: +SKIP
-    ['item-7', 'item-3']
+        read_run("bm25.trec", "bm25", {"q1"}, {}).lists["q1"][:2]
+        # -> ['item-7', 'item-3']
     """
     path = Path(path)
     if not path.is_file():

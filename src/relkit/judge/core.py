@@ -146,9 +146,9 @@ class Judge:
     """A stored judge. `judge(ws, pairs)` gives an (n, K) array of level distributions, a row of
     NaN where the answer named no level; labels are cached in the workspace.
 
-    >>> judge = load_judge(ws, "smol")                                   # doctest: +SKIP
-    >>> judge.judge(ws, [("q1", "item-7"), ("q2", "item-9")]).shape       # doctest: +SKIP
-    (2, 5)
+        judge = load_judge(ws, "smol")
+        judge.judge(ws, [("q1", "item-7"), ("q2", "item-9")]).shape
+        # -> (2, 5)
     """
 
     def __init__(self, spec: JudgeSpec, scale: LabelScale, builder: PromptBuilder, path: Path | None = None):
@@ -391,7 +391,7 @@ def create_judge(ws: Workspace, spec: JudgeSpec, prompt_file: Path | None = None
 def load_judge(ws: Workspace, name: str) -> Judge:
     """The judge stored by `relkit judge --name NAME` (NAME, judge:NAME or judge-NAME).
 
-    >>> probs = load_judge(ws, "smol").judge(ws, [("q1", "item-7")])    # doctest: +SKIP
+        probs = load_judge(ws, "smol").judge(ws, [("q1", "item-7")])
     """
     name = judge_name(name)
     path = judge_dir(ws, name)
