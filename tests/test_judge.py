@@ -462,6 +462,16 @@ def test_zero_human_labels_judge_teach_distill(tmp_path, fake_endpoint, tiny_lla
     assert out["student"] == "student-judge-rule" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
     # a student of the rule judge's labels ranks the dev pairs by the rule: nDCG well above chance
     assert out["dev"]["ndcg@10"] > 0.8
+    # judge -> teacher -> student: the teacher taught by the judge labels the pairs, and its student is
+    # kept on the judge's dev labels, the teacher's own dev set (no person judged a dev pair)
+    result = runner.invoke(app, ["label", "--teacher", "fromjudge", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["distill", "--teacher", "fromjudge", "--human-weight", "0", "--groups",
+                                 "bm25,text_match", "--set", "epochs=3", "--json", "-w", ws_path])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    assert out["student"] == "student-fromjudge" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
+    assert out["dev"]["ndcg@10"] is not None
 
 
 def test_soft_labels_loss_equals_hard_labels_when_one_hot():

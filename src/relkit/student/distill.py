@@ -8,6 +8,7 @@ they grow.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -95,13 +96,15 @@ class Distiller:
         self.builder = FeatureBuilder.from_workspace(ws, features)
         k = ws.scale.k
         judged = {split: _has_judgments(ws, split) for split in ("train", "dev", "test")}
-        if teacher and teacher.startswith("judge:"):
-            # with no human label on a split, a judge's labels stand in: zero human labels is a start
+        stand_in = teacher if teacher and teacher.startswith("judge:") else _judge_behind(ws, teacher)
+        if stand_in:
+            # with no human label on a split, the judge's labels stand in (the judge itself, or the one
+            # whose labels the teacher learned from): zero human labels is a start
             from relkit.judge.core import judged_split
 
             for split in ("dev", "test"):
                 if not judged[split]:
-                    setattr(self, f"{split}_pairs", judged_split(ws, teacher, split)[0])
+                    setattr(self, f"{split}_pairs", judged_split(ws, stand_in, split)[0])
         self.human = human_labels(load_judged_pairs(ws, "train"), k) if judged["train"] or not teacher else None
         if judged["dev"] or not hasattr(self, "dev_pairs"):
             self.dev_pairs = load_judged_pairs(ws, "dev")
@@ -154,6 +157,18 @@ class Distiller:
 
 def _has_judgments(ws: Workspace, split: str) -> bool:
     return bool(ws.fetchone("SELECT count(*) FROM judgments JOIN splits USING (query_id) WHERE split = ?", [split])[0])
+
+
+def _judge_behind(ws: Workspace, teacher: str | None) -> str | None:
+    """`judge:NAME` when `teacher` was trained on that judge's labels (`relkit teach --labels`), else None."""
+    if not teacher or teacher.startswith("judge:"):
+        return None
+    try:
+        meta = json.loads((ws.artifact("teacher", teacher) / "relkit.json").read_text())
+    except (RelkitError, OSError, ValueError):
+        return None
+    labels = (meta.get("config") or {}).get("labels", "human")
+    return labels if isinstance(labels, str) and labels.startswith("judge:") else None
 
 
 def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:
