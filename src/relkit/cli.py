@@ -269,6 +269,7 @@ def teach(
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
+    _open(workspace).close()   # people's judgments from `relkit annotate` into judgments first
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
     result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
