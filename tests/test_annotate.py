@@ -347,6 +347,34 @@ def test_no_judgment_lost_or_doubled_when_the_app_is_killed(campaign):
     assert len(Journal(campaign / JOURNAL_NAME).live("ana")) == len(answered)
 
 
+def test_the_app_takes_judgments_while_another_process_holds_the_workspace(campaign):
+    app = App(campaign, "--overlap", "0").start()
+    try:
+        client, csrf = sign_in(app.url, "ana")
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from relkit import Workspace; "
+                                   "ws = Workspace.open(sys.argv[1]); ws.count('items'); print('held', flush=True); "
+                                   "time.sleep(6)", str(campaign)], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        cards, seconds = client.get("/api/pairs").json()["cards"], []
+        for _ in range(5):
+            start = time.monotonic()
+            r = client.post("/api/judge", headers={"X-CSRF-Token": csrf}, json={
+                "event_id": uuid.uuid4().hex, "query_id": cards[0]["query_id"], "item_id": cards[0]["item_id"],
+                "label": 1})
+            seconds.append(time.monotonic() - start)
+            cards = r.json()["cards"]
+        assert holder.poll() is None and max(seconds) < 2.0      # answered while DuckDB is held elsewhere
+        holder.wait(timeout=30)
+        deadline, merged = time.monotonic() + 30, 0
+        while time.monotonic() < deadline and merged < 5:        # the app merges once the workspace is free
+            with Workspace.open(campaign, read_only=True) as ws:
+                merged = ws.count("annotations") if ws.has_table("annotations") else 0
+            time.sleep(0.5)
+        assert merged == 5
+    finally:
+        app.stop()
+
+
 def test_beyond_loopback_annotators_sign_in_with_a_token(campaign):
     refused = relkit("annotate", "-w", str(campaign), "--host", "0.0.0.0", "--port", str(free_port()))
     assert refused.returncode == 2 and "--add-annotator" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1

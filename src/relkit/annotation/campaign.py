@@ -148,7 +148,7 @@ class Campaign:
         with self._lock:
             held = [k for k in self._held.get(annotator, ([], 0))[0]
                     if k not in self._seen.get(annotator, set())]
-            if first is not None:
+            if first is not None and first in self.index:
                 held = [first] + [k for k in held if k != first]
             held = held[:AHEAD]
             while len(held) < AHEAD:

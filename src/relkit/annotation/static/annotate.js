@@ -76,9 +76,15 @@
   }
 
   function fail(e) {
+    // refused (a pair judged meanwhile in another tab, nothing to undo): say so and show what the
+    // server holds for this annotator now
     message.textContent = String(e.message || e);
-    pending.length = 0;
+    pending.shift();
     setPending();
+    return fetch("/api/pairs", {credentials: "same-origin"})
+      .then((r) => (r.ok ? r.json() : null))
+      .then((data) => { if (data) { stage.dataset.key = "-"; update(data); } })
+      .catch(() => {});
   }
 
   function act(action, label) {
@@ -109,7 +115,7 @@
       if (e.key === "Enter" || e.key === "Escape") { e.target.blur(); e.preventDefault(); }
       return;
     }
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;   // a held key judges once
     if (/^[1-9]$/.test(e.key) && Number(e.key) <= levels) act("judge", Number(e.key));
     else if (e.key === "s") act("skip", null);
     else if (e.key === "u") undo();
