@@ -166,6 +166,19 @@ def test_overlap_sends_that_share_of_pairs_to_two_annotators(campaign, tmp_path)
     journal.close()
 
 
+def test_the_agreement_page_shows_any_report_as_escaped_tables():
+    from relkit.annotation.app import environment
+    from relkit.annotation.auth import Session
+
+    report = {"pairs": [{"a": "ana", "b": "<b>bob</b>", "weighted_kappa": 0.51234}], "alpha": 0.4,
+              "confusion": {"ana|bob": [[3, 1], [0, 2]]}, "per_hour": {"ana": 12}, "teacher": None}
+    html = environment().get_template("agreement.html").render(session=Session("ana", "x"), report=report, review=1)
+    assert "<td>&lt;b&gt;bob&lt;/b&gt;</td><td>0.512</td>" in html and "<b>bob" not in html
+    assert '<table class="matrix"><tr><td>3</td><td>1</td></tr><tr><td>0</td><td>2</td></tr></table>' in html
+    assert "<th>alpha</th><td>0.400</td>" in html and "<th>teacher</th><td>–</td>" in html
+    assert "1 pair where annotators disagree" in html
+
+
 # -- the app in a browser ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,13 @@ class Merger:
                 ws.close()
 
 
+def environment():
+    """The app's templates, every value escaped unless marked safe."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+
+
 def _guidelines_html(text: str | None) -> str:
     from markdown_it import MarkdownIt
 
@@ -153,11 +160,9 @@ def create_app(workspace: str | os.PathLike, config: AppConfig | None = None,
                prepared: Prepared | None = None) -> FastAPI:
     """The annotation app of a workspace (served by `relkit annotate`); `prepared` is what
     `prepare` read, else the app reads it when it starts."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     config = config or AppConfig()
     path = Path(workspace)
-    templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    templates = environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
