@@ -318,46 +318,54 @@ def test_two_annotators_judge_overlapping_pairs(campaign, browser):
 
 def test_no_judgment_lost_or_doubled_when_the_app_is_killed(campaign):
     app = App(campaign, "--overlap", "0").start()
-    client, csrf = sign_in(app.url, "ana")
     sent, acknowledged = [], []
     stop = threading.Event()
+    try:
+        client, csrf = sign_in(app.url, "ana")
 
-    def annotate():
-        pairs = client.get("/api/pairs").json()["cards"]
-        while not stop.is_set() and pairs:
-            body = {"event_id": uuid.uuid4().hex, "query_id": pairs[0]["query_id"], "item_id": pairs[0]["item_id"],
-                    "label": 2}
-            sent.append(body)
-            while not stop.is_set():
-                try:
-                    r = client.post("/api/judge", headers={"X-CSRF-Token": csrf}, json=body)
-                    r.raise_for_status()
-                    acknowledged.append(body["event_id"])
-                    pairs = r.json()["cards"]
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)                      # the app is down: the same action again
+        def annotate():
+            pairs = client.get("/api/pairs").json()["cards"]
+            while not stop.is_set() and pairs:
+                body = {"event_id": uuid.uuid4().hex, "query_id": pairs[0]["query_id"],
+                        "item_id": pairs[0]["item_id"], "label": 2}
+                sent.append(body)
+                while not stop.is_set():
+                    try:
+                        r = client.post("/api/judge", headers={"X-CSRF-Token": csrf}, json=body)
+                        r.raise_for_status()
+                        acknowledged.append(body["event_id"])
+                        pairs = r.json()["cards"]
+                        break
+                    except httpx.HTTPError:
+                        time.sleep(0.1)                  # the app is down: the same action again
 
-    worker = threading.Thread(target=annotate)
-    worker.start()
-    while len(acknowledged) < 8:
-        time.sleep(0.02)
-    app.stop(signal.SIGKILL)                             # mid-stream, no shutdown
-    killed_at = len(acknowledged)
-    app.start()                                          # the same port; the session cookie still holds
-    while len(acknowledged) < 20:
-        time.sleep(0.05)
-    stop.set()
-    worker.join()
-    again = client.post("/api/judge", headers={"X-CSRF-Token": csrf}, json=sent[3])   # a late duplicate
-    assert again.status_code == 200
-    app.stop()
+        worker = threading.Thread(target=annotate)
+        worker.start()
+        wait_for(lambda: len(acknowledged) >= 8)
+        app.stop(signal.SIGKILL)                         # mid-stream, no shutdown
+        killed_at = len(acknowledged)
+        app.start()                                      # the same port; the session cookie still holds
+        wait_for(lambda: len(acknowledged) >= 20)
+        stop.set()
+        worker.join()
+        again = client.post("/api/judge", headers={"X-CSRF-Token": csrf}, json=sent[3])   # a late duplicate
+        assert again.status_code == 200
+    finally:
+        stop.set()
+        app.stop()
     assert killed_at < 20
     answered = {b["event_id"] for b in sent} & set(acknowledged)
     annotations, judgments = tables(campaign)
     assert len(annotations) == len({(b["query_id"], b["item_id"]) for b in sent if b["event_id"] in answered}) == len(answered)
     assert len([j for j in judgments if j[3] == "annotation"]) == len(answered)
     assert len(Journal(campaign / JOURNAL_NAME).live("ana")) == len(answered)
+
+
+def wait_for(condition, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_the_app_takes_judgments_while_another_process_holds_the_workspace(campaign):
