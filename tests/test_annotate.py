@@ -259,6 +259,7 @@ def test_an_annotator_judges_by_keyboard_undoes_and_skips(campaign, browser, tmp
         status = relkit("status", "-w", str(campaign))                      # the CLI works meanwhile
         assert status.returncode == 0, status.stderr
         assert re.search(r"judgments\s+10\b", status.stdout)             # 9 judged here, 1 imported
+        assert re.search(r"annotations\s+9 by 1 annotator *$", status.stdout, re.M)
         annotations, judgments = tables(campaign)
         notes = {(q, i): note for _, q, i, _, note in annotations}
         assert [(q, i, label) for _, q, i, label, _ in annotations] == sorted((q, i, lb) for (q, i), lb in done.items())
@@ -312,6 +313,9 @@ def test_two_annotators_judge_overlapping_pairs(campaign, browser):
         (who, q, i, lb) for who, labels in given.items() for (q, i), lb in labels.items())
     expected = {pair: resolve([given["ana"][pair], given["bob"][pair]], "median") for pair in given["ana"]}
     assert {(q, i): lb for q, i, lb, source in judgments if source == "annotation"} == expected
+    disagree = sum(given["ana"][p] != given["bob"][p] for p in given["ana"])
+    status = relkit("status", "-w", str(campaign))
+    assert f"annotations  12 by 2 annotators ({disagree} pairs they disagree on)" in re.sub(r"[ ]{2,}", "  ", status.stdout)
 
 
 # -- killed and restarted; tokens beyond loopback ---------------------------------------------------

@@ -154,6 +154,13 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
                                          "(WHERE error IS NOT NULL) FROM item_captions")
         counts.add_row("captioned items", f"{captioned:,}" + (f" ({failed:,} images unreadable)" if failed else ""))
         counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
+        if ws.has_table("annotations"):
+            from relkit.annotation.store import review_pairs
+
+            made, people = ws.fetchone("SELECT count(*), count(DISTINCT annotator) FROM annotations")
+            split = len(review_pairs(ws))
+            counts.add_row("annotations", f"{made:,} by {people:,} annotator{'' if people == 1 else 's'}"
+                           + (f" ({split:,} pairs they disagree on)" if split else ""))
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
         from relkit.promotion import active_student
