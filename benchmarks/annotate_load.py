@@ -7,7 +7,7 @@ same workspace, and the app killed (SIGKILL) and restarted once mid-run.
 The workspace is CrowdFlower (4 levels): the judgments of half the queries are imported, the
 other half's pairs are the candidates to annotate. Each annotator signs in, then judges the pair on
 screen and asks for the next one, as the page does, `--judgments` times (a random level; the point
-is the plumbing). Meanwhile `relkit teach` (MiniLM, one epoch, short texts) and `relkit eval
+is the plumbing). Meanwhile `relkit teach` (MiniLM, `--teach-epochs`, short texts) and `relkit eval
 --system bm25` in a loop run on the workspace. When half the judgments are in, the app is killed
 and started again; a request that fails is sent again with the same action id, as the page does.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import re
 import shutil
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--annotators", type=int, default=5)
     ap.add_argument("--judgments", type=int, default=200)
     ap.add_argument("--overlap", type=float, default=0.2)
+    ap.add_argument("--teach-epochs", default="0.2", help="Passes of the concurrent relkit teach (MiniLM).")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "crowdflower" / "pairs.csv")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/annotate-load"))
     args = ap.parse_args()
@@ -146,7 +148,7 @@ def main() -> None:
     app = App(ws, args.overlap)
     print(f"app started in {app.start():.1f} s")
     teach_log = (args.workdir / "teach.log").open("w")      # a file, not a pipe nobody reads until the end
-    teach = subprocess.Popen([sys.executable, "-m", "relkit", "teach", "--name", "load", "--epochs", "1", "--max-length",
+    teach = subprocess.Popen([sys.executable, "-m", "relkit", "teach", "--name", "load", "--epochs", args.teach_epochs, "--max-length",
                               "32", "--batch-size", "16", "-w", str(ws)], stdout=teach_log, stderr=subprocess.STDOUT)
     evals, stop_eval = [], threading.Event()
 
@@ -154,6 +156,7 @@ def main() -> None:
         while not stop_eval.is_set():
             p = relkit("eval", "--system", "bm25", "--split", "dev", "-w", str(ws))
             evals.append((p.wait(), p.stdout.read()))
+            stop_eval.wait(2.0)      # a person's next eval, not a loop that never lets go of the workspace
 
     eval_thread = threading.Thread(target=eval_loop)
     eval_thread.start()
@@ -173,21 +176,14 @@ def main() -> None:
     for t in threads:
         t.join()
     elapsed = time.monotonic() - began
-    teach.wait()
-    teach_log.close()
-    teach_out = (args.workdir / "teach.log").read_text()
-    stop_eval.set()
-    eval_thread.join()
-    app.proc.send_signal(signal.SIGTERM)
-    app.proc.wait(timeout=60)
-
-    status = relkit("status", "-w", str(ws))                   # merges what the journal still holds
-    status.communicate()
+    # counted while teach and eval still run: `relkit status` merges what the journal holds
+    relkit("status", "-w", str(ws)).communicate()
     sys.path.insert(0, str(ROOT / "src"))
     from relkit import Workspace
     from relkit.annotation.store import JOURNAL_NAME, Journal
 
     made = [(name, b["query_id"], b["item_id"], b["label"]) for name, r in results.items() for b in r["made"]]
+    os.environ["RELKIT_LOCK_WAIT"] = "600"                  # teach and eval may be holding it
     with Workspace.open(ws, read_only=True) as w:
         stored = w.fetchall("SELECT annotator, query_id, item_id, label FROM annotations")
         resolved = w.fetchone("SELECT count(*) FROM judgments WHERE extra->>'source' = 'annotation'")[0]
@@ -203,7 +199,14 @@ def main() -> None:
           f"{args.overlap}), {resolved} resolved into judgments")
     print(f"time to the next pair: p50 {np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms, "
           f"max {latencies.max():.1f} ms over {len(latencies)} requests "
-          f"({sum(r['retried'] for r in results.values())} waited for the restart)")
+          f"({sum(r['retried'] for r in results.values())} waited for the restart)", flush=True)
+    teach.wait()
+    teach_log.close()
+    teach_out = (args.workdir / "teach.log").read_text()
+    stop_eval.set()
+    eval_thread.join()
+    app.proc.send_signal(signal.SIGTERM)
+    app.proc.wait(timeout=60)
     print(f"relkit teach meanwhile: exit {teach.returncode}" + ("" if teach.returncode == 0 else f"\n{teach_out[-2000:]}"))
     print(f"relkit eval meanwhile: {sum(rc == 0 for rc, _ in evals)} of {len(evals)} runs succeeded"
           + "".join(f"\n{out[-500:]}" for rc, out in evals if rc))
