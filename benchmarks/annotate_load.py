@@ -158,7 +158,7 @@ def main() -> None:
             evals.append((p.wait(), p.stdout.read()))
             stop_eval.wait(2.0)      # a person's next eval, not a loop that never lets go of the workspace
 
-    eval_thread = threading.Thread(target=eval_loop)
+    eval_thread = threading.Thread(target=eval_loop, daemon=True)   # a failed run must not leave it looping
     eval_thread.start()
     results, lock, done = {}, threading.Lock(), [0]
     total = args.annotators * args.judgments
