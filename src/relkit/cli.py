@@ -139,9 +139,16 @@ def _busy(text: str):
 
 
 def _open(path: Path):
+    from relkit.annotation.store import merge
     from relkit.workspace import Workspace
 
-    return Workspace.open(path)
+    ws = Workspace.open(path)
+    try:
+        merge(ws)   # judgments people made in `relkit annotate` since the last command
+    except BaseException:
+        ws.close()
+        raise
+    return ws
 
 
 def _csv_ints(text: str, what: str) -> list[int]:
@@ -248,6 +255,13 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
                                          "(WHERE error IS NOT NULL) FROM item_captions")
         counts.add_row("captioned items", f"{captioned:,}" + (f" ({failed:,} images unreadable)" if failed else ""))
         counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
+        if ws.has_table("annotations"):
+            from relkit.annotation.store import review_pairs
+
+            made, people = ws.fetchone("SELECT count(*), count(DISTINCT annotator) FROM annotations")
+            split = len(review_pairs(ws))
+            counts.add_row("annotations", f"{made:,} by {people:,} annotator{'' if people == 1 else 's'}"
+                           + (f" ({split:,} pairs they disagree on)" if split else ""))
         models = ws.models()
         counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
         from relkit.promotion import active_student
@@ -366,6 +380,7 @@ def teach(
     options.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
+    _open(workspace).close()   # people's judgments from `relkit annotate` into judgments first
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
     result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
@@ -799,6 +814,75 @@ def audit(
     console.print(result.summary(), highlight=False)
     console.print(result.table())
     console.print(f"stored as {result.name} (`relkit audit --history`)", highlight=False)
+
+
+@app.command()
+@_friendly
+def annotate(
+    host: Annotated[str, typer.Option(
+        help="Address to bind; beyond loopback annotators sign in with a token (--add-annotator).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8001,
+    guidelines: Annotated[Path | None, typer.Option(
+        help="Markdown file shown next to every pair (kept in the workspace for the next runs).")] = None,
+    overlap: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                           help="Share of pairs also sent to a second annotator, for agreement.")] = 0.2,
+    resolve: Annotated[str, typer.Option(
+        help="Label of a pair two annotators judged: median, majority, or review (left out of judgments "
+             "until they agree).")] = "median",
+    goal: Annotated[int, typer.Option(min=1, help="Judgments per annotator the progress bar counts toward.")] = 100,
+    queue: Annotated[str, typer.Option(
+        help="Queue strategies and their weights, e.g. uncertain=0.6,diverse=0.4 "
+             "(uncertain, disagree, diverse, cold).")] = "cold=1",
+    model: Annotated[str | None, typer.Option(help="Teacher or student the queue asks (teacher:NAME, student:NAME).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the queue's order and of which pairs overlap.")] = 0,
+    add_annotator: Annotated[str | None, typer.Option(
+        "--add-annotator", help="Register an annotator (or give one a new token), print the token once, and exit.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Judge pairs in a browser: one pair at a time, keys 1..K, s skip, u undo, ? help."""
+    from relkit.annotation.app import AppConfig, prepare
+    from relkit.annotation.app import serve as run_app
+    from relkit.annotation.store import JOURNAL_NAME, Journal
+    from relkit.annotation.auth import is_loopback
+    from relkit.workspace import Workspace
+
+    Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
+    if add_annotator is not None:
+        journal = Journal(workspace / JOURNAL_NAME)
+        try:
+            token = journal.add_annotator(add_annotator)
+        finally:
+            journal.close()
+        console.print(f"annotator {add_annotator}: token {token}\n(shown once; relkit keeps only its hash)",
+                      highlight=False)
+        return
+    text = None
+    if guidelines is not None:
+        try:
+            text = guidelines.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RelkitError(f"--guidelines {guidelines}: cannot read it as UTF-8 text ({e})") from None
+    config = AppConfig(overlap=overlap, resolve=resolve, goal=goal, guidelines=text, weights=_weights(queue),
+                       model=model, seed=seed, require_tokens=not is_loopback(host))
+    prepared = prepare(workspace, config)    # a workspace without pairs, a wrong option: its error, now
+    err.print(f"relkit: annotating {len(prepared.campaign.pairs):,} pairs of {workspace} on http://{host}:{port}",
+              highlight=False, soft_wrap=True)
+    run_app(workspace, config, host=host, port=port, prepared=prepared)
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            raise RelkitError(f"--queue {text!r}: weight of {name.strip()!r} must be a number, got {value!r}") from None
+        if weights[name.strip()] < 0:
+            raise RelkitError(f"--queue {text!r}: weights must not be negative")
+    if not weights or sum(weights.values()) <= 0:
+        raise RelkitError(f"--queue {text!r}: expected STRATEGY=WEIGHT pairs, e.g. uncertain=0.6,diverse=0.4")
+    return weights
 
 
 def _parse_sets(entries: list[str], cls) -> dict:
