@@ -161,3 +161,19 @@ def test_mixed_strategies(shop):
     assert mixed[:4] == [unsure[0], unsure[1], spread[0], unsure[2]]   # weights 3:1 -> u, u, d, u, ...
     from_unsure = sum(p in set(unsure[:34]) and p not in set(spread[:10]) for p in mixed)
     assert 26 <= from_unsure <= 30
+
+
+def test_pairs_only_annotators_judged_stay_in_the_apps_order(shop):
+    """A pair one annotator judged may be owed a second: the app's order keeps it, the queue's drops it."""
+    add_candidates(shop)
+    imported = sorted(judged_pairs(shop))[0]                  # a label people gave elsewhere, also a candidate
+    shop.run("INSERT OR IGNORE INTO pairs VALUES (?, ?, 'file')", list(imported))
+    order = rank_pairs(shop, {"diverse": 1}, seed=0)
+    ensure_annotations_table(shop)
+    once = order[0]
+    shop.run("INSERT INTO annotations VALUES ('ann', ?, ?, 2, NULL, now(), 1.0)", list(once))
+    shop.run("INSERT INTO judgments (query_id, item_id, label, extra) VALUES (?, ?, 2, '{\"source\": \"annotation\"}')",
+             list(once))
+    assert once not in rank_pairs(shop, {"diverse": 1}, seed=0)
+    assert once in rank_pairs(shop, {"diverse": 1}, seed=0, annotated=True)
+    assert imported not in order and imported not in rank_pairs(shop, {"diverse": 1}, seed=0, annotated=True)

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from relkit.annotation.store import SOURCE, Event, Journal
+from relkit.annotation.store import Event, Journal
 from relkit.errors import RelkitError
 
 HOLD_SECONDS = 15 * 60      # a pair held by someone who went away is handed on after this
@@ -45,26 +45,12 @@ def overlap_share(query_id: str, item_id: str, seed: int = 0) -> float:
     return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
-def default_rank_pairs(ws, weights: dict[str, float], model: str | None = None, seed: int = 0) -> list[tuple[str, str]]:
-    """The candidate pairs without a judgment from elsewhere (a pair annotators judged stays, so that
-    a second annotator can still get it), spread over queries: each query's first candidate, then
-    each query's second, ... (queries in an order fixed by `seed`)."""
-    rows = ws.fetchall("""
-        SELECT p.query_id, p.item_id FROM pairs p
-        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.query_id = p.query_id AND j.item_id = p.item_id
-                          AND coalesce(j.extra->>'source', '') <> ?)
-        ORDER BY row_number() OVER (PARTITION BY p.query_id ORDER BY p.item_id), hash(p.query_id || ?), p.query_id""",
-                       [SOURCE, str(seed)])
-    return [(q, i) for q, i in rows]
-
-
 def rank_pairs(ws, weights: dict[str, float], model: str | None = None, seed: int = 0) -> list[tuple[str, str]]:
-    """The queue's order of candidate pairs (relkit.annotation.queue where installed)."""
-    try:
-        from relkit.annotation.queue import rank_pairs as ranked
-    except ImportError:   # the queue strategies are not part of this build: candidates spread over queries
-        ranked = default_rank_pairs
-    return ranked(ws, weights, model=model, seed=seed)
+    """The queue's order of the candidate pairs, keeping those only annotators judged (a pair judged
+    once may still be owed a second annotator: the campaign counts who judged what)."""
+    from relkit.annotation.queue import rank_pairs as ranked
+
+    return ranked(ws, weights, model=model, seed=seed, annotated=True)
 
 
 class Campaign:

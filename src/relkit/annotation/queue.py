@@ -37,15 +37,17 @@ Pair = tuple[str, str]
 
 
 def rank_pairs(ws: Workspace, weights: dict[str, float], model: str | None = None, seed: int = 0,
-               limit: int | None = None) -> list[Pair]:
+               limit: int | None = None, annotated: bool = False) -> list[Pair]:
     """Unjudged (query_id, item_id) pairs in the order to show them: each strategy of `weights`
     orders its candidates, and the orders are interleaved in proportion to the weights (smooth
     weighted round robin, so {"uncertain": 3, "diverse": 1} takes three uncertain pairs for every
     diverse one); a pair two strategies want comes once, where it comes first. A strategy that runs
     out leaves its share to the others. The same workspace, weights and seed give the same order.
+    `annotated`: keep the pairs only annotators judged (the app, which sends some of them to a
+    second annotator, decides itself who still needs them).
     """
     weights = _check_weights(weights)
-    judged = judged_pairs(ws)
+    judged = judged_pairs(ws, annotated=not annotated)
     orders = {}
     for n, name in enumerate(STRATEGIES):
         if name in weights:   # each strategy's randomness depends on the seed only, not on the mix
@@ -114,8 +116,12 @@ def interleave(orders: dict[str, list[Pair]], weights: dict[str, float], limit: 
     return out
 
 
-def judged_pairs(ws: Workspace) -> set[Pair]:
-    """Every pair a person has judged: resolved (`judgments`) or not yet (`annotations`)."""
+def judged_pairs(ws: Workspace, annotated: bool = True) -> set[Pair]:
+    """Every pair a person has judged: resolved (`judgments`) or not yet (`annotations`); without
+    `annotated`, only the judgments that did not come from the annotation app."""
+    if not annotated:
+        return set(ws.fetchall("SELECT query_id, item_id FROM judgments "
+                               "WHERE coalesce(extra->>'source', '') <> 'annotation'"))
     judged = set(ws.fetchall("SELECT query_id, item_id FROM judgments"))
     if ws.has_table("annotations"):
         judged |= set(ws.fetchall("SELECT DISTINCT query_id, item_id FROM annotations"))
