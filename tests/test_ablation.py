@@ -49,8 +49,7 @@ def test_ablation_adds_the_fields_the_data_has(described, tmp_path, caplog):
         assert row.metrics["accuracy"] is not None and row.metrics["ndcg@10"] is not None
         # the inputs it was trained on: the description's words ("oak") only where the field is in
         teacher = Teacher.load(path, device="cpu")
-        run = prepare_run(described, TrainConfig.from_dict(meta["config"]), teacher.tokenizer, meta["family"],
-                          log=messages.append)
+        run = prepare_run(described, TrainConfig.from_dict(meta["config"]), teacher.tokenizer, meta["family"])
         words = {w for ids in run.train_ids for w in teacher.tokenizer.convert_ids_to_tokens(ids)}
         assert ("oak" in words) == ("description" in row.fields) and "red" in words
         # and what it reads when scoring: a title-only teacher gives the same scores whatever the
