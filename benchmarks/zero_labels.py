@@ -11,8 +11,9 @@ those pairs (`--limit` keeps the first N train pairs and N/4 dev pairs, for a sl
 teach --labels judge:NAME` trains a teacher on its labels (weights kept on its dev labels), `relkit
 pairs` and `relkit label` give the teacher more pairs, `relkit distill --human-weight 0` trains
 the student (early stopping on the judge's dev labels), `relkit promote` and `relkit serve` serve
-it, and `relkit eval` scores judge, teacher, student and the baselines on the test queries'
-human labels. Every step is the CLI a user runs; the commands are printed as they go.
+it, and `relkit eval` scores teacher, student and the baselines (and the judge, with
+`--eval-judge`) on the test queries' human labels. Every step is the CLI a user runs; the
+commands are printed as they go.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def main() -> None:
     parser.add_argument("--format", default="homedepot")
     parser.add_argument("--limit", type=int, default=0, help="judge at most N train pairs and N/4 dev pairs")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--eval-judge", action="store_true",
+                        help="also score the judge on the test queries (it judges their pairs: slow for a slow judge)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -116,8 +119,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    relkit("eval", "--system", "judge:llm", "--system", "teacher:zero", "--system", "student:zero",
-           "--system", "bm25", "--system", "embedding", "-w", ws)
+    systems = (["judge:llm"] if args.eval_judge else []) + ["teacher:zero", "student:zero", "bm25", "embedding"]
+    relkit("eval", *[a for s in systems for a in ("--system", s)], "-w", ws)
     print(f"\n{time.perf_counter() - started:.0f} s in all; no human label of a train or dev query was used")
 
 
