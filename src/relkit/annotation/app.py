@@ -6,7 +6,7 @@ Every action goes to the journal (store.py) before it is answered; the journal i
 workspace every few seconds when the workspace is free, so the app runs alongside `relkit teach`,
 `label` or `eval`.
 
->>> app = create_app("my-ws", AppConfig(overlap=0.2))       # doctest: +SKIP
+    app = create_app("my-ws", AppConfig(overlap=0.2))
 """
 from __future__ import annotations
 

@@ -17,10 +17,10 @@ The workspace then holds
   its `extra`. A judgment that came from anywhere else (an imported file) is never replaced or
   removed by annotation: people's judgments of that pair stay in `annotations` only.
 
->>> journal = Journal(ws.path / JOURNAL_NAME)                                   # doctest: +SKIP
->>> journal.record("ana", "judge", "q1", "i7", label=3, seconds=4.2)           # doctest: +SKIP
->>> merge(ws)                                                                 # doctest: +SKIP
-1
+    journal = Journal(ws.path / JOURNAL_NAME)
+    journal.record("ana", "judge", "q1", "i7", label=3, seconds=4.2)
+    merge(ws)
+    # -> 1
 """
 from __future__ import annotations
 
