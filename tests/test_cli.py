@@ -293,3 +293,13 @@ def test_options_not_given_leave_the_library_its_defaults(tmp_path, monkeypatch)
         result = CliRunner().invoke(app, ["pairs", *args, "-w", str(tmp_path / "ws")])
         assert result.exit_code == 0, result.output
     assert calls == [{"sources": ("bm25", "embedding")}, {"sources": ("bm25", "embedding"), "k": 5, "encoder": "other"}]
+
+
+def test_names_print_as_written():
+    """A system named teacher:zero is not an emoji code: the CLI's consoles print names verbatim."""
+    from relkit.cli import console, err
+
+    for c in (console, err):
+        with c.capture() as captured:
+            c.print("ndcg@10 - teacher:zero :smile:", highlight=False)
+        assert captured.get().strip() == "ndcg@10 - teacher:zero :smile:"

@@ -16,8 +16,8 @@ from relkit.errors import RelkitError
 
 app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()                 # results
-err = Console(stderr=True)          # messages (through the log handler), bars and errors
+console = Console(emoji=False)      # results (a name like teacher:zero stays as written)
+err = Console(stderr=True, emoji=False)   # messages (through the log handler), bars and errors
 logger = logging.getLogger(__name__)
 
 WorkspaceOpt = Annotated[Path, typer.Option(

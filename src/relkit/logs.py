@@ -62,7 +62,7 @@ def install(level: int, console=None) -> Callable[[], None]:
 
     debug = level <= logging.DEBUG
     plain = not debug
-    handler = Handler(console=console or Console(stderr=True), show_time=False, show_path=False,
+    handler = Handler(console=console or Console(stderr=True, emoji=False), show_time=False, show_path=False,
                       show_level=debug, markup=False, highlighter=NullHighlighter(), keywords=[],
                       rich_tracebacks=False)
     handler.set_name(_HANDLER_NAME)
