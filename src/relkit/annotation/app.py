@@ -173,7 +173,7 @@ def create_app(workspace: str | os.PathLike, config: AppConfig | None = None,
                                   merger=merger, signer=Signer(loaded.journal.setting("secret")),
                                   guidelines=_guidelines_html(loaded.guidelines))
         merger.start()
-        logger.info("annotating %d pairs of %s", len(loaded.campaign.pairs), path)
+        logger.debug("annotating %d pairs of %s", len(loaded.campaign.pairs), path)
         try:
             yield
         finally:
