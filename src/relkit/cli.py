@@ -482,12 +482,28 @@ def pairs(
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
     encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = None,
+    log_queries: Annotated[int, typer.Option(min=0, help=(
+        "First add this many train queries from the engagement log, the most shown first (none of them "
+        "a workspace query)."))] = 0,
+    title_queries: Annotated[int, typer.Option(min=0, help=(
+        "First add this many train queries made of the phrases most frequent in item titles, for a "
+        "catalog with no log (none of them a workspace query)."))] = 0,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
-    """Make unlabeled candidate pairs for the train queries: the catalog's top k by BM25 and by embedding."""
+    """Make unlabeled candidate pairs for the train queries: the catalog's top k by BM25 and by embedding.
+
+    A student learns what the teacher knows from many queries: --log-queries and --title-queries add
+    train queries nobody judged, for the teacher to label."""
     from relkit.candidates import SOURCES, make_pairs
 
     with _open(workspace) as ws:
+        if log_queries or title_queries:
+            from relkit import query_sources
+
+            if log_queries:
+                console.print(query_sources.log_queries(ws, log_queries).summary(), highlight=False)
+            if title_queries:
+                console.print(query_sources.title_queries(ws, title_queries).summary(), highlight=False)
         result = make_pairs(ws, sources=source or SOURCES, **_given(k=k, encoder=encoder))
     console.print(result.summary(), highlight=False)
 

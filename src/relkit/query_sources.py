@@ -1,0 +1,126 @@
+"""More train queries for the teacher to label than people judged: a student learns what the
+teacher knows from many queries, not from many items of a few.
+
+Two sources, both added to the train split, pinned, with no judgment:
+
+- `log_queries`: the most-shown queries of the engagement log (`relkit import engagement`), the
+  queries users really type;
+- `title_queries`: phrases of one to three words that recur across item titles ("memory card",
+  "snow boots"), for a catalog with no log.
+
+A query that matches one the workspace has (the same stemmed words in any order) is never added,
+so no dev or test query, nor one a word-order away from it, reaches a student's training data.
+The added queries are marked in `queries.extra` with their source; rerunning adds nothing new.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from relkit.errors import RelkitError
+from relkit.features.text_match import stem_tokens, stemmer
+from relkit.workspace import Workspace
+
+WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    source: str
+    eligible: int   # distinct new queries the source offered
+    added: int      # new train queries
+
+    def summary(self) -> str:
+        return f"{self.added:,} new train queries from {self.source} ({self.eligible:,} eligible)"
+
+
+def _key(stem, text: str) -> tuple[str, ...]:
+    return tuple(sorted(set(stem_tokens(stem, text))))
+
+
+def _known_keys(ws: Workspace, stem) -> set[tuple[str, ...]]:
+    return {_key(stem, q) for (q,) in ws.fetchall("SELECT query FROM queries")}
+
+
+def _add(ws: Workspace, source: str, queries: list[str], eligible: int) -> QueryResult:
+    ids = [f"{source}-{hashlib.sha1(q.encode()).hexdigest()[:12]}" for q in queries]
+    extra = json.dumps({"source": source})
+    with ws.transaction():
+        before = ws.count("queries")
+        with ws.registered("_more", {"query_id": ids, "query": queries}):
+            ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, NULL, ? FROM _more", [extra])
+            ws.run("INSERT OR IGNORE INTO splits SELECT query_id, 'train', TRUE FROM _more")
+        added = ws.count("queries") - before
+    return QueryResult(source=source, eligible=eligible, added=added)
+
+
+def title_queries(ws: Workspace, n: int, min_items: int = 3, max_share: float = 0.02) -> QueryResult:
+    """Add up to `n` train queries: the phrases of one to three words found in the most item titles,
+    in at least `min_items` of them and at most `max_share` (so not 'black' or 'for men'). A phrase
+    that starts or ends with a stopword, or is only digits, is not a query; nor is one that is
+    mostly seen inside a longer one ('mutant' of 'teenage mutant ninja')."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    if n < 1:
+        raise RelkitError("title queries: n must be at least 1")
+    titles = [t for (t,) in ws.fetchall("SELECT title FROM items WHERE title IS NOT NULL AND title <> '' "
+                                        "ORDER BY item_id")]
+    if not titles:
+        raise RelkitError("title queries: no item has a title to draw phrases from")
+    counts: Counter[tuple[str, ...]] = Counter()
+    for title in titles:
+        words = WORD.findall(title.lower())
+        grams = set()
+        for size in (1, 2, 3):
+            for start in range(len(words) - size + 1):
+                gram = tuple(words[start:start + size])
+                if gram[0] in ENGLISH_STOP_WORDS or gram[-1] in ENGLISH_STOP_WORDS:
+                    continue
+                if all(w.isdigit() or len(w) < 2 for w in gram):
+                    continue
+                grams.add(gram)
+        counts.update(grams)
+    inside = set()  # phrases seen mostly as part of a longer one
+    for gram, count in counts.items():
+        for size in range(1, len(gram)):
+            for start in range(len(gram) - size + 1):
+                part = gram[start:start + size]
+                if part in counts and count >= 0.9 * counts[part]:
+                    inside.add(part)
+    most = max(min_items, int(max_share * len(titles)))
+    stem = stemmer()
+    known = _known_keys(ws, stem)
+    seen: set[tuple[str, ...]] = set()
+    eligible = []
+    for gram, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if not min_items <= count <= most or gram in inside:
+            continue
+        text = " ".join(gram)
+        key = _key(stem, text)
+        if key and key not in known and key not in seen:
+            seen.add(key)
+            eligible.append(text)
+    return _add(ws, "titles", eligible[:n], len(eligible))
+
+
+def log_queries(ws: Workspace, n: int) -> QueryResult:
+    """Add up to `n` train queries: the engagement log's queries with the most impressions."""
+    if n < 1:
+        raise RelkitError("log queries: n must be at least 1")
+    if ws.count("engagement") == 0:
+        raise RelkitError("log queries: the workspace has no engagement log (relkit import engagement FILE)")
+    rows = ws.fetchall("SELECT query, sum(impressions) AS shown FROM engagement GROUP BY query "
+                       "ORDER BY shown DESC, query")
+    stem = stemmer()
+    known = _known_keys(ws, stem)
+    seen: set[tuple[str, ...]] = set()
+    eligible = []
+    for text, _ in rows:
+        key = _key(stem, text)
+        if key and key not in known and key not in seen:
+            seen.add(key)
+            eligible.append(text.strip())
+    return _add(ws, "engagement", eligible[:n], len(eligible))

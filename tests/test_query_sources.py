@@ -1,0 +1,104 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_csv
+from relkit import RelkitError, import_file, split_queries
+from relkit.candidates import make_pairs
+from relkit.cli import app
+from relkit.query_sources import log_queries, title_queries
+
+# "memory card" and "snow boots" recur across titles; "black" is in too many to be a query
+TITLES = ([f"SanDisk Memory Card {n}GB black" for n in (8, 16, 32)] + ["Lexar Memory Card"]
+          + [f"Women's Snow Boots size {n}" for n in (6, 7, 8)]
+          + [f"Espresso Maker model {m} black" for m in "abcd"]
+          + [f"Black Gadget {n}" for n in range(10)])
+
+
+@pytest.fixture
+def titled_ws(tmp_path, ws):
+    items = [[f"i{n}", title, ""] for n, title in enumerate(TITLES)]
+    import_file(ws, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "description"], items))
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"],
+                                           [["gadget", "i12", "4"], ["maker espresso", "i6", "5"]]), split="train")
+    import_file(ws, "judgments", write_csv(tmp_path / "t.csv", ["query", "item_id", "label"],
+                                           [["snow boot", "i3", "5"]]), split="test")
+    split_queries(ws)
+    return ws
+
+
+def added(ws, source):
+    return {q: (split, pinned, json.loads(extra)) for q, split, pinned, extra in ws.fetchall(
+        "SELECT query, split, pinned, extra FROM queries JOIN splits USING (query_id) WHERE query_id LIKE ?",
+        [f"{source}-%"])}
+
+
+def test_title_queries_are_recurring_phrases_and_never_a_workspace_query(titled_ws):
+    ws = titled_ws
+    result = title_queries(ws, 50, min_items=3, max_share=0.3)
+    got = added(ws, "titles")
+    assert result.added == len(got) == result.eligible
+    assert "memory card" in got and "sandisk memory card" in got
+    # the test query "snow boot" keeps out "snow boots" (same stem); "espresso maker" is a train query
+    # in another order; "black" is in 17 of 22 titles, over 30%; "card 8gb" is in one title only
+    assert not {"snow boots", "espresso maker", "black", "card 8gb"} & set(got)
+    # "sandisk" is seen only inside "sandisk memory card", "memory" inside "memory card": not queries
+    assert not {"sandisk", "memory", "sandisk memory", "card"} & set(got)
+    assert all(value == ("train", True, {"source": "titles"}) for value in got.values())
+    assert title_queries(ws, 50, min_items=3, max_share=0.3).added == 0  # again: nothing new
+
+    fewer = title_queries(ws, 1, min_items=3, max_share=0.3)  # nothing new to add: all were taken
+    assert fewer.added == 0
+
+
+def test_title_queries_take_the_most_frequent_first(titled_ws):
+    ws = titled_ws
+    title_queries(ws, 2, min_items=3, max_share=0.3)
+    # in 4 titles each; every other eligible phrase is in 3 ("model" only inside "espresso maker model")
+    assert set(added(ws, "titles")) == {"espresso maker model", "memory card"}
+
+
+def test_added_queries_get_candidates_and_keep_their_split(titled_ws):
+    ws = titled_ws
+    title_queries(ws, 50, min_items=3, max_share=0.3)
+    result = make_pairs(ws, k=2, sources=["bm25"])
+    with_pairs = {q for (q,) in ws.fetchall("SELECT DISTINCT query FROM pairs JOIN queries USING (query_id)")}
+    assert "memory card" in with_pairs and result.queries == 2 + len(added(ws, "titles"))
+    assert "snow boot" not in with_pairs  # test queries never get candidates
+    split_queries(ws)  # a new split run moves none of them
+    assert {v[0] for v in added(ws, "titles").values()} == {"train"}
+
+
+def test_log_queries_most_shown_first_without_workspace_queries(tmp_path, titled_ws):
+    ws = titled_ws
+    rows = [["Snow Boots", "i3", "900", "2024-01-01"], ["usb stick", "i0", "500", "2024-01-01"],
+            ["usb stick", "i1", "450", "2024-01-02"], ["espresso cups", "i6", "800", "2024-01-01"],
+            ["gadget", "i12", "9999", "2024-01-01"], ["rare thing", "i9", "3", "2024-01-01"]]
+    import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"],
+                                            rows))
+    result = log_queries(ws, 2)
+    assert (result.added, result.eligible) == (2, 3)
+    assert set(added(ws, "engagement")) == {"usb stick", "espresso cups"}  # 950 and 800 shown
+    assert log_queries(ws, 5).added == 1 and "rare thing" in added(ws, "engagement")
+
+
+def test_errors_name_what_is_missing(ws):
+    with pytest.raises(RelkitError, match="no engagement log"):
+        log_queries(ws, 10)
+    with pytest.raises(RelkitError, match="no item has a title"):
+        title_queries(ws, 10)
+    with pytest.raises(RelkitError, match="at least 1"):
+        title_queries(ws, 0)
+
+
+def test_cli_pairs_adds_title_queries_then_finds_their_candidates(titled_ws):
+    path = titled_ws.path
+    titled_ws.close()
+    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--title-queries", "3", "--k", "2",
+                                      "--source", "bm25"])
+    assert result.exit_code == 0, result.output
+    assert "3 new train queries from titles" in result.output
+    assert "5 train queries" in result.output
+    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--log-queries", "3"])
+    assert result.exit_code == 2 and "no engagement log" in result.output
