@@ -161,16 +161,26 @@ def test_overlap_sends_that_share_of_pairs_to_two_annotators(campaign, tmp_path)
     journal.close()
 
 
-def test_the_agreement_page_shows_any_report_as_escaped_tables():
+def test_the_agreement_page_lays_out_the_report_escaped():
+    from relkit.annotation.agreement import AgreementReport, AnnotatorStats, Comparison
     from relkit.annotation.app import environment
     from relkit.annotation.auth import Session
 
-    report = {"pairs": [{"a": "ana", "b": "<b>bob</b>", "weighted_kappa": 0.51234}], "alpha": 0.4,
-              "confusion": {"ana|bob": [[3, 1], [0, 2]]}, "per_hour": {"ana": 12}, "teacher": None}
+    levels = ["bad", "good"]
+    pair = Comparison.of("ana", "<b>bob</b>", [1, 1, 2, 2, 2, 1], [1, 2, 2, 2, 2, 1], 2)
+    teacher = Comparison.of("ana", "teacher t", [1, 2], [1, 2], 2)
+    ana = AnnotatorStats("ana", 6, 0.5, 12.0, 4.25, None, None, pair, teacher)
+    bob = AnnotatorStats("<b>bob</b>", 6, 1.0, 6.0, None, None, None, None, None)
+    report = AgreementReport(levels, [ana, bob], [pair], 0.4, 6, 6, "t").to_dict()
     html = environment().get_template("agreement.html").render(session=Session("ana", "x"), report=report, review=1)
-    assert "<td>&lt;b&gt;bob&lt;/b&gt;</td><td>0.512</td>" in html and "<b>bob" not in html
-    assert '<table class="matrix"><tr><td>3</td><td>1</td></tr><tr><td>0</td><td>2</td></tr></table>' in html
-    assert "<th>alpha</th><td>0.400</td>" in html and "<th>teacher</th><td>–</td>" in html
+    assert "<b>bob" not in html and html.count("&lt;b&gt;bob&lt;/b&gt;") == 3  # two tables and a matrix caption
+    assert "alpha (ordinal):\n<strong>0.400</strong> on 6 pairs" in html
+    assert ("<tr><td>ana</td><td>6</td><td>0:30:00</td>\n<td>12</td><td>4.2</td>"
+            f'<td>{pair.kappa:.3f} <span class="n">(6)</span></td><td>1.000 <span class="n">(2)</span></td></tr>') in html
+    assert "<td>1:00:00</td>\n<td>6</td><td>–</td><td>–</td>" in html  # unknown figures show as a dash
+    assert f"<td>6</td><td>{pair.kappa:.3f}</td>\n<td>83.3%</td><td>0.17</td>" in html
+    assert html.count('<figure class="matrix">') == 2  # ana against bob, ana against the teacher
+    assert '<tr><th title="bad">1 bad</th><td>2</td><td>1</td></tr>' in html
     assert "1 pair where annotators disagree" in html
 
 
