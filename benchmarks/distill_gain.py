@@ -1,11 +1,13 @@
 """How much of the teacher's gain over the bi-encoder a student keeps, and what it takes.
 
-    python benchmarks/distill_gain.py --workspace /tmp/bench/crowdflower --teacher cf --k 100 \
-        [--temperature 1,0.5] [--human-weight 1,0.3] [--seeds 3] [--variant 'NAME:select=log_loss;hidden=128,32']
+    python benchmarks/distill_gain.py --workspace /tmp/bench/crowdflower --teacher cf --k 30 --min-queries 500 \
+        [--backend onnx] [--temperature 1,0.5] [--human-weight 1,0.3] [--seeds 3] \
+        [--variant 'NAME:select=log_loss;hidden=128,32']
 
-The workspace must have a split and the named teacher (see benchmarks/teacher_quality.py). The
-train queries get the catalog's top --k candidates by BM25 and by the bi-encoder (added to what
-`relkit pairs` already made) and the teacher labels what it has not labeled yet. Then the teacher,
+The workspace must have a split and the named teacher (see benchmarks/teacher_quality.py). With
+--k, `relkit pairs` runs first: the train split is topped up to --min-queries queries nobody judged
+(0: none added) and every train query gets the catalog's top --k candidates by BM25 and by the
+bi-encoder (added to what is there); the teacher labels what it has not labeled yet. Then the teacher,
 the bi-encoder (embedding), bm25 and a student on human labels alone are scored on the test split,
 and one student is trained per (label temperature, human weight) with each seed. Printed per
 student: AUROC at every threshold and the share of the teacher's AUROC gain over the bi-encoder it
@@ -47,6 +49,9 @@ def main() -> None:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--k", type=int, default=0, help="candidates per train query and source to add (0: none)")
+    parser.add_argument("--min-queries", type=int, default=0, help="with --k: top the train split up to this many "
+                                                                   "queries first (relkit pairs --min-queries)")
+    parser.add_argument("--backend", default="torch", help="the teacher's labeling backend (relkit label --backend)")
     parser.add_argument("--temperature", type=floats, default=[1.0], help="label temperatures, comma-separated")
     parser.add_argument("--human-weight", type=floats, default=[1.0], help="human label weights, comma-separated")
     parser.add_argument("--seeds", type=int, default=1)
@@ -61,10 +66,10 @@ def main() -> None:
         if args.k:
             from relkit.candidates import make_pairs
 
-            print(make_pairs(ws, k=args.k).summary(), flush=True)
+            print(make_pairs(ws, k=args.k, min_queries=args.min_queries).summary(), flush=True)
         from relkit.labeling import label_pairs
 
-        print(label_pairs(ws, args.teacher).summary(), f"({time.perf_counter() - started:.0f} s)", flush=True)
+        print(label_pairs(ws, args.teacher, backend=args.backend).summary(), f"({time.perf_counter() - started:.0f} s)", flush=True)
         report = evaluate(ws, [make_system(f"teacher:{args.teacher}", ws), make_system("embedding", ws),
                                make_system("bm25", ws)], "test")
         teacher, embedding, bm25 = (r.metrics for r in report.results)

@@ -120,3 +120,37 @@ def test_a_command_leaves_logging_as_it_found_it(tmp_path):
     assert result.exit_code == 0, result.output
     assert "relkit.workspace: opening" in result.output
     assert (list(root.handlers), root.level, ours.level) == before
+
+
+def test_off_a_terminal_long_work_logs_a_line_of_progress_now_and_then(monkeypatch, caplog):
+    import time
+
+    from relkit import logs
+
+    monkeypatch.setattr(logs, "LOG_EVERY", 0.2)
+    assert not sys.stderr.isatty()  # pytest captures it
+    caplog.set_level(logging.INFO, logger="relkit")
+    for _ in logs.progress(range(10), desc="scoring", unit="batch"):
+        time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "relkit.progress"]
+    assert 2 <= len(lines) <= 5 and all(line.startswith("scoring: ") for line in lines)
+    assert "batch/s" in lines[0] and lines[-1].startswith("scoring: 10/10 (100%)")  # and where it ended
+
+    caplog.clear()
+    for _ in logs.progress(range(10), desc="quick"):   # done before a line was due: says nothing
+        pass
+    bar = logs.progress(total=3, desc="by hand")
+    for _ in range(3):
+        time.sleep(0.1)
+        bar.update(1)
+        bar.set_postfix(loss=0.25)
+    bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "relkit.progress"]
+    assert lines and all(line.startswith("by hand: ") and "loss=0.25" in line for line in lines)
+    assert lines[-1].startswith("by hand: 3/3 (100%)")
+
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="relkit")   # --quiet: not a line
+    for _ in logs.progress(range(10), desc="silent"):
+        time.sleep(0.05)
+    assert not [r for r in caplog.records if r.name == "relkit.progress"]

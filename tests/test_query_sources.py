@@ -7,7 +7,7 @@ from conftest import write_csv
 from relkit import RelkitError, import_file, split_queries
 from relkit.candidates import make_pairs
 from relkit.cli import app
-from relkit.query_sources import log_queries, title_queries
+from relkit.query_sources import add_train_queries, log_queries, title_queries
 
 # "memory card" and "snow boots" recur across titles; "black" is in too many to be a query
 TITLES = ([f"SanDisk Memory Card {n}GB black" for n in (8, 16, 32)] + ["Lexar Memory Card"]
@@ -62,7 +62,7 @@ def test_title_queries_take_the_most_frequent_first(titled_ws):
 def test_added_queries_get_candidates_and_keep_their_split(titled_ws):
     ws = titled_ws
     title_queries(ws, 50, min_items=3, max_share=0.3)
-    result = make_pairs(ws, k=2, sources=["bm25"])
+    result = make_pairs(ws, k=2, sources=["bm25"], min_queries=0)
     with_pairs = {q for (q,) in ws.fetchall("SELECT DISTINCT query FROM pairs JOIN queries USING (query_id)")}
     assert "memory card" in with_pairs and result.queries == 2 + len(added(ws, "titles"))
     assert "snow boot" not in with_pairs  # test queries never get candidates
@@ -79,8 +79,8 @@ def test_log_queries_most_shown_first_without_workspace_queries(tmp_path, titled
                                             rows))
     result = log_queries(ws, 2)
     assert (result.added, result.eligible) == (2, 3)
-    assert set(added(ws, "engagement")) == {"usb stick", "espresso cups"}  # 950 and 800 shown
-    assert log_queries(ws, 5).added == 1 and "rare thing" in added(ws, "engagement")
+    assert set(added(ws, "log")) == {"usb stick", "espresso cups"}  # 950 and 800 shown
+    assert log_queries(ws, 5).added == 1 and "rare thing" in added(ws, "log")
 
 
 def test_errors_name_what_is_missing(ws):
@@ -92,13 +92,28 @@ def test_errors_name_what_is_missing(ws):
         title_queries(ws, 0)
 
 
-def test_cli_pairs_adds_title_queries_then_finds_their_candidates(titled_ws):
+def test_the_train_split_is_topped_up_from_the_log_when_there_is_one(tmp_path, titled_ws):
+    ws = titled_ws
+    assert add_train_queries(ws, 2) is None  # it has 2 train queries already
+    first = add_train_queries(ws, 4)  # no log: titles
+    assert (first.source, first.added) == ("titles", 2)
+    import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"],
+                                            [["usb stick", "i0", "5", "2024-01-01"]]))
+    second = add_train_queries(ws, 6)
+    assert (second.source, second.added) == ("log", 1)  # the log has only one new query
+    third = add_train_queries(ws, 7, "titles")  # 2 wanted; the titles have one phrase left
+    assert (third.added, third.eligible) == (1, 1)
+    with pytest.raises(RelkitError, match="query source is one of auto, log, titles, not 'web'"):
+        add_train_queries(ws, 100, "web")
+
+
+def test_cli_pairs_tops_up_the_train_queries_then_finds_their_candidates(titled_ws):
     path = titled_ws.path
     titled_ws.close()
-    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--title-queries", "3", "--k", "2",
+    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--min-queries", "5", "--k", "2",
                                       "--source", "bm25"])
     assert result.exit_code == 0, result.output
-    assert "3 new train queries from titles" in result.output
+    assert "3 new train queries from item titles" in result.output
     assert "5 train queries" in result.output
-    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--log-queries", "3"])
+    result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--min-queries", "9", "--query-source", "log"])
     assert result.exit_code == 2 and "no engagement log" in result.output

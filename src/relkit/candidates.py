@@ -1,6 +1,8 @@
 """Unlabeled candidate pairs for the teacher to label, when there are no logs to take them from.
 
-For every query of the train split, the top k items of the whole catalog by BM25 and by the
+First, with fewer train queries than `min_queries`, queries nobody judged are added to the train
+split (relkit/query_sources.py): a student learns what the teacher knows from many queries, not
+from many items of a few. Then, for every query of the train split, the top k items of the whole catalog by BM25 and by the
 bi-encoder's cosine, merged: a pair found by both is kept once, with source `bm25+embedding`.
 Dev and test queries never get candidates (their pairs must not reach a student's training data),
 pairs people already judged are left out (they have a human label), and pairs already in the
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.query_sources import QueryResult, add_train_queries
 from relkit.workspace import Workspace
 
 SOURCES = ("bm25", "embedding")
@@ -25,15 +28,17 @@ class CandidateResult:
     found: int      # distinct (query, item) candidates found, judged ones excluded
     added: int      # new rows in the pairs table
     by_source: dict
+    new_queries: QueryResult | None = None  # train queries added first, if any
 
     def summary(self) -> str:
         sources = ", ".join(f"{n:,} {s}" for s, n in self.by_source.items())
-        return (f"{self.queries:,} train queries: {self.found:,} unjudged candidates ({sources}), "
+        added = f"{self.new_queries.summary()}\n" if self.new_queries else ""
+        return (f"{added}{self.queries:,} train queries: {self.found:,} unjudged candidates ({sources}), "
                 f"{self.added:,} new pairs")
 
 
-def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, encoder: str = "default"
-               ) -> CandidateResult:
+def make_pairs(ws: Workspace, k: int = 30, sources: Sequence[str] = SOURCES, encoder: str = "default",
+               min_queries: int = 500, query_source: str = "auto") -> CandidateResult:
     from relkit.baselines import catalog, catalog_index
 
     unknown = [s for s in sources if s not in SOURCES]
@@ -44,6 +49,7 @@ def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, en
     if ws.count("splits") == 0:
         raise RelkitError("no query has a split yet: run `relkit split` first, so that dev and test queries "
                           "get no candidates")
+    new_queries = add_train_queries(ws, min_queries, query_source) if min_queries else None
     queries = ws.fetchall("SELECT query_id, query FROM queries JOIN splits USING (query_id) "
                           "WHERE split = 'train' ORDER BY query_id")
     if not queries:
@@ -74,7 +80,8 @@ def make_pairs(ws: Workspace, k: int = 100, sources: Sequence[str] = SOURCES, en
                                            "source": list(rows.values())}):
             ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _candidates")
         added = ws.count("pairs") - before
-    return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())))
+    return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())),
+                           new_queries=new_queries)
 
 
 def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int,

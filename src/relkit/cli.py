@@ -75,7 +75,7 @@ LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
                 "max_mb": ("relkit.captions:caption_items", "max_bytes", 1e-6)},
     "engaged": {"top": ("relkit.features.engagement:EngagedQueriesConfig", "top_n"),
                 "days": ("relkit.features.engagement:EngagedQueriesConfig", "window_days")},
-    "pairs": {"k": ("relkit.candidates:make_pairs", "k"), "encoder": ("relkit.candidates:make_pairs", "encoder")},
+    "pairs": {name: ("relkit.candidates:make_pairs", name) for name in ("k", "encoder", "min_queries", "query_source")},
     "label": {name: ("relkit.labeling:label_pairs", name) for name in
               ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
     "distill": {"hidden": ("relkit.student.model:StudentConfig", "hidden"),
@@ -482,29 +482,24 @@ def pairs(
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
     encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = None,
-    log_queries: Annotated[int, typer.Option(min=0, help=(
-        "First add this many train queries from the engagement log, the most shown first (none of them "
-        "a workspace query)."))] = 0,
-    title_queries: Annotated[int, typer.Option(min=0, help=(
-        "First add this many train queries made of the phrases most frequent in item titles, for a "
-        "catalog with no log (none of them a workspace query)."))] = 0,
+    min_queries: Annotated[int | None, typer.Option(min=0, help=(
+        "First add train queries nobody judged until the train split has this many, for the teacher "
+        "to label (0: add none)."))] = None,
+    query_source: Annotated[str | None, typer.Option(help=(
+        "Where added queries come from: log (the engagement log's, most shown first), titles (the "
+        "phrases most frequent in item titles) or auto (the log when there is one, else titles)."))] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Make unlabeled candidate pairs for the train queries: the catalog's top k by BM25 and by embedding.
 
-    A student learns what the teacher knows from many queries: --log-queries and --title-queries add
-    train queries nobody judged, for the teacher to label."""
+    A student learns what the teacher knows from many queries, not from many items of a few: with
+    fewer train queries than --min-queries, it first adds queries nobody judged (never one that
+    matches a workspace query), marked in queries.extra with their source."""
     from relkit.candidates import SOURCES, make_pairs
 
     with _open(workspace) as ws:
-        if log_queries or title_queries:
-            from relkit import query_sources
-
-            if log_queries:
-                console.print(query_sources.log_queries(ws, log_queries).summary(), highlight=False)
-            if title_queries:
-                console.print(query_sources.title_queries(ws, title_queries).summary(), highlight=False)
-        result = make_pairs(ws, sources=source or SOURCES, **_given(k=k, encoder=encoder))
+        result = make_pairs(ws, sources=source or SOURCES, **_given(
+            k=k, encoder=encoder, min_queries=min_queries, query_source=query_source))
     console.print(result.summary(), highlight=False)
 
 

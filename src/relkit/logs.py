@@ -2,8 +2,10 @@
 
 Every module says what it does through its own logger (`logging.getLogger(__name__)`) and never
 prints; results are returned, and the CLI prints them on stdout. Progress bars follow the level of
-the `relkit` logger: they show when it is enabled for INFO and stderr is a terminal. So a Python
-user sees nothing until they configure logging, and gets messages and bars with
+the `relkit` logger: they show when it is enabled for INFO and stderr is a terminal; when stderr is
+a file or a pipe, long work says instead one line of progress a minute (`LOG_EVERY`), so a log of a
+run in the background shows how far it got. A Python user sees nothing until they configure
+logging, and gets messages and bars with
 
     import logging
     logging.basicConfig(level=logging.INFO)
@@ -19,13 +21,16 @@ from typing import Callable, Iterable
 
 ROOT = "relkit"
 _HANDLER_NAME = "relkit-cli"
+LOG_EVERY = 60.0   # seconds between progress lines where a bar cannot show (stderr not a terminal)
 
 
 def bars_on() -> bool:
     """Whether progress bars show now: the `relkit` logger takes INFO and stderr is a terminal (a
     bar redrawn into a log file or a pipe is noise)."""
-    if not logging.getLogger(ROOT).isEnabledFor(logging.INFO):
-        return False
+    return logging.getLogger(ROOT).isEnabledFor(logging.INFO) and _on_terminal()
+
+
+def _on_terminal() -> bool:
     isatty = getattr(sys.stderr, "isatty", None)
     try:
         return bool(isatty and isatty())
@@ -35,10 +40,57 @@ def bars_on() -> bool:
 
 def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs):
     """A tqdm bar over `iterable` (or one updated by hand, given `total=`), shown only when
-    `bars_on()` and `enabled` (e.g. on the main process only); the keywords are tqdm's."""
+    `bars_on()` and `enabled` (e.g. on the main process only); the keywords are tqdm's. Where the
+    `relkit` logger takes INFO but stderr is no terminal, the same object logs a line of progress
+    every `LOG_EVERY` seconds instead of drawing."""
     from tqdm.auto import tqdm
 
+    if enabled and not bars_on() and logging.getLogger(ROOT).isEnabledFor(logging.INFO) and not kwargs.get("disable"):
+        return _progress_lines()(iterable, **kwargs)
     return tqdm(iterable, disable=not (enabled and bars_on()), **kwargs)
+
+
+def _progress_lines():
+    from tqdm import tqdm
+
+    class Lines(tqdm):
+        """tqdm that logs its line every LOG_EVERY seconds instead of redrawing a bar."""
+
+        def __init__(self, *args, **kwargs):
+            kwargs.update(file=_Discard(), mininterval=LOG_EVERY, maxinterval=max(LOG_EVERY, 10.0), miniters=1,
+                          dynamic_ncols=False, ncols=None, leave=True)
+            self._said_at, self._said_n, self._closing = None, 0, False
+            super().__init__(*args, **kwargs)
+            self._said_at = self._time()   # the first line comes LOG_EVERY after the start
+
+        def display(self, msg=None, pos=None):
+            if self._said_at is None or self.n == self._said_n:
+                return True
+            now = self._time()
+            # a line every LOG_EVERY; at the end only from a run that said where it was
+            if (self._closing and self._said_n) or (not self._closing and now - self._said_at >= LOG_EVERY):
+                self._said_at, self._said_n = now, self.n
+                bar = ("{desc}{n_fmt}/{total_fmt} ({percentage:.0f}%), {elapsed} so far, {remaining} to go, "
+                       "{rate_fmt}{postfix}" if self.total else "{desc}{n_fmt}, {elapsed} so far, {rate_fmt}{postfix}")
+                meter = self.format_dict | {"bar_format": bar}
+                desc = meter.get("prefix") or ""
+                meter["prefix"] = f"{desc}: " if desc and not desc.endswith(": ") else desc
+                logging.getLogger(f"{ROOT}.progress").info(self.format_meter(**meter))
+            return True
+
+        def close(self):
+            self._closing = True
+            super().close()
+
+    return Lines
+
+
+class _Discard:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 def install(level: int, console=None) -> Callable[[], None]:

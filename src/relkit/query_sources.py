@@ -8,6 +8,9 @@ Two sources, both added to the train split, pinned, with no judgment:
 - `title_queries`: phrases of one to three words that recur across item titles ("memory card",
   "snow boots"), for a catalog with no log.
 
+`add_train_queries` tops the train split up to a number of queries from the log when the workspace
+has one, else from titles: what `relkit pairs --min-queries` does.
+
 A query that matches one the workspace has (the same stemmed words in any order) is never added,
 so no dev or test query, nor one a word-order away from it, reaches a student's training data.
 The added queries are marked in `queries.extra` with their source; rerunning adds nothing new.
@@ -34,7 +37,15 @@ class QueryResult:
     added: int      # new train queries
 
     def summary(self) -> str:
-        return f"{self.added:,} new train queries from {self.source} ({self.eligible:,} eligible)"
+        where = {"log": "the engagement log", "titles": "item titles"}[self.source]
+        return f"{self.added:,} new train queries from {where} ({self.eligible:,} eligible)"
+
+
+def _edge(word: str) -> bool:
+    """Whether a phrase may start or end with `word`: not a stopword, a number or a single letter."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return len(word) > 1 and not word.isdigit() and word not in ENGLISH_STOP_WORDS
 
 
 def _key(stem, text: str) -> tuple[str, ...]:
@@ -60,10 +71,9 @@ def _add(ws: Workspace, source: str, queries: list[str], eligible: int) -> Query
 def title_queries(ws: Workspace, n: int, min_items: int = 3, max_share: float = 0.02) -> QueryResult:
     """Add up to `n` train queries: the phrases of one to three words found in the most item titles,
     in at least `min_items` of them and at most `max_share` (so not 'black' or 'for men'). A phrase
-    that starts or ends with a stopword, or is only digits, is not a query; nor is one that is
-    mostly seen inside a longer one ('mutant' of 'teenage mutant ninja')."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
+    that starts or ends with a stopword, a number or a single letter ('3 in x', '4 pack'), or has
+    only words of two letters ('lb'), is not a query; nor is one mostly seen inside a longer one
+    ('mutant' of 'teenage mutant ninja')."""
     if n < 1:
         raise RelkitError("title queries: n must be at least 1")
     titles = [t for (t,) in ws.fetchall("SELECT title FROM items WHERE title IS NOT NULL AND title <> '' "
@@ -77,9 +87,7 @@ def title_queries(ws: Workspace, n: int, min_items: int = 3, max_share: float = 
         for size in (1, 2, 3):
             for start in range(len(words) - size + 1):
                 gram = tuple(words[start:start + size])
-                if gram[0] in ENGLISH_STOP_WORDS or gram[-1] in ENGLISH_STOP_WORDS:
-                    continue
-                if all(w.isdigit() or len(w) < 2 for w in gram):
+                if not (_edge(gram[0]) and _edge(gram[-1])) or all(len(w) <= 2 for w in gram):
                     continue
                 grams.add(gram)
         counts.update(grams)
@@ -123,4 +131,21 @@ def log_queries(ws: Workspace, n: int) -> QueryResult:
         if key and key not in known and key not in seen:
             seen.add(key)
             eligible.append(text.strip())
-    return _add(ws, "engagement", eligible[:n], len(eligible))
+    return _add(ws, "log", eligible[:n], len(eligible))
+
+
+SOURCES = ("auto", "log", "titles")
+
+
+def add_train_queries(ws: Workspace, at_least: int, source: str = "auto") -> QueryResult | None:
+    """Add queries until the train split has `at_least` (None when it has them already): from the
+    engagement log (`log`), from item titles (`titles`), or `auto`: the log when the workspace has
+    one, else titles."""
+    if source not in SOURCES:
+        raise RelkitError(f"query source is one of {', '.join(SOURCES)}, not '{source}'")
+    (have,) = ws.fetchall("SELECT count(*) FROM splits WHERE split = 'train'")[0]
+    if have >= at_least:
+        return None
+    if source == "auto":
+        source = "log" if ws.count("engagement") else "titles"
+    return (log_queries if source == "log" else title_queries)(ws, at_least - have)
