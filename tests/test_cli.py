@@ -258,6 +258,13 @@ def test_option_defaults_are_the_librarys():
     assert f"[default: ({','.join(FeatureConfig().groups)})]" in distill
     assert f"[default: ({FeatureConfig().graph_dim})]" in distill
     assert "[default: (4)]" in help_text("serve") and "[default: (20)]" in help_text("caption")   # MB
+    from relkit.judge.core import JudgeSpec
+
+    judge = help_text("judge")
+    assert f"--key-env <str> Environment variable holding the endpoint's API key (never stored). [default: " \
+           f"({JudgeSpec.key_env})]" in judge
+    assert f"requests in flight. [default: ({JudgeSpec.concurrency})]" in judge
+    assert "[default: (logprobs)]" in judge and f"[default: ({library_default('relkit.judge.core:Judge.run', 'shard_size')})]" in judge
 
 
 def test_a_changed_dataclass_default_shows_in_help(monkeypatch):

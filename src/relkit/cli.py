@@ -78,6 +78,9 @@ LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
     "pairs": {name: ("relkit.candidates:make_pairs", name) for name in ("k", "encoder", "min_queries", "query_source")},
     "label": {name: ("relkit.labeling:label_pairs", name) for name in
               ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
+    "judge": {**{name: ("relkit.judge.core:JudgeSpec", name) for name in
+                 ("key_env", "shots", "concurrency", "rpm", "retries", "timeout", "logprobs", "batch_size")},
+              "shard_size": ("relkit.judge.core:Judge.run", "shard_size")},
     "distill": {"hidden": ("relkit.student.model:StudentConfig", "hidden"),
                 "human_weight": ("relkit.student.model:StudentConfig", "human_weight"),
                 **{name: ("relkit.student.features:FeatureConfig", name) for name in
@@ -476,9 +479,7 @@ def engaged(
 @app.command()
 @_friendly
 def pairs(
-    k: Annotated[int | None, typer.Option(min=1, help="Items per query from each source (deep: a student keeps more "
-                                                       "of the teacher the more of its labels it learns from).")]
-        = None,
+    k: Annotated[int | None, typer.Option(min=1, help="Items per query from each source.")] = None,
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
     encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = None,
@@ -537,14 +538,14 @@ def judge(
     endpoint: Annotated[str | None, typer.Option(
         help="An OpenAI-compatible base URL (vLLM, llama.cpp server, Ollama, OpenAI), e.g. http://host:8080/v1; "
              "omit for a local transformers model.")] = None,
-    key_env: Annotated[str, typer.Option(help="Environment variable holding the endpoint's API key (never stored).")]
-        = "OPENAI_API_KEY",
+    key_env: Annotated[str | None, typer.Option(
+        help="Environment variable holding the endpoint's API key (never stored).")] = None,
     gguf_file: Annotated[str | None, typer.Option(help="Local: a GGUF file inside the --model folder.")] = None,
     prompt: Annotated[Path | None, typer.Option(
         help="A prompt template file with ${rubric} ${guidelines} ${examples} ${k} ${query} ${item} "
              "(default: relkit's, copied to artifacts/judge-NAME/prompt.txt).")] = None,
     guidelines: Annotated[Path | None, typer.Option(help="A text file saying what each level means.")] = None,
-    shots: Annotated[int, typer.Option(min=0, help="Few-shot examples drawn from the train judgments.")] = 0,
+    shots: Annotated[int | None, typer.Option(min=0, help="Few-shot examples drawn from the train judgments.")] = None,
     fields: Annotated[str | None, typer.Option(
         help="Item text fields as name[:max_words],... (as `relkit teach --fields`; default all).")] = None,
     split: Annotated[str | None, typer.Option(
@@ -552,14 +553,16 @@ def judge(
              "table.")] = None,
     file: Annotated[Path | None, typer.Option(
         help="Judge the pairs of this file (CSV, JSONL or Parquet with query_id and item_id columns).")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Endpoint: requests in flight.")] = 4,
-    rpm: Annotated[float, typer.Option(min=0, help="Endpoint: requests per minute at most (0: no cap).")] = 0.0,
-    retries: Annotated[int, typer.Option(min=0, help="Endpoint: tries again on 429, 5xx and timeouts.")] = 5,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Endpoint: seconds per request.")] = 60.0,
-    logprobs: Annotated[bool, typer.Option(
-        help="Endpoint: ask for the answer token's log-probabilities (a distribution, not one level).")] = True,
-    batch_size: Annotated[int, typer.Option(min=1, help="Local: prompts per forward pass.")] = 8,
-    shard_size: Annotated[int, typer.Option(min=1, help="Labels per Parquet shard (kept as they arrive).")] = 100,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Endpoint: requests in flight.")] = None,
+    rpm: Annotated[float | None, typer.Option(min=0, help="Endpoint: requests per minute at most (0: no cap).")]
+        = None,
+    retries: Annotated[int | None, typer.Option(min=0, help="Endpoint: tries again on 429, 5xx and timeouts.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.1, help="Endpoint: seconds per request.")] = None,
+    logprobs: Annotated[bool | None, typer.Option(
+        help="Endpoint: ask for the answer token's log-probabilities (a distribution, not one level).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Local: prompts per forward pass.")] = None,
+    shard_size: Annotated[int | None, typer.Option(min=1, help="Labels per Parquet shard (kept as they arrive).")]
+        = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """An LLM puts pairs on the workspace's scale; labels are cached, resumable and usable as a teacher's (judge:NAME)."""
@@ -575,12 +578,12 @@ def judge(
             judge = load_judge(ws, name)
         else:
             spec = JudgeSpec(name=name, model=model, backend="endpoint" if endpoint else "local", endpoint=endpoint,
-                             gguf_file=gguf_file, key_env=key_env, concurrency=concurrency, rpm=rpm, retries=retries,
-                             timeout=timeout, logprobs=logprobs, batch_size=batch_size, fields=fields or "",
-                             shots=shots)
+                             gguf_file=gguf_file, fields=fields or "", **_given(
+                                 key_env=key_env, concurrency=concurrency, rpm=rpm, retries=retries, timeout=timeout,
+                                 logprobs=logprobs, batch_size=batch_size, shots=shots))
             judge = create_judge(ws, spec, prompt, guidelines)
         pairs = select_pairs(ws, split, file)
-        result = judge.run(ws, pairs, shard_size=shard_size)
+        result = judge.run(ws, pairs, **_given(shard_size=shard_size))
     console.print(result.summary(), highlight=False)
 
 
