@@ -115,5 +115,7 @@ def test_cli_pairs_tops_up_the_train_queries_then_finds_their_candidates(titled_
     assert result.exit_code == 0, result.output
     assert "3 new train queries from item titles" in result.output
     assert "5 train queries" in result.output
+    status = CliRunner().invoke(app, ["status", "-w", str(path)])
+    assert "train queries nobody judged, added by relkit pairs: 3 from item titles" in " ".join(status.output.split())
     result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--min-queries", "9", "--query-source", "log"])
     assert result.exit_code == 2 and "no engagement log" in result.output

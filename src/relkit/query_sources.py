@@ -28,6 +28,7 @@ from relkit.features.text_match import stem_tokens, stemmer
 from relkit.workspace import Workspace
 
 WORD = re.compile(r"[^\W_]+")
+FROM = {"log": "the engagement log", "titles": "item titles"}   # each source, as relkit says where queries came from
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,7 @@ class QueryResult:
     added: int      # new train queries
 
     def summary(self) -> str:
-        where = {"log": "the engagement log", "titles": "item titles"}[self.source]
-        return f"{self.added:,} new train queries from {where} ({self.eligible:,} eligible)"
+        return f"{self.added:,} new train queries from {FROM[self.source]} ({self.eligible:,} eligible)"
 
 
 def _edge(word: str) -> bool:
@@ -52,8 +52,18 @@ def _key(stem, text: str) -> tuple[str, ...]:
     return tuple(sorted(set(stem_tokens(stem, text))))
 
 
-def _known_keys(ws: Workspace, stem) -> set[tuple[str, ...]]:
-    return {_key(stem, q) for (q,) in ws.fetchall("SELECT query FROM queries")}
+def _new(ws: Workspace, texts) -> list[str]:
+    """`texts` in their order, without those that match a workspace query or an earlier text (the
+    same stemmed words, stopwords dropped) or have no word left."""
+    stem = stemmer()
+    seen = {_key(stem, q) for (q,) in ws.fetchall("SELECT query FROM queries")}
+    out = []
+    for text in texts:
+        key = _key(stem, text)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(text.strip())
+    return out
 
 
 def _add(ws: Workspace, source: str, queries: list[str], eligible: int) -> QueryResult:
@@ -99,18 +109,8 @@ def title_queries(ws: Workspace, n: int, min_items: int = 3, max_share: float = 
                 if part in counts and count >= 0.9 * counts[part]:
                     inside.add(part)
     most = max(min_items, int(max_share * len(titles)))
-    stem = stemmer()
-    known = _known_keys(ws, stem)
-    seen: set[tuple[str, ...]] = set()
-    eligible = []
-    for gram, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if not min_items <= count <= most or gram in inside:
-            continue
-        text = " ".join(gram)
-        key = _key(stem, text)
-        if key and key not in known and key not in seen:
-            seen.add(key)
-            eligible.append(text)
+    eligible = _new(ws, (" ".join(gram) for gram, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                         if min_items <= count <= most and gram not in inside))
     return _add(ws, "titles", eligible[:n], len(eligible))
 
 
@@ -122,15 +122,7 @@ def log_queries(ws: Workspace, n: int) -> QueryResult:
         raise RelkitError("log queries: the workspace has no engagement log (relkit import engagement FILE)")
     rows = ws.fetchall("SELECT query, sum(impressions) AS shown FROM engagement GROUP BY query "
                        "ORDER BY shown DESC, query")
-    stem = stemmer()
-    known = _known_keys(ws, stem)
-    seen: set[tuple[str, ...]] = set()
-    eligible = []
-    for text, _ in rows:
-        key = _key(stem, text)
-        if key and key not in known and key not in seen:
-            seen.add(key)
-            eligible.append(text.strip())
+    eligible = _new(ws, (text for text, _ in rows))
     return _add(ws, "log", eligible[:n], len(eligible))
 
 
