@@ -329,8 +329,11 @@ def test_a_saved_student_has_a_model_card(shop, tmp_path):
     for section in ("## Features", "## Training data", "## Dev metrics", "## Test metrics", "## Speed"):
         assert section in card
     human = len(distiller.human_x)
-    assert f"`rule`'s soft labels of {n:,} train-split pairs (sharpened at temperature 0.5)" in flat
-    assert f"{human:,} human-labeled train pairs (weight 1 each)" in flat
+    teacher_queries, human_queries = len(set(distiller.labels.queries)), len(set(distiller.human.queries))
+    assert student.meta.data["teacher_queries"] == teacher_queries > 1
+    assert f"`rule`'s soft labels of {n:,} train-split pairs of {teacher_queries:,} queries (sharpened at " \
+           f"temperature 0.5)" in flat
+    assert f"{human:,} human-labeled train pairs of {human_queries:,} queries (weight 1 each)" in flat
     assert "query_vector (384)" in card and "bi-encoder `default`" in card
     test = student.meta.metrics["test"]
     assert f"| qwk | {test['qwk']:.4f} |" in card and f"| argmax_qwk | {test['argmax_qwk']:.4f} |" in card

@@ -673,8 +673,8 @@ def distill(
     else:
         dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
         decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
-        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled + {result['human_pairs']:,} human "
-                      f"pairs, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
+        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled pairs of {result['teacher_queries']:,} "
+                      f"queries + {result['human_pairs']:,} human ones of {result['human_queries']:,}, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
                       f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
                       f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
                       highlight=False)

@@ -142,8 +142,11 @@ class Distiller:
         if not parts_x:
             raise RelkitError("nothing to train the student on: no teacher-labeled pairs and no human labels")
         train = TrainingSet(np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w))
-        student = fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher,
-                              data={"teacher_pairs": int(n_teacher), "human_pairs": int(n_human)})
+        data = {"teacher_pairs": int(n_teacher), "human_pairs": int(n_human),
+                # queries count as much as pairs: a student learns the teacher from many queries
+                "teacher_queries": len({self.labels.queries[i] for i in order}) if n_teacher else 0,
+                "human_queries": len(set(self.human.queries)) if n_human else 0}
+        student = fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher, data=data)
         # the model card's figures: held-out test metrics and the fast scorer's time per query
         student.meta.metrics["test"] = self.test(student)
         queries = list(dict.fromkeys(self.test_pairs.queries))[:20]

@@ -211,8 +211,12 @@ def model_card(meta: StudentMeta, weights: dict[str, np.ndarray]) -> str:
     blocks = ", ".join(f"{name} ({width})" for name, width in meta.blocks)
     params = sum(int(w.size) for k, w in weights.items() if k[0] in "wb")
     data = meta.data
+
+    def queries(key: str) -> str:   # students saved before the counts were kept have none
+        return f" of {data[key]:,} queries" if data.get(key) else ""
+
     source = (f"`{meta.teacher}`'s soft labels of {data.get('teacher_pairs', 0):,} train-split pairs"
-              if data.get("teacher_pairs") else "no teacher labels")
+              f"{queries('teacher_queries')}" if data.get("teacher_pairs") else "no teacher labels")
     temperature = meta.config.get("label_temperature", 1.0)
     if data.get("teacher_pairs") and temperature != 1.0:
         source += f" (sharpened at temperature {temperature})"
@@ -235,7 +239,7 @@ Input blocks in order: {blocks}.
 
 ## Training data
 
-{source}, and {human:,} human-labeled train pairs{f" (weight {weight:g} each)" if human else ""};
+{source}, and {human:,} human-labeled train pairs{queries('human_queries')}{f" (weight {weight:g} each)" if human else ""};
 {data.get('train_rows', 0):,} rows in all. Early-stopped on the dev split's human labels (best epoch
 {meta.metrics.get('best_epoch', '-')}), trained in {data.get('seconds', 0):.1f} s.
 """]
