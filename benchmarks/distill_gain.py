@@ -76,8 +76,9 @@ def main() -> None:
         k = ws.scale.k
         aurocs = [f"auroc@{t}" for t in range(2, k + 1)]
         distiller = Distiller(ws, args.teacher)
-        print(f"{report.headline()}\n{distiller.available:,} teacher-labeled train pairs, "
-              f"{len(distiller.human_x):,} human ones", flush=True)
+        print(f"{report.headline()}\n{distiller.available:,} teacher-labeled train pairs of "
+              f"{len(set(distiller.labels.queries)):,} queries, {len(distiller.human_x):,} human ones of "
+              f"{len(set(distiller.human.queries)):,}", flush=True)
 
         header = (f"{'system':<30}{'teacher':>8}{'human':>7}" + "".join(f"{a:>10}" for a in aurocs)
                   + f"{'kept@2':>8}{'kept@all':>9}{'qwk':>8}{'qwk/T':>7}{'argmax':>8}{'ndcg@10':>9}")
