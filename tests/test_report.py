@@ -11,6 +11,7 @@ import pytest
 from conftest import make_shop, write_csv, write_teacher_labels
 from relkit import RelkitError, import_file, make_system
 from relkit.ablation import ablate
+from relkit.audit.core import audit
 from relkit.metrics import confusion, reliability
 from relkit.report import SECTIONS, build, write
 from relkit.student import FeatureConfig, StudentConfig
@@ -38,6 +39,14 @@ def reported(tmp_path_factory):
     log = [[q, "red-chair", str(10 * (n + 1)), "1", "2026-01-01"] for n, q in enumerate(queries)]
     import_file(ws, "engagement", write_csv(tmp / "e.csv", ["query", "item_id", "impressions", "clicks", "timestamp"],
                                             log))
+    items = [i for (i,) in ws.fetchall("SELECT item_id FROM items ORDER BY item_id")]
+    runs = []
+    for name, ranked in (("plain", items[:10]), ("reversed", items[::-1][:10])):
+        runs.append(f"{name}={tmp / (name + '.trec')}")
+        (tmp / f"{name}.trec").write_text("".join(f"{q} Q0 {item} {rank} {10 - rank} {name}\n" for q in
+                                                  [q for (q,) in ws.fetchall("SELECT query_id FROM queries")]
+                                                  for rank, item in enumerate(ranked, start=1)))
+    audit(ws, "student:rule", runs=runs, k=10, name="weekly")
     ws.run("UPDATE queries SET language = CASE WHEN query LIKE 'red %' THEN 'es' ELSE 'en' END")
     ws.run("""UPDATE items SET title = title || ' <i>&"co"</i>'""")            # text to escape, never markup
     systems = [make_system(s, ws) for s in ("student:rule", "teacher:tiny", "bm25")]
@@ -103,6 +112,14 @@ def test_report_page_has_every_section_and_escapes_text(reported):
     assert {u.split("/")[2] for u in re.findall(r"https?://[^\s\"'<>)]+", html)} <= {"www.w3.org"}   # namespaces only
     assert html.count("<svg") >= 10
     assert data.command in html and data.version in html
+    (weekly,) = data.audits
+    plain, reverse = weekly["systems"]
+    assert weekly["name"] == "weekly" and weekly["judge"] == "student:rule" and weekly["comparison"]
+    assert "per_query" not in plain and weekly["queries"] > 0
+    audits = html[html.index('id="audits"'):html.index('id="about"')]
+    assert "weekly" in audits and f"<td>plain</td>" in audits and f"<td>{plain['ndcg']['mean']:.4f}</td>" in audits
+    c = weekly["comparison"]
+    assert f"{c['a']} &minus; {c['b']}: {c['difference']['mean']:+.4f}" in audits
 
 
 

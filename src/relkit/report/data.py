@@ -58,6 +58,7 @@ class ReportData:
     scaling: list[dict] = field(default_factory=list)      # saved `relkit distill --sizes` curves
     ablation: list[dict] = field(default_factory=list)     # saved `relkit ablate` tables
     breakdown: dict[str, list[dict]] = field(default_factory=dict)   # "language"/"frequency" -> rows
+    audits: list[dict] = field(default_factory=list)       # saved `relkit audit` results, oldest first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,6 +172,20 @@ def breakdown(ws: Workspace, pairs: JudgedPairs, per_query: dict[str, dict[str, 
     return out
 
 
+def audits(ws: Workspace) -> list[dict]:
+    """The saved audits, oldest first, with what the report shows of them (not every query's nDCG)."""
+    keep = ("name", "time", "judge", "judge_version", "k", "threshold", "human_judgments", "ndcg_queries", "judged",
+            "comparison")
+    out = []
+    for audit in sorted(ws.results("audit"), key=lambda a: (a.get("time", ""), a["name"])):
+        row = {key: audit.get(key) for key in keep}
+        row["queries"] = len(audit.get("query_ids", []))
+        row["systems"] = [{key: s.get(key) for key in ("name", "source", "ndcg", "share", "empty")}
+                          for s in audit.get("systems", [])]
+        out.append(row)
+    return out
+
+
 def build(ws: Workspace, systems: list, split: str = "test", command: str = "") -> ReportData:
     """Score `systems` on the judged pairs of `split` and gather everything the report shows.
 
@@ -204,7 +219,8 @@ def build(ws: Workspace, systems: list, split: str = "test", command: str = "") 
         scale={"names": list(ws.scale.names), "gains": list(ws.scale.gains)},
         evaluation=report.to_dict(), levels=[levels_of(pairs, s, ws.scale) for s in scored],
         per_query=per_query, lost=lost, training=teacher_histories(ws, names),
-        scaling=ws.results("scaling"), ablation=ws.results("ablation"), breakdown=breakdown(ws, pairs, ndcg))
+        scaling=ws.results("scaling"), ablation=ws.results("ablation"), breakdown=breakdown(ws, pairs, ndcg),
+        audits=audits(ws))
 
 
 __all__ = ["Levels", "LostQuery", "ReportData", "build"]

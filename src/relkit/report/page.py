@@ -31,6 +31,9 @@ SECTIONS = [
      "what each item text field adds to the teacher (relkit ablate)"),
     ("breakdown", "Breakdown",
      "nDCG@10 of each system by query language and by query frequency in the engagement log"),
+    ("audits", "Audits",
+     "the saved audits of search engines (relkit audit): each system's nDCG@K and share of results at the "
+     "relevant level with 95% intervals, and the paired difference of two with its minimum detectable effect"),
     ("about", "About this report", "the command, the relkit version, the workspace and when it was made"),
 ]
 
