@@ -117,7 +117,7 @@ def test_report_page_has_every_section_and_escapes_text(reported):
     assert weekly["name"] == "weekly" and weekly["judge"] == "student:rule" and weekly["comparison"]
     assert "per_query" not in plain and weekly["queries"] > 0
     audits = html[html.index('id="audits"'):html.index('id="about"')]
-    assert "weekly" in audits and f"<td>plain</td>" in audits and f"<td>{plain['ndcg']['mean']:.4f}</td>" in audits
+    assert "weekly" in audits and "<td>plain</td>" in audits and f"<td>{plain['ndcg']['mean']:.4f}</td>" in audits
     c = weekly["comparison"]
     assert f"{c['a']} &minus; {c['b']}: {c['difference']['mean']:+.4f}" in audits
 
