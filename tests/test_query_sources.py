@@ -119,3 +119,16 @@ def test_cli_pairs_tops_up_the_train_queries_then_finds_their_candidates(titled_
     assert "train queries nobody judged, added by relkit pairs: 3 from item titles" in " ".join(status.output.split())
     result = CliRunner().invoke(app, ["pairs", "-w", str(path), "--min-queries", "9", "--query-source", "log"])
     assert result.exit_code == 2 and "no engagement log" in result.output
+
+
+def test_nothing_to_add_is_not_an_error(tmp_path, ws, caplog):
+    # titles that share no phrase: no eligible query, and none added
+    import_file(ws, "items", write_csv(tmp_path / "items.csv", ["item_id", "title"], [["a", "red chair"], ["b", "oak"]]))
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], [["chair", "a", "5"]]))
+    split_queries(ws)
+    result = title_queries(ws, 10)
+    assert (result.added, result.eligible) == (0, 0)
+    ws.run("UPDATE items SET title = NULL")
+    assert add_train_queries(ws, 10) is None and "none added" in caplog.text   # auto: nothing to draw from
+    with pytest.raises(RelkitError, match="no item has a title"):
+        add_train_queries(ws, 10, "titles")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from relkit.errors import RelkitError
 from relkit.features.text_match import stem_tokens, stemmer
 from relkit.workspace import Workspace
 
+log = logging.getLogger(__name__)
 WORD = re.compile(r"[^\W_]+")
 FROM = {"log": "the engagement log", "titles": "item titles"}   # each source, as relkit says where queries came from
 
@@ -139,5 +141,11 @@ def add_train_queries(ws: Workspace, at_least: int, source: str = "auto") -> Que
     if have >= at_least:
         return None
     if source == "auto":
-        source = "log" if ws.count("engagement") else "titles"
+        if ws.count("engagement"):
+            source = "log"
+        elif ws.fetchall("SELECT 1 FROM items WHERE title <> '' LIMIT 1"):
+            source = "titles"
+        else:
+            log.warning("no engagement log and no item title to draw train queries from: none added")
+            return None
     return (log_queries if source == "log" else title_queries)(ws, at_least - have)
