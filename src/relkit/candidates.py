@@ -2,8 +2,8 @@
 
 First, with fewer train queries than `min_queries`, queries nobody judged are added to the train
 split (relkit/query_sources.py): a student learns what the teacher knows from many queries, not
-from many items of a few. Then, for every query of the train split, the top k items of the whole catalog by BM25 and by the
-bi-encoder's cosine, merged: a pair found by both is kept once, with source `bm25+embedding`.
+from many items of a few. Then, for every query of the train split, the top k items of the whole
+catalog by BM25 and by the bi-encoder's cosine, merged: a pair found by both is kept once, with source `bm25+embedding`.
 Dev and test queries never get candidates (their pairs must not reach a student's training data),
 pairs people already judged are left out (they have a human label), and pairs already in the
 table are kept as they are.
@@ -80,8 +80,8 @@ def make_pairs(ws: Workspace, k: int = 30, sources: Sequence[str] = SOURCES, enc
                                            "source": list(rows.values())}):
             ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _candidates")
         added = ws.count("pairs") - before
-    return CandidateResult(queries=len(queries), found=len(rows), added=added, by_source=dict(sorted(by_source.items())),
-                           new_queries=new_queries)
+    return CandidateResult(queries=len(queries), found=len(rows), added=added,
+                           by_source=dict(sorted(by_source.items())), new_queries=new_queries)
 
 
 def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int,

@@ -75,7 +75,8 @@ LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
                 "max_mb": ("relkit.captions:caption_items", "max_bytes", 1e-6)},
     "engaged": {"top": ("relkit.features.engagement:EngagedQueriesConfig", "top_n"),
                 "days": ("relkit.features.engagement:EngagedQueriesConfig", "window_days")},
-    "pairs": {name: ("relkit.candidates:make_pairs", name) for name in ("k", "encoder", "min_queries", "query_source")},
+    "pairs": {name: ("relkit.candidates:make_pairs", name)
+              for name in ("k", "encoder", "min_queries", "query_source")},
     "label": {name: ("relkit.labeling:label_pairs", name) for name in
               ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
     "judge": {**{name: ("relkit.judge.core:JudgeSpec", name) for name in
@@ -564,7 +565,8 @@ def judge(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Endpoint: requests in flight.")] = None,
     rpm: Annotated[float | None, typer.Option(min=0, help="Endpoint: requests per minute at most (0: no cap).")]
         = None,
-    retries: Annotated[int | None, typer.Option(min=0, help="Endpoint: tries again on 429, 5xx and timeouts.")] = None,
+    retries: Annotated[int | None, typer.Option(min=0, help="Endpoint: tries again on 429, 5xx and timeouts.")] \
+        = None,
     timeout: Annotated[float | None, typer.Option(min=0.1, help="Endpoint: seconds per request.")] = None,
     logprobs: Annotated[bool | None, typer.Option(
         help="Endpoint: ask for the answer token's log-probabilities (a distribution, not one level).")] = None,
@@ -673,8 +675,9 @@ def distill(
     else:
         dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
         decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
-        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled pairs of {result['teacher_queries']:,} "
-                      f"queries + {result['human_pairs']:,} human ones of {result['human_queries']:,}, best epoch {result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
+        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled pairs of "
+                      f"{result['teacher_queries']:,} queries + {result['human_pairs']:,} human ones of {result['human_queries']:,}, best epoch "
+                      f"{result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
                       f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
                       f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
                       highlight=False)
