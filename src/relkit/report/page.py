@@ -30,7 +30,7 @@ SECTIONS = [
     ("ablation", "Item text ablation",
      "what each item text field adds to the teacher (relkit ablate)"),
     ("breakdown", "Breakdown",
-     "nDCG@10 of each system by query language and by query frequency in the engagement log"),
+     "the nDCG@10 of each system by query language and by query frequency in the engagement log"),
     ("audits", "Audits",
      "the saved audits of search engines (relkit audit): each system's nDCG@K and share of results at the "
      "relevant level with 95% intervals, and the paired difference of two with its minimum detectable effect"),
