@@ -39,7 +39,9 @@ class StudentConfig:
     dropout: float = 0.1
     human_weight: float = 1.0        # weight of a human-labeled pair against a teacher-labeled one
     seed: int = 0
-    product_rank: int = 0            # > 0: the first layer's query-item-product weights have this rank
+    product_rank: int = 8            # > 0: the first layer's query-item-product weights have this rank (a
+                                     # student of few queries then learns the teacher, not the queries, and
+                                     # scores faster); 0: full rank
     label_temperature: float = 1.0   # teacher soft labels as p^(1/T), renormalised: T < 1 sharpens them
     decision: str = "cutpoints"      # cutpoints: a level from the expected level, cut where dev QWK is best;
                                      # argmax: the most probable level (collapses to the majority level)
