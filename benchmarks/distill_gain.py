@@ -53,7 +53,8 @@ def main() -> None:
                                                                    "queries first (relkit pairs --min-queries)")
     parser.add_argument("--backend", default="torch", help="the teacher's labeling backend (relkit label --backend)")
     parser.add_argument("--temperature", type=floats, default=[1.0], help="label temperatures, comma-separated")
-    parser.add_argument("--human-weight", type=floats, default=[1.0], help="human label weights, comma-separated")
+    parser.add_argument("--human-weight", type=floats, default=[StudentConfig.human_weight],
+                        help="human label weights, comma-separated (default: the student's)")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="other student setting KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[],

@@ -322,7 +322,7 @@ def test_student_cutpoints_fit_on_dev_where_argmax_says_the_majority(shop, tmp_p
 def test_a_saved_student_has_a_model_card(shop, tmp_path):
     n = write_teacher_labels(shop)
     distiller = Distiller(shop, "rule", FeatureConfig(groups=("embedding", "bm25", "text_match")))
-    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), label_temperature=0.5))
+    student = distiller.train(None, StudentConfig(epochs=3, hidden=(16,), label_temperature=0.5, human_weight=0.5))
     card = (student.save(tmp_path / "s") / "README.md").read_text()
     flat = " ".join(card.split())
     assert card.startswith("# relkit student")
@@ -333,7 +333,7 @@ def test_a_saved_student_has_a_model_card(shop, tmp_path):
     assert student.meta.data["teacher_queries"] == teacher_queries > 1
     assert f"`rule`'s soft labels of {n:,} train-split pairs of {teacher_queries:,} queries (sharpened at " \
            f"temperature 0.5)" in flat
-    assert f"{human:,} human-labeled train pairs of {human_queries:,} queries (weight 1 each)" in flat
+    assert f"{human:,} human-labeled train pairs of {human_queries:,} queries (weight 0.5 each)" in flat
     assert "query_vector (384)" in card and "bi-encoder `default`" in card
     test = student.meta.metrics["test"]
     assert f"| qwk | {test['qwk']:.4f} |" in card and f"| argmax_qwk | {test['argmax_qwk']:.4f} |" in card
