@@ -3,7 +3,8 @@
 First, with fewer train queries than `min_queries`, queries nobody judged are added to the train
 split (relkit/query_sources.py): a student learns what the teacher knows from many queries, not
 from many items of a few. Then, for every query of the train split, the top k items of the whole
-catalog by BM25 and by the bi-encoder's cosine, merged: a pair found by both is kept once, with source `bm25+embedding`.
+catalog by BM25 and by the bi-encoder's cosine, merged: a pair found by both is kept once, with
+source `bm25+embedding`.
 Dev and test queries never get candidates (their pairs must not reach a student's training data),
 pairs people already judged are left out (they have a human label), and pairs already in the
 table are kept as they are.

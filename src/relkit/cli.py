@@ -290,12 +290,12 @@ def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
             SELECT coalesce(s.split, 'unassigned'), count(*) FROM queries LEFT JOIN splits s USING (query_id)
             GROUP BY ALL"""))
         console.print("queries per split: " + ", ".join(f"{c} {q.get(c, 0):,}" for c in columns))
-        added = ws.fetchall("""
-            SELECT extra->>'source' AS source, count(*) FROM queries
-            WHERE extra->>'source' IN ('titles', 'log') GROUP BY ALL ORDER BY source""")
-        if added:
-            from relkit.query_sources import FROM
+        from relkit.query_sources import FROM
 
+        added = [(s, n) for s, n in ws.fetchall("""
+            SELECT extra->>'source' AS source, count(*) FROM queries
+            WHERE extra->>'source' IS NOT NULL GROUP BY ALL ORDER BY source""") if s in FROM]
+        if added:
             console.print("train queries nobody judged, added by relkit pairs: "
                           + ", ".join(f"{n:,} from {FROM[s]}" for s, n in added))
 

@@ -15,6 +15,7 @@ under `--quiet` (no messages, no bars), DEBUG under `--verbose`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Callable, Iterable
@@ -45,12 +46,15 @@ def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs
     every `LOG_EVERY` seconds instead of drawing."""
     from tqdm.auto import tqdm
 
-    if enabled and not bars_on() and logging.getLogger(ROOT).isEnabledFor(logging.INFO) and not kwargs.get("disable"):
+    if enabled and not kwargs.get("disable") and logging.getLogger(ROOT).isEnabledFor(logging.INFO) \
+            and not _on_terminal():
         return _progress_lines()(iterable, **kwargs)
     return tqdm(iterable, disable=not (enabled and bars_on()), **kwargs)
 
 
+@functools.cache
 def _progress_lines():
+    """The tqdm subclass behind `progress` off a terminal (made once, as tqdm is imported lazily)."""
     from tqdm import tqdm
 
     class Lines(tqdm):
