@@ -4,11 +4,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from conftest import level, write_teacher_labels
+from conftest import level, relkit, write_teacher_labels
 from relkit import RelkitError, Workspace
 from relkit.annotation.agreement import agreement_report, ensure_annotations_table, low_median
-from relkit.labeling import refresh_view
-from test_cli import relkit
+from relkit.labels import refresh_view
 
 T0 = datetime(2026, 1, 5, 9, 0, 0)
 

@@ -1,7 +1,10 @@
+import logging
+import re
+
 import numpy as np
 import pytest
 
-from conftest import level, write_teacher_labels
+from conftest import ITEMS, level, write_teacher_labels
 from relkit import RelkitError, Workspace
 from relkit.annotation.agreement import ensure_annotations_table
 from relkit.annotation.queue import (COLD_TOP, entropy, interleave, judged_pairs, parse_weights, rank_pairs,
@@ -148,6 +151,36 @@ def test_cold_start_takes_retrieved_items_and_random_negatives(shop):
     assert retrieved_or_random > 0           # bi-encoder finds and random negatives beyond BM25's top
     assert rank_pairs(shop, {"cold": 1}, seed=1) == order
     assert rank_pairs(shop, {"cold": 1}, seed=2) != order
+
+
+def test_building_the_queue_says_how_far_it_got_and_how_long_it_took(shop, caplog, monkeypatch):
+    """`relkit annotate` builds its queue before it answers: the log says it started, how far the
+    encoding got (off a terminal, a line a minute: here at every step) and, at the end, the pairs of
+    each strategy and the seconds it took. The vectors it encoded stay in the workspace, so the next
+    start loads no encoder at all."""
+    import relkit.features.embeddings
+    import relkit.logs
+
+    monkeypatch.setattr(relkit.logs, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(relkit.logs, "_on_terminal", lambda: False)    # as `relkit annotate 2> log` runs
+    caplog.set_level(logging.INFO, logger="relkit")
+    order = rank_pairs(shop, {"cold": 1}, seed=1)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("relkit")]
+    texts = len(ITEMS) + shop.count("queries")       # 32 item texts and 32 queries, all different
+    assert said[0] == "building the annotation queue (cold=1)"
+    encoding = [m for m in said if m.startswith("encoding")]
+    assert len(encoding) == 1 and encoding[0].startswith(f"encoding item and query texts: {texts}/{texts} (100%), ")
+    assert re.fullmatch(rf"queue strategy cold: {len(order)} pairs in \d+\.\d s", said[-2])
+    assert re.fullmatch(rf"annotation queue: {len(order)} pairs, built in \d+\.\d s", said[-1])
+    assert shop.count("text_vectors") == texts
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the encoder was loaded though every vector is in the workspace")
+
+    monkeypatch.setattr(relkit.features.embeddings, "Encoder", no_encoder)
+    caplog.clear()
+    assert rank_pairs(shop, {"cold": 1}, seed=1) == order
+    assert not [r for r in caplog.records if r.getMessage().startswith("encoding")]
 
 
 def test_mixed_strategies(shop):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
+
+from relkit.net import is_loopback  # noqa: F401 - who signs in with a token: anyone beyond loopback
 
 COOKIE = "relkit_annotator"
 PRE_COOKIE = "relkit_signin"          # ties the sign-in form to the browser that loaded it
@@ -54,29 +56,13 @@ class Signer:
         return self.sign("signin", pre)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def same_origin(request: Request) -> bool:
+def same_origin(request: HTTPConnection) -> bool:
     """A state-changing request must come from this app's own pages (Origin, else Referer, matches)."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True      # not a browser (curl, a script): no ambient cookie was sent by a third party
     host = request.headers.get("host", "")
     return origin.split("://", 1)[-1].split("/", 1)[0] == host
-
-
-def require_session(request: Request) -> Session:
-    session = request.app.state.signer.session(request.cookies.get(COOKIE))
-    if session is None:
-        raise HTTPException(401, "sign in first")
-    return session
 
 
 def require_csrf(request: Request, session: Session, given: str | None) -> None:

@@ -20,6 +20,7 @@ judged by anyone (in `judgments` or `annotations`) is never proposed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -47,13 +48,18 @@ def rank_pairs(ws: Workspace, weights: dict[str, float], model: str | None = Non
     second annotator, decides itself who still needs them).
     """
     weights = _check_weights(weights)
+    started = time.perf_counter()
+    logger.info("building the annotation queue (%s)", ", ".join(f"{name}={w:g}" for name, w in weights.items()))
     judged = judged_pairs(ws, annotated=not annotated)
     orders = {}
     for n, name in enumerate(STRATEGIES):
         if name in weights:   # each strategy's randomness depends on the seed only, not on the mix
+            begun = time.perf_counter()
             orders[name] = STRATEGY_FUNCTIONS[name](ws, judged, model, np.random.default_rng([seed, n]))
-            logger.info("queue strategy %s: %d pairs", name, len(orders[name]))
-    return interleave(orders, weights, limit)
+            logger.info("queue strategy %s: %d pairs in %.1f s", name, len(orders[name]), time.perf_counter() - begun)
+    out = interleave(orders, weights, limit)
+    logger.info("annotation queue: %d pairs, built in %.1f s", len(out), time.perf_counter() - started)
+    return out
 
 
 def _check_weights(weights: dict[str, float]) -> dict[str, float]:
@@ -182,7 +188,7 @@ def _uncertain(ws: Workspace, judged: set[Pair], model: str | None, rng: np.rand
 def stored_labels(ws: Workspace) -> str | None:
     """SQL that reads every label shard under labels/ (the rows of the `teacher_labels` view), or None
     when there are none. Read from the files, so a read-only workspace works too."""
-    from relkit.labeling import LABELS_DIR
+    from relkit.labels import LABELS_DIR
 
     if not any((ws.path / LABELS_DIR).glob("*/shard-*.parquet")):
         return None
@@ -317,6 +323,7 @@ def _query_order(ws: Workspace, query_ids, rng: np.random.Generator) -> list[str
 
 def _diverse(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Generator) -> list[Pair]:
     from relkit.baselines import catalog_index
+    from relkit.logs import progress
 
     pairs = candidate_pairs(ws, judged, "diverse")
     index = catalog_index(ws)
@@ -324,7 +331,7 @@ def _diverse(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random
     per_query: dict[str, list[Pair]] = {}
     for q, i in pairs:
         per_query.setdefault(q, []).append((q, i))
-    for q, items in per_query.items():
+    for q, items in progress(list(per_query.items()), desc="queue diverse: ranking candidates", unit="query"):
         scores = index.score(queries[q], [i for _, i in items])
         ranked = [items[j] for j in np.argsort(-np.asarray(scores), kind="stable")]
         per_query[q] = [ranked[j] for j in spread_order(len(ranked))]
@@ -334,8 +341,9 @@ def _diverse(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random
 # --- cold -------------------------------------------------------------------------------------
 
 def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Generator) -> list[Pair]:
-    from relkit.baselines import catalog, catalog_index
-    from relkit.candidates import _embedding_top_k
+    from relkit.baselines import catalog
+    from relkit.features.bm25 import BM25Index
+    from relkit.features.embeddings import DEFAULT_ENCODER, cached_vectors
 
     queries = ws.fetchall("SELECT query_id, query FROM queries ORDER BY query_id")
     item_ids, texts = catalog(ws)
@@ -343,8 +351,11 @@ def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Ge
         raise RelkitError("queue strategy cold needs queries and a catalog of items; import them first")
     k = min(COLD_TOP, len(item_ids))
     q_texts = [t for _, t in queries]
-    bm25 = catalog_index(ws).top_k(q_texts, k)
-    dense = _embedding_top_k(ws, "default", q_texts, texts, k)
+    bm25 = BM25Index(item_ids, texts).top_k(q_texts, k)
+    # the queries' vectors go to the workspace's cache with the items' (which `relkit pairs` filled):
+    # encoding them is most of the work, and the next start finds them there and loads no encoder
+    vectors = cached_vectors(ws, DEFAULT_ENCODER, texts + q_texts, desc="encoding item and query texts")
+    dense = nearest(vectors[len(texts):], vectors[:len(texts)], k)
     per_query: dict[str, list[Pair]] = {}
     for (qid, _), by_bm25, by_dense in zip(queries, bm25, dense):
         retrieved = [item_ids[pos] for pair in zip(by_bm25, by_dense) for pos in pair]
@@ -359,6 +370,20 @@ def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Ge
     if not out:
         raise RelkitError("queue strategy cold: every query's top candidates are judged; make candidate pairs "
                           "(`relkit pairs`) and use uncertain, disagree or diverse")
+    return out
+
+
+def nearest(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 256) -> list[list[int]]:
+    """Each query vector's `k` items (rows of `items`) by dot product, best first.
+
+    >>> nearest(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.6]]), 2)
+    [[0, 2], [1, 2]]
+    """
+    out = []
+    for start in range(0, len(queries), chunk):
+        sims = queries[start:start + chunk] @ items.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out.extend(cand[np.argsort(-row[cand], kind="stable")].tolist() for row, cand in zip(sims, top))
     return out
 
 

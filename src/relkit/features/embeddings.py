@@ -78,7 +78,7 @@ def workspace_vectors(ws, encoder_name: str, encoder: Encoder | None = None):
 
 
 def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder | None = None,
-                   chunk: int = 512) -> np.ndarray:
+                   chunk: int = 512, desc: str = "encoding item texts") -> np.ndarray:
     """(len(texts), d) unit vectors of `texts`, cached in the workspace table `text_vectors` by
     (encoder, hash of the text): candidates, the student's features and the teacher's prior share
     them, and a text is encoded once however many items have it. Texts not cached yet are encoded
@@ -102,7 +102,7 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     todo = [h for h in first if h not in found]
     if todo:
         encoder = encoder or Encoder(encoder_name)
-        bar = progress(total=len(todo), desc="encoding item texts", unit="text")
+        bar = progress(total=len(todo), desc=desc, unit="text")
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
             vectors = encoder.encode([first[h] for h in part])

@@ -4,7 +4,6 @@
 from its limits, from the handlers' live annotations.)
 """
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from fastapi.security import APIKeyHeader
 
 from relkit import __version__
 from relkit.errors import RelkitError
+from relkit.net import is_loopback
 from relkit.promotion import active_student
 from relkit.serve.metrics import Metrics
 from relkit.serve.middleware import BodyLimit, Observe
@@ -130,15 +130,6 @@ def send(content: dict) -> Response:
     # the handlers' response models stay in the OpenAPI schema (and the tests check the bodies
     # against it); returning a Response skips FastAPI's re-validation of what was just built
     return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def serve(workspace: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
