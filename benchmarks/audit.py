@@ -108,8 +108,8 @@ def report(console: Console, result) -> None:
         share = f", share at level >= {result.threshold}: {s.share}" if s.share else ""
         console.print(f"{s.name}: nDCG@{result.k} {s.ndcg}{share}", highlight=False)
     c = result.comparison
-    console.print(f"{c.a} - {c.b}: {c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}] "
-                  f"over {c.difference.queries} queries; MDE {c.mde:.4f} ({c.mde_relative:.1%} of {c.b}'s nDCG) = "
+    console.print(f"{c.a} - {c.b}: {c.difference:+.4f} "
+                  f"over {c.difference.n} queries; MDE {c.mde:.4f} ({c.mde_relative:.1%} of {c.b}'s nDCG) = "
                   f"2.80 x SE {c.standard_error:.4f}", highlight=False)
     console.print(f"audit took {result.seconds:.1f} s (judging included)", highlight=False)
 

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from relkit.evaluate import JudgedPairs, Prediction, Scored, compare, load_judged_pairs, predict_all  # noqa: E402
+from relkit.evaluate import (JudgedPairs, Prediction, SystemPrediction, compare, load_judged_pairs,  # noqa: E402
+                             predict_all)
 from relkit.judge import JudgeSpec, create_judge  # noqa: E402
 from relkit.systems import make_system  # noqa: E402
 from relkit.workspace import Workspace  # noqa: E402
@@ -73,7 +74,7 @@ def main() -> None:
         proba = judge.labels(ws, list(zip(pairs.query_ids, pairs.item_ids)))
         unparsed = np.isnan(proba).any(axis=1)
         proba[unparsed] = 1.0 / proba.shape[1]
-        judged = Scored(judge.name, Prediction(proba=proba), time.perf_counter() - start)
+        judged = SystemPrediction(judge.name, Prediction(proba=proba), time.perf_counter() - start)
         others = predict_all(pairs, [make_system(f"teacher:{args.teacher}", ws), make_system("embedding", ws)])
         report = compare(pairs, [judged, *others], ws.scale)
         scope = (f"{n_queries} of {total_queries} {args.split} queries (a fixed random subset: the whole split is "

@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from relkit import Workspace, evaluate, load_judged_pairs, make_system  # noqa: E402
-from relkit.cli import _parse_sets  # noqa: E402
+from relkit.config import parse_sets  # noqa: E402
 from relkit.metrics import ndcg_per_query  # noqa: E402
 from relkit.student.distill import Distiller, parse_sizes, scaling_curve  # noqa: E402
 from relkit.student.model import StudentConfig  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
                         help="with N > 1, also train the largest student and the human-only one with seeds "
                              "0..N-1 and print each seed's test nDCG@10 with the mean and spread")
     args = parser.parse_args()
-    config = StudentConfig(**_parse_sets(args.set, StudentConfig))
+    config = StudentConfig(**parse_sets(args.set, StudentConfig))
     prefix = args.prefix or f"{args.teacher}-bench"
 
     with Workspace.open(args.workspace) as ws:
@@ -116,7 +116,7 @@ def main() -> None:
         print(f"{'seconds':<14}" + "".join(f"{r.seconds:>{width}.1f}" for r in results))
         print(f"{'ndcg@10 - teacher, per query [95% paired bootstrap]':<14}")
         for r in results[1:]:
-            print(f"  {r.name:<{width}} {r.vs_first}")
+            print(f"  {r.name:<{width}} {r.vs_first:+.4f}")
         if args.seeds > 1:
             seed_table(distiller, config, args.seeds, parse_sizes(args.sizes)[-1],
                        {r.name: r.metrics["ndcg@10"] for r in results})

@@ -1,5 +1,6 @@
 """Audits of real run files and of relkit's own service on loopback, judged by a student and a teacher."""
 import json
+import math
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -9,13 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ITEMS, level, make_shop, write_csv
+from conftest import ITEMS, free_port, level, make_shop, relkit, write_csv
 from relkit import RelkitError, Workspace, import_file
 from relkit.audit import Engine, allocate, audit, draw, history, make_judge, query_strata
 from relkit.audit.core import MDE_FACTOR
 from relkit.audit.judges import CACHE_TABLE
 from relkit.serve import create_app
-from test_serve import Server, free_port, serving_workspace
+from test_serve import Server, serving_workspace
 
 TITLES = {item_id: title for item_id, title, _ in ITEMS}
 
@@ -30,6 +31,40 @@ def write_trec(path, ranking: dict[str, list[str]], tag="run"):
             for rank, item in enumerate(items, start=1):
                 f.write(f"{qid} Q0 {item} {rank} {100 - rank} {tag}\n")
     return path
+
+
+def ndcg_by_hand(ws, judge: str, tops: dict[str, dict[str, list[str]]], k: int) -> dict[str, dict[str, float]]:
+    """Each system's nDCG@k per query worked out here: a result's gain is the scale's gain of people's
+    level where they judged it, else the expected gain under the judge's cached distribution; the
+    ideal is the best k of every system's results; queries whose ideal is 0 have none."""
+    gains = np.array(ws.scale.gains, dtype=float)
+    people = {(q, i): gains[label - 1]
+              for q, i, label in ws.fetchall("SELECT query_id, item_id, label FROM judgments")}
+    judged = {(q, i): float(np.array(p) @ gains) for q, i, p in ws.fetchall(
+        f"SELECT query_id, item_id, p FROM {CACHE_TABLE} WHERE judge = ?", [judge])}
+
+    def gain(q, i):
+        return people[q, i] if (q, i) in people else judged.get((q, i), 0.0)
+
+    def dcg(values):
+        return sum(g / math.log2(rank + 1) for rank, g in enumerate(values, start=1))
+
+    out = {name: {} for name in tops}
+    for q in next(iter(tops.values())):
+        pooled = {i for top in tops.values() for i in top[q][:k]}
+        ideal = dcg(sorted((gain(q, i) for i in pooled), reverse=True)[:k])
+        for name, top in tops.items():
+            if ideal > 0:
+                out[name][q] = dcg([gain(q, i) for i in top[q][:k]]) / ideal
+    return out
+
+
+def bootstrap_by_hand(per_query: dict[str, float], seed: int = 0) -> tuple[float, float, float]:
+    """The mean of the per-query values (queries in id order) and its 95% percentile interval over
+    2000 resamples of the queries, drawn from one generator: an audit of a single stratum."""
+    values = np.array([per_query[q] for q in sorted(per_query)])
+    means = values[np.random.default_rng(seed).integers(0, len(values), size=(2000, len(values)))].mean(axis=1)
+    return (values.mean(), *np.quantile(means, [0.025, 0.975]))
 
 
 def by_rule(query: str, best_first: bool) -> list[str]:
@@ -61,14 +96,29 @@ def test_two_run_files_judged_by_a_student_stored_and_cached(served, tmp_path):
 
         assert [s.name for s in result.systems] == ["bad", "good"]
         bad_s, good_s = result.systems
-        assert good_s.ndcg.mean > 0.9 > bad_s.ndcg.mean
-        assert good_s.ndcg.low <= good_s.ndcg.mean <= good_s.ndcg.high
-        assert good_s.share.mean > bad_s.share.mean            # share of results at level >= 2 (of 3)
+        assert result.sample.strata == dict.fromkeys(qs, "all")          # no engagement log: one stratum
+        tops = {name: {q: by_rule(t, name == "good") for q, t in qs.items()} for name in ("bad", "good")}
+        by_hand = ndcg_by_hand(ws, "student:a", tops, 10)
+        for s in result.systems:
+            assert (s.ndcg.estimate, s.ndcg.low, s.ndcg.high) == pytest.approx(bootstrap_by_hand(by_hand[s.name]),
+                                                                               abs=1e-12)
+            assert s.per_query == pytest.approx({q: round(v, 6) for q, v in by_hand[s.name].items()}, abs=1e-12)
+            assert s.ndcg.n == len(by_hand[s.name]) and "stratified bootstrap, 2000 resamples" in s.ndcg.method
+        assert good_s.ndcg.estimate > 0.9 > bad_s.ndcg.estimate
+        assert good_s.share.estimate > bad_s.share.estimate            # share of results at level >= 2 (of 3)
         assert result.threshold == 2 and result.k == 10 and good_s.results == 10 * len(qs)
         c = result.comparison
-        assert (c.a, c.b) == ("good", "bad") and c.difference.low > 0
-        np.testing.assert_allclose(c.difference.mean, good_s.ndcg.mean - bad_s.ndcg.mean, atol=1e-9)
-        assert c.mde == pytest.approx(MDE_FACTOR * c.standard_error) and c.mde > 0
+        assert (c.a, c.b) == ("good", "bad")
+        # the paired difference is of the per-query nDCG the audit keeps (6 decimals)
+        diff = {q: good_s.per_query[q] - bad_s.per_query[q] for q in good_s.per_query}
+        assert (c.difference.estimate, c.difference.low, c.difference.high) == pytest.approx(bootstrap_by_hand(diff),
+                                                                                             abs=1e-12)
+        d = np.array(list(diff.values()))
+        assert c.standard_error == pytest.approx(np.std(d, ddof=1) / math.sqrt(len(d)), rel=1e-12)
+        # z of 97.5% plus z of 80%: a two-sided test at 5% with 80% power
+        assert MDE_FACTOR == pytest.approx(1.959964 + 0.841621, abs=1e-6)
+        assert c.mde == pytest.approx(MDE_FACTOR * c.standard_error, rel=1e-12)
+        assert c.mde_relative == pytest.approx(c.mde / bad_s.ndcg.estimate, rel=1e-12)
         # people's judgments stand in for the judge's where they exist, and the rest is judged once
         n = result.counts
         assert n.human > 0 and n.judge > 0 and n.human + n.judge + n.unjudged == n.pairs
@@ -90,15 +140,20 @@ def test_two_run_files_judged_by_a_student_stored_and_cached(served, tmp_path):
         stored = {a["name"]: a for a in ws.results("audit")}
         assert set(stored) == {"first", "second"}
         assert stored["first"]["judge"] == "student:a" and stored["first"]["sample"]["queries"] == len(qs)
-        assert stored["first"]["systems"][1]["ndcg"]["mean"] == pytest.approx(good_s.ndcg.mean)
-        rows = history(ws, "ndcg", system="good")
+        g = good_s.ndcg
+        assert stored["first"]["systems"][1]["ndcg"] == {"mean": g.estimate, "low": g.low, "high": g.high,
+                                                         "queries": g.n}
+        x = c.difference
+        assert stored["first"]["comparison"]["difference"] == {"mean": x.estimate, "low": x.low, "high": x.high,
+                                                               "queries": x.n}
+        rows = history(ws, "ndcg", system="good").rows
         assert [r["name"] for r in rows] == ["first", "second"] and list(rows[0]["values"]) == ["good"]
-        assert history(ws, "difference")[0]["values"]["good - bad"]["mde"] == pytest.approx(c.mde)
+        assert history(ws, "difference").rows[0]["values"]["good - bad"] == {
+            "mean": c.difference.estimate, "low": c.difference.low, "high": c.difference.high,
+            "queries": c.difference.n, "mde": c.mde}
 
 
 def test_the_service_as_an_engine_beside_a_run_file_from_the_cli(served, tmp_path):
-    from test_cli import relkit
-
     with Workspace.open(served, read_only=True) as ws:
         qs = queries_of(ws)
     run = write_trec(tmp_path / "good.trec", {q: by_rule(t, True) for q, t in qs.items()})
@@ -144,7 +199,7 @@ def test_a_get_engine_with_an_items_path(served, tmp_path):
             result = audit(ws, "student:a", engines=[engine], k=10)
     finally:
         server.shutdown()
-    assert result.systems[0].ndcg.mean > 0.9 and result.comparison is None
+    assert result.systems[0].ndcg.estimate > 0.9 and result.comparison is None
 
 
 def test_strata_by_the_engagement_log_and_neyman_allocation_from_a_pilot(served, tmp_path):
@@ -211,10 +266,9 @@ def test_a_tiny_teacher_judges_and_a_retrained_one_judges_again(tmp_path):
 
 
 def test_bad_input_is_one_clear_line(served, tmp_path):
-    from test_cli import relkit
-
     with Workspace.open(served) as ws:
-        qid = next(iter(queries_of(ws)))
+        qs = queries_of(ws)
+        qid = next(iter(qs))
         ranks = write_csv(tmp_path / "ranks.csv", ["query_id", "item_id", "rank"],
                           [[qid, "red-chair", 1], [qid, "blue-chair", "second"]])
         with pytest.raises(RelkitError, match=r"ranks.csv, line 3, field 'rank': expected an integer rank, got 'second'"):
@@ -241,16 +295,17 @@ def test_bad_input_is_one_clear_line(served, tmp_path):
             Engine("x", "http://127.0.0.1:1/search")
         assert ws.results("audit") == []          # nothing stored by a failed audit
 
+    # the engine answers every query well but two: the second query (by id) fails, the third has no hits
+    second, third = [qs[q] for q in sorted(qs)][1:3]
+    replies = {second: (500, b"index unavailable"), third: (200, b'{"results": []}')}
+
     class Failing(BaseHTTPRequestHandler):
         def do_GET(self):
-            if "q=red" in self.path:
-                self.send_response(500)
-                self.end_headers()
-                self.wfile.write(b"index unavailable")
-            else:
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b'{"results": []}')
+            query = parse_qs(urlsplit(self.path).query)["q"][0]
+            status, body = replies.get(query, (200, b'{"hits": [{"id": "red-chair"}]}'))
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
@@ -259,12 +314,18 @@ def test_bad_input_is_one_clear_line(served, tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/s?q={{query}}"
-        out = relkit("audit", "--engine", f"flaky={url}", "--items-path", "hits[].id", "--judge", "student:a",
-                     "-w", served)
+        flaky = ("audit", "--engine", f"flaky={url}", "--items-path", "hits[].id", "--judge", "student:a", "-w", served)
+        # queries are asked in id order, several at once; the first failing one in that order ends the audit
+        out = relkit(*flaky)
         assert out.returncode == 2
         line = out.stderr.strip().splitlines()[-1]          # after the progress bar: the error, on one line
-        assert line.startswith("error: engine 'flaky'"), out.stderr
-        assert "HTTP 500" in line or "has no 'hits'" in line
+        assert line == (f"error: engine 'flaky' ({url}), query '{second}': HTTP 500 Internal Server Error: index "
+                        f"unavailable")
+        del replies[second]
+        out = relkit(*flaky)
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines()[-1] == (f"error: engine 'flaky' ({url}), query '{third}': the reply has "
+                                                       f"no 'hits' at 'hits[].id'")
         missing = relkit("audit", "--run", tmp_path / "none.trec", "--judge", "student:a", "-w", served)
         assert missing.returncode == 2 and "none.trec: no such run file" in missing.stderr
         judge = relkit("audit", "--run", str(ranks), "--judge", "judge:smol", "-w", served)
@@ -289,7 +350,11 @@ def test_an_llm_judge_judges_what_people_have_not(tmp_path):
         first = audit(ws, "judge:tiny", runs=[str(run)], sample=6, k=5)
         assert first.judge == "judge:tiny" and first.counts.judge > 0
         assert first.counts.judge == first.counts.judged_now and first.counts.unjudged == 0
-        assert 0 < first.systems[0].ndcg.mean <= 1
+        queries = first.sample.query_ids
+        by_hand = ndcg_by_hand(ws, "judge:tiny", {"good": {q: by_rule(qs[q], True) for q in queries}}, 5)["good"]
+        ndcg = first.systems[0].ndcg
+        assert (ndcg.estimate, ndcg.low, ndcg.high) == pytest.approx(bootstrap_by_hand(by_hand), abs=1e-12)
+        assert first.ndcg_queries == len(by_hand) > 0
         shards = list((ws.path / "labels" / "judge-tiny").glob("shard-*.parquet"))
         assert shards and sum(pq.read_metadata(f).num_rows for f in shards) == first.counts.judge
         again = audit(ws, "judge:tiny", runs=[str(run)], sample=6, k=5)

@@ -59,17 +59,23 @@ def test_each_system_is_compared_with_the_first_per_query(judged):
     first, rev, same = report.results
     assert first.vs_first is None
     # reversed is worse on both queries: every resample of the two queries is below zero
-    assert rev.vs_first.queries == 2 and rev.vs_first.high < 0
-    assert rev.vs_first.mean == pytest.approx(rev.metrics["ndcg@10"] - 1.0)
-    assert (same.vs_first.mean, same.vs_first.low, same.vs_first.high) == (0.0, 0.0, 0.0)
-    assert report.to_dict()["systems"][1]["vs_first"]["high"] < 0
+    assert rev.vs_first.n == 2 and rev.vs_first.high < 0
+    assert rev.vs_first.estimate == pytest.approx(rev.metrics["ndcg@10"] - 1.0)
+    assert rev.vs_first.method == "paired bootstrap, 2000 resamples over queries"
+    assert (same.vs_first.estimate, same.vs_first.low, same.vs_first.high) == (0.0, 0.0, 0.0)
+    v = rev.vs_first
+    assert report.to_dict()["systems"][1]["vs_first"] == {"mean": v.estimate, "low": v.low, "high": v.high,
+                                                          "queries": 2, "level": 0.95}
     assert "vs_first" not in report.to_dict()["systems"][0]
 
     from rich.console import Console
     console = Console(record=True, width=300)
-    console.print(report.table())
+    console.print(report)
     text = " ".join(console.export_text().split())
-    assert "ndcg@10 - oracle" in text and str(rev.vs_first) in text and "paired bootstrap" in text
+    assert text.startswith(report.headline())
+    v = rev.vs_first
+    assert "ndcg@10 - oracle" in text and f"{v.estimate:+.4f} [{v.low:+.4f}, {v.high:+.4f}]" in text
+    assert "[95% interval: paired bootstrap, 2000 resamples over queries]" in text
 
 
 def test_paired_bootstrap():
@@ -77,13 +83,18 @@ def test_paired_bootstrap():
     base = {f"q{i}": float(rng.random()) for i in range(400)}
     shifted = {q: v + 0.05 for q, v in base.items()}
     d = paired_bootstrap(shifted, base)
-    assert d.mean == pytest.approx(0.05) and d.low == pytest.approx(0.05) and d.high == pytest.approx(0.05)
+    assert (d.estimate, d.low, d.high) == pytest.approx((0.05, 0.05, 0.05))
     noisy = {q: v + 0.01 + float(rng.normal(0, 0.1)) for q, v in base.items()}
-    wide, narrow = paired_bootstrap(noisy, base), paired_bootstrap(
-        {q: v + 0.01 + float(rng.normal(0, 0.01)) for q, v in base.items()}, base)
-    assert wide.low < wide.mean < wide.high and wide.high - wide.low > 5 * (narrow.high - narrow.low)
+    # by hand: the per-query differences in query order, 2000 resamples of 400 from a generator seeded 0
+    diffs = np.array([noisy[q] - base[q] for q in sorted(base)])
+    means = diffs[np.random.default_rng(0).integers(0, 400, size=(2000, 400))].mean(axis=1)
+    wide = paired_bootstrap(noisy, base)
+    assert (wide.estimate, wide.low, wide.high) == pytest.approx((diffs.mean(), *np.quantile(means, [0.025, 0.975])),
+                                                                 abs=1e-15)
+    narrow = paired_bootstrap({q: v + 0.01 + float(rng.normal(0, 0.01)) for q, v in base.items()}, base)
+    assert wide.high - wide.low > 5 * (narrow.high - narrow.low)
     assert narrow.low > 0                      # a small shift with little noise is found
-    assert paired_bootstrap({"a": 1.0, "b": 0.0}, {"b": 0.5, "c": 0.0}).queries == 1   # common queries only
+    assert paired_bootstrap({"a": 1.0, "b": 0.0}, {"b": 0.5, "c": 0.0}).n == 1   # common queries only
     with pytest.raises(RelkitError, match="no query"):
         paired_bootstrap({"a": 1.0}, {"b": 1.0})
 

@@ -63,6 +63,16 @@ def test_ndcg_per_query_with_scale_gains():
     assert out[1]["q3"] == out[5]["q3"] == 1.0
 
 
+def test_dcg_of_one_list_and_of_rows():
+    # ranks 1..4 are discounted by log2(2), log2(3), log2(4), log2(5): 3/1 + 1/log2(3) + 0/2 + 2/log2(5)
+    by_hand = 3 + 1 / math.log2(3) + 2 / math.log2(5)
+    assert metrics.dcg([3, 1, 0, 2]) == pytest.approx(by_hand, rel=1e-15)
+    assert metrics.dcg([]) == 0.0 and metrics.dcg([0.5]) == 0.5
+    # one list per row: [0, 3] earns 3/log2(3) only; a trailing 0 changes nothing
+    rows = metrics.dcg(np.array([[3.0, 1.0, 0.0, 2.0], [0.0, 3.0, 0.0, 0.0]]))
+    assert rows.tolist() == pytest.approx([by_hand, 3 / math.log2(3)], rel=1e-15)
+
+
 def test_cutpoints():
     # levels from the expected level: below 1.5 -> 1, [1.5, 2.5) -> 2, from 2.5 -> 3
     assert metrics.apply_cutpoints(np.array([1.0, 1.5, 2.49, 2.5, 9.0]), [1.5, 2.5]).tolist() == [1, 2, 2, 3, 3]

@@ -5,65 +5,22 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from relkit import metrics
 from relkit.errors import RelkitError
+from relkit.intervals import LEVEL, RESAMPLES, Interval, bootstrap
+from relkit.labels import JudgedPairs, load_judged_pairs
 from relkit.scale import LabelScale
-from relkit.text import ItemTextTemplate, item_text
-from relkit.workspace import ITEM_RECORD_COLUMNS, SPLITS, Workspace
+from relkit.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 NDCG_CUTOFFS = (5, 10, 20)
 PRIMARY_METRIC = "ndcg@10"
-
-
-@dataclass(frozen=True)
-class JudgedPairs:
-    """The judged (query, item) pairs of one split, in a fixed order (query, then item)."""
-
-    split: str
-    query_ids: list[str]
-    queries: list[str]
-    items: list[dict]
-    labels: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.labels)
-        if not (len(self.query_ids) == len(self.queries) == len(self.items) == n):
-            raise ValueError("query_ids, queries, items and labels must have the same length")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def item_ids(self) -> list[str]:
-        return [item["item_id"] for item in self.items]
-
-    def item_texts(self, template: ItemTextTemplate | None = None) -> list[str]:
-        return [item_text(item, template) for item in self.items]
-
-
-def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
-    if split not in SPLITS:
-        raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
-    if ws.count("splits") == 0:
-        raise RelkitError("no query has a split yet: run `relkit split` first")
-    cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
-    rows = ws.fetchall(f"""
-        SELECT j.query_id, q.query, j.label, {cols}
-        FROM judgments j JOIN splits s USING (query_id) JOIN queries q USING (query_id)
-        JOIN item_records i USING (item_id)
-        WHERE s.split = ? ORDER BY j.query_id, j.item_id""", [split])
-    if not rows:
-        raise RelkitError(f"the {split} split has no judged pairs")
-    return JudgedPairs(split=split, query_ids=[r[0] for r in rows], queries=[r[1] for r in rows],
-                       labels=np.array([r[2] for r in rows], dtype=np.int64),
-                       items=[dict(zip(ITEM_RECORD_COLUMNS, r[3:])) for r in rows])
 
 
 @dataclass(frozen=True)
@@ -157,39 +114,21 @@ def _score(pairs: JudgedPairs, prediction: Prediction, scale: LabelScale
     return {k: None if v is None or math.isnan(v) else v for k, v in out.items()}, per_query
 
 
-@dataclass(frozen=True)
-class Difference:
-    """The mean per-query difference of a metric between two systems on the same queries, with a
-    paired bootstrap interval: queries are resampled with replacement (the query is the unit that
-    varies), and the interval holds the middle `level` of the resampled means."""
-    mean: float
-    low: float
-    high: float
-    queries: int
-    level: float = 0.95
+def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = 0) -> Interval:
+    """The mean per-query difference `a` - `b` over the queries both have, with its paired bootstrap
+    interval: queries are resampled with replacement (the query is the unit that varies), and the
+    interval holds the middle `level` of the resampled means.
 
-    def __str__(self) -> str:
-        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
-
-
-def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> Difference:
-    """Difference of the per-query values `a` - `b` over the queries both have.
-
-    >>> str(paired_bootstrap({"q1": 0.9, "q2": 0.7}, {"q1": 0.8, "q2": 0.6}))
+    >>> f"{paired_bootstrap({'q1': 0.9, 'q2': 0.7}, {'q1': 0.8, 'q2': 0.6}):+.4f}"
     '+0.1000 [+0.1000, +0.1000]'
     """
     queries = sorted(a.keys() & b.keys())
     if not queries:
         raise RelkitError("no query has a value for both systems: nothing to compare")
-    d = np.array([a[q] - b[q] for q in queries])
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 256):          # bounded memory for large query sets
-        n = min(256, resamples - start)
-        means[start:start + n] = d[rng.integers(0, len(d), size=(n, len(d)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return Difference(float(d.mean()), float(low), float(high), len(d), level)
+    differences = np.array([a[q] - b[q] for q in queries])
+    return bootstrap([differences], resamples=resamples, level=level, seed=seed,
+                     method=f"paired bootstrap, {resamples} resamples over queries")
 
 
 @dataclass(frozen=True)
@@ -197,7 +136,7 @@ class SystemResult:
     name: str
     metrics: dict[str, float | None]
     seconds: float
-    vs_first: Difference | None = None     # primary metric minus the first system's, per query
+    vs_first: Interval | None = None       # primary metric minus the first system's, per query
 
 
 @dataclass(frozen=True)
@@ -213,7 +152,7 @@ class EvalReport:
         return {"split": self.split, "queries": self.queries, "pairs": self.pairs,
                 "ranked_queries": self.ranked_queries, "primary": self.primary,
                 "systems": [{"name": r.name, "seconds": round(r.seconds, 3), "metrics": r.metrics,
-                             **({"vs_first": asdict(r.vs_first)} if r.vs_first else {})}
+                             **({"vs_first": r.vs_first.to_dict()} if r.vs_first else {})}
                             for r in self.results]}
 
     def to_json(self) -> str:
@@ -222,6 +161,12 @@ class EvalReport:
     def headline(self) -> str:
         return (f"{self.split} split: {self.queries:,} queries, {self.pairs:,} judged pairs; nDCG averaged over "
                 f"the {self.ranked_queries:,} queries with a relevant item")
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.text import Text
+
+        return Group(Text(self.headline()), self.table())
 
     def table(self):
         """Metrics down, systems across: every column scored on the same queries."""
@@ -238,16 +183,18 @@ class EvalReport:
         if len(self.results) > 1:
             first = self.results[0]
             table.add_row(f"{self.primary} - {first.name}",
-                          *("" if r.vs_first is None else str(r.vs_first) for r in self.results))
+                          *("" if r.vs_first is None else f"{r.vs_first:+.4f}" for r in self.results))
         table.add_row("seconds", *(f"{r.seconds:.1f}" for r in self.results), style="dim")
         return table
 
     def caption(self) -> str | None:
         """What the difference row means, when there is one."""
-        if len(self.results) < 2:
+        interval = next((r.vs_first for r in self.results if r.vs_first is not None), None)
+        if interval is None:
             return None
         return (f"{self.primary} - {self.results[0].name}: mean per-query difference over the same queries, "
-                f"[95% paired bootstrap interval]; an interval that holds 0 is no evidence of a difference")
+                f"[{interval.level:.0%} interval: {interval.method}]; an interval that holds 0 is no evidence of "
+                f"a difference")
 
 
 def evaluate(ws: Workspace, systems: list[System], split: str = "test") -> EvalReport:
@@ -261,24 +208,24 @@ def evaluate(ws: Workspace, systems: list[System], split: str = "test") -> EvalR
 
 
 @dataclass(frozen=True)
-class Scored:
+class SystemPrediction:
     """One system's prediction of the judged pairs and the seconds it took."""
     name: str
     prediction: Prediction
     seconds: float
 
 
-def predict_all(pairs: JudgedPairs, systems: list[System]) -> list[Scored]:
+def predict_all(pairs: JudgedPairs, systems: list[System]) -> list[SystemPrediction]:
     out = []
     for system in systems:
         logger.info("scoring %s pairs with %s", f"{len(pairs):,}", system.name)
         start = time.perf_counter()
         prediction = system.predict(pairs)
-        out.append(Scored(system.name, prediction, time.perf_counter() - start))
+        out.append(SystemPrediction(system.name, prediction, time.perf_counter() - start))
     return out
 
 
-def compare(pairs: JudgedPairs, scored: list[Scored], scale: LabelScale) -> EvalReport:
+def compare(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelScale) -> EvalReport:
     """The side-by-side report of predictions of the same pairs; each after the first gets its
     per-query difference in the primary metric from the first."""
     gains = np.asarray(scale.gains)[pairs.labels - 1]

@@ -58,6 +58,21 @@ def rmse_expected_level(y_true: np.ndarray, proba: np.ndarray) -> float:
     return float(np.sqrt(np.mean((expected_level(proba) - np.asarray(y_true, dtype=np.float64)) ** 2)))
 
 
+def dcg(gains: np.ndarray | Sequence[float]) -> float | np.ndarray:
+    """Discounted cumulative gain with linear gains (trec_eval's): the sum of g_i / log2(i + 1),
+    i from 1, over the last axis (one ranked list, or one per row).
+
+    >>> dcg([3, 1, 0])
+    3.6309297535714578
+    >>> dcg(np.array([[3.0, 1.0], [0.0, 3.0]])).round(4).tolist()
+    [3.6309, 1.8928]
+    """
+    gains = np.asarray(gains, dtype=np.float64)
+    discounts = np.log2(np.arange(2, gains.shape[-1] + 2, dtype=np.float64))
+    value = (gains / discounts).sum(axis=-1)
+    return float(value) if gains.ndim == 1 else value
+
+
 def ndcg_per_query(query_ids: Sequence[str], item_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray,
                    gains: Sequence[int], cutoffs: Sequence[int] = (5, 10, 20)) -> dict[int, dict[str, float]]:
     """nDCG@k of each query's judged items ranked by score, by ir-measures (trec_eval's nDCG with

@@ -33,6 +33,36 @@ class ResultLists:
                 raise ValueError(f"{self.name}: query {q} lists an item twice")
 
 
+def parse_named(spec: str, what: str) -> tuple[str, str]:
+    """`NAME=VALUE` -> (NAME, VALUE); a bare VALUE (a run file, `what` "run") is named after itself,
+    a file by its stem.
+
+    >>> parse_named("new=runs/new.trec", "run"), parse_named("runs/bm25.trec", "run")
+    (('new', 'runs/new.trec'), ('bm25', 'runs/bm25.trec'))
+    """
+    name, sep, value = spec.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        return name, value
+    if what == "engine":
+        raise RelkitError(f"--engine is NAME=URL (e.g. prod='http://host/search?q={{query}}'), got '{spec}'")
+    return Path(spec).name.split(".")[0], spec
+
+
+def parse_headers(lines: list[str]) -> tuple[tuple[str, str], ...]:
+    """HTTP headers for an engine from `Name: value` lines.
+
+    >>> parse_headers(["Authorization: Bearer x"])
+    (('Authorization', 'Bearer x'),)
+    """
+    headers = []
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise RelkitError(f"--header is 'Name: value', got '{line}'")
+        headers.append((key.strip(), value.strip()))
+    return tuple(headers)
+
+
 def _query_lookup(query_ids: set[str], by_text: dict[str, str]) -> Callable[[str], str | None]:
     def find(value: str) -> str | None:
         if value in query_ids:

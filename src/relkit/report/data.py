@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from relkit import metrics
+from relkit.audit.storage import stored_audits
 from relkit.errors import RelkitError
-from relkit.evaluate import EvalReport, JudgedPairs, Scored, compare, load_judged_pairs, predict_all
+from relkit.evaluate import EvalReport, JudgedPairs, SystemPrediction, compare, load_judged_pairs, predict_all
 from relkit.metrics import ndcg_per_query
 from relkit.scale import LabelScale
 from relkit.text import item_title
@@ -77,7 +78,7 @@ def quartiles(values: np.ndarray) -> dict:
             "q3": float(q[3]), "max": float(q[4]), "mean": float(np.mean(values)) if len(values) else float("nan")}
 
 
-def levels_of(pairs: JudgedPairs, s: Scored, scale: LabelScale) -> Levels:
+def levels_of(pairs: JudgedPairs, s: SystemPrediction, scale: LabelScale) -> Levels:
     y = pairs.labels
     scores = s.prediction.ranking_scores(scale)
     by_level = {level: quartiles(scores[y == level]) for level in scale.levels if (y == level).any()}
@@ -95,13 +96,13 @@ def levels_of(pairs: JudgedPairs, s: Scored, scale: LabelScale) -> Levels:
                   metrics.confusion(y, argmax, scale.k).tolist(), reliability, by_level)
 
 
-def per_query_ndcg(pairs: JudgedPairs, s: Scored, scale: LabelScale) -> dict[str, float]:
+def per_query_ndcg(pairs: JudgedPairs, s: SystemPrediction, scale: LabelScale) -> dict[str, float]:
     return ndcg_per_query(pairs.query_ids, pairs.item_ids, pairs.labels, s.prediction.ranking_scores(scale),
                           scale.gains, (CUTOFF,))[CUTOFF]
 
 
-def lost_queries(pairs: JudgedPairs, first: Scored, other: Scored, diffs: list[dict], scale: LabelScale,
-                 n: int = LOST_QUERIES) -> list[LostQuery]:
+def lost_queries(pairs: JudgedPairs, first: SystemPrediction, other: SystemPrediction, diffs: list[dict],
+                 scale: LabelScale, n: int = LOST_QUERIES) -> list[LostQuery]:
     """The `n` queries where `other` lost most nDCG@10 against `first`, each with its judged items."""
     a, b = first.prediction.ranking_scores(scale), other.prediction.ranking_scores(scale)
     rows_of: dict[str, list[int]] = {}
@@ -177,7 +178,7 @@ def audits(ws: Workspace) -> list[dict]:
     keep = ("name", "time", "judge", "judge_version", "k", "threshold", "human_judgments", "ndcg_queries", "judged",
             "comparison")
     out = []
-    for audit in sorted(ws.results("audit"), key=lambda a: (a.get("time", ""), a["name"])):
+    for audit in stored_audits(ws):
         row = {key: audit.get(key) for key in keep}
         row["queries"] = len(audit.get("query_ids", []))
         row["systems"] = [{key: s.get(key) for key in ("name", "source", "ndcg", "share", "empty")}
