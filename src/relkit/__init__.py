@@ -15,8 +15,8 @@ _EXPORTS = {
     "KINDS": "relkit.data.importer", "ImportResult": "relkit.data.importer", "import_file": "relkit.data.importer",
     "SplitConfig": "relkit.data.splits", "pin_from_file": "relkit.data.splits", "split_queries": "relkit.data.splits",
     "InputError": "relkit.errors", "RelkitError": "relkit.errors",
-    "EvalReport": "relkit.evaluate", "JudgedPairs": "relkit.evaluate", "Prediction": "relkit.evaluate",
-    "System": "relkit.evaluate", "evaluate": "relkit.evaluate", "load_judged_pairs": "relkit.evaluate",
+    "EvalReport": "relkit.evaluate", "JudgedPairs": "relkit.labels", "Prediction": "relkit.evaluate",
+    "System": "relkit.evaluate", "evaluate": "relkit.evaluate", "load_judged_pairs": "relkit.labels",
     "LabelScale": "relkit.scale", "SYSTEMS": "relkit.systems", "make_system": "relkit.systems",
     "item_text": "relkit.text", "Workspace": "relkit.workspace",
 }

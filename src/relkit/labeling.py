@@ -17,13 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.labels import PENDING, clear_strays, labels_dir, next_shard_number, refresh_view, shards, write_shard
 from relkit.logs import progress
 from relkit.text import item_title
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
-
-LABELS_DIR = "labels"
-PENDING = "pending-input.parquet"   # the ray engine's input, removed when it ends
-VIEW = "teacher_labels"
 
 
 @dataclass(frozen=True)
@@ -39,48 +36,6 @@ class LabelResult:
         rate = self.scored / self.seconds if self.seconds else 0.0
         return (f"teacher-{self.teacher}: labeled {self.labeled:,} of {self.pending:,} pending pairs in "
                 f"{self.shards:,} shards ({self.scored:,} distinct texts scored, {rate:.1f}/s)")
-
-
-def labels_dir(ws: Workspace, teacher: str) -> Path:
-    return ws.path / LABELS_DIR / teacher
-
-
-def _shards(directory: Path) -> list[Path]:
-    return sorted(directory.glob("shard-*.parquet"))
-
-
-def clear_strays(directory: Path) -> None:
-    """Remove the temporary files a killed run left: a shard exists whole or not at all."""
-    for stray in [*directory.glob("*.tmp"), directory / PENDING]:
-        stray.unlink(missing_ok=True)
-
-
-def next_shard_number(directory: Path) -> int:
-    return 1 + max((int(p.stem.split("-")[1]) for p in _shards(directory)), default=-1)
-
-
-def write_shard(directory: Path, number: int, table) -> Path:
-    """Write `table` as shard `number` of `directory`: to a temporary name, renamed when complete."""
-    import pyarrow.parquet as pq
-
-    final = directory / f"shard-{number:05d}.parquet"
-    tmp = final.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(final)
-    return final
-
-
-def refresh_view(ws: Workspace) -> None:
-    """`teacher_labels`: every shard of every teacher (columns teacher, query_id, item_id, p1..pK,
-    expected_level)."""
-    files = sorted((ws.path / LABELS_DIR).glob("*/shard-*.parquet"))
-    ws.run(f"DROP VIEW IF EXISTS {VIEW}")
-    if files:
-        pattern = str(ws.path / LABELS_DIR / "*" / "shard-*.parquet").replace("'", "''")
-        ws.run(f"CREATE VIEW {VIEW} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
-
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def score_table(teacher, table, batch_size: int = 32):
@@ -150,7 +105,7 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
     out = labels_dir(ws, name)
     out.mkdir(parents=True, exist_ok=True)
     clear_strays(out)
-    done = _shards(out)
+    done = shards(out)
     labeled_sql = "ANTI JOIN read_parquet(?) l USING (query_id, item_id)" if done else ""
     params = [[str(p) for p in done]] if done else []
     cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
@@ -184,18 +139,18 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
         results = _ray_results(pending, system.path, out, backend, batch_size, shard_size, ray_address, ray_actors)
     next_number = next_shard_number(out)
     ws.release()  # shards are files: other commands can use the workspace while the teacher scores
-    labeled = scored = shards = 0
+    labeled = scored = written = 0
     bar = progress(total=len(rows), desc=f"labeling with teacher-{name}", unit="pair")
     for table, distinct in results:
-        write_shard(out, next_number + shards, table)
+        write_shard(out, next_number + written, table)
         labeled += len(table)
         scored += distinct
-        shards += 1
+        written += 1
         bar.update(len(table))
         bar.set_postfix(texts_s=f"{scored / (time.perf_counter() - started):.1f}")
     bar.close()
     refresh_view(ws)
-    return LabelResult(name, len(rows), labeled, scored, shards, time.perf_counter() - started)
+    return LabelResult(name, len(rows), labeled, scored, written, time.perf_counter() - started)
 
 
 def _ray_results(pending, teacher_path: Path, out: Path, backend: str, batch_size: int, shard_size: int,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from relkit import __version__
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
 from relkit.text import normalize_space
@@ -23,6 +24,9 @@ SCHEMA_VERSION = 1
 DEFAULT_WORKSPACE = "relkit-ws"
 SPLITS = ("train", "dev", "test")
 ARTIFACT_KINDS = ("teacher", "student")
+ACTIVE_FILE = "active-student"   # beside the database: the student `relkit serve` serves (relkit.promotion)
+# queries.extra's `source` of the train queries nobody judged that `relkit pairs` adds -> where they came from
+ADDED_QUERIES = {"log": "the engagement log", "titles": "item titles"}
 # DuckDB lets one process write a database at a time: a command that finds the workspace busy
 # waits this long for it (seconds; the environment variable RELKIT_LOCK_WAIT overrides)
 LOCK_WAIT = 30.0
@@ -196,7 +200,6 @@ class Workspace:
         con = duckdb.connect(str(tmp))
         try:
             con.execute(SCHEMA)
-            from relkit import __version__
             con.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("schema_version", str(SCHEMA_VERSION)),
                 ("relkit_version", __version__),
@@ -346,6 +349,17 @@ class Workspace:
         raise RelkitError(f"no {kind} '{ref}' in {self.artifacts} (and no such folder); {kind}s here: "
                           f"{', '.join(here) or 'none'}")
 
+    def scaled_artifact(self, kind: str, ref: str) -> Path:
+        """`artifact(kind, ref)`, refused when that model was trained on another label scale than
+        this workspace's: its distributions would be over other levels."""
+        path = self.artifact(kind, ref)
+        saved = json.loads((path / "relkit.json").read_text())["scale"]
+        scale = LabelScale(names=tuple(saved["names"]), gains=tuple(saved["gains"]))
+        if scale != self.scale:
+            raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
+                              f"workspace's ({self.scale.describe()})")
+        return path
+
     def artifact_dir(self, kind: str, name: str) -> Path:
         """Where the model of `kind` called `name` is saved: artifacts/KIND-NAME."""
         return self.artifacts / f"{kind}-{name}"
@@ -401,6 +415,97 @@ class Workspace:
 
     def count(self, table: str) -> int:
         return self.fetchone(f"SELECT count(*) FROM {table}")[0]
+
+    def summary(self) -> "Summary":
+        """What the workspace holds, as `relkit status` shows it (`rich.print(ws.summary())`)."""
+        captioned, unreadable = self.fetchone("SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER "
+                                              "(WHERE error IS NOT NULL) FROM item_captions")
+        annotations = annotators = disagreements = None
+        if self.has_table("annotations"):
+            annotations, annotators = self.fetchone("SELECT count(*), count(DISTINCT annotator) FROM annotations")
+            disagreements = self.fetchone("SELECT count(*) FROM (SELECT 1 FROM annotations GROUP BY query_id, "
+                                          "item_id HAVING min(label) <> max(label))")[0]
+        active = active_student(self.path)
+        judgments = self.fetchall("""
+            SELECT j.label, coalesce(s.split, 'unassigned'), count(*) FROM judgments j
+            LEFT JOIN splits s USING (query_id) GROUP BY ALL""")
+        queries = self.fetchall("""
+            SELECT coalesce(s.split, 'unassigned'), count(*) FROM queries LEFT JOIN splits s USING (query_id)
+            GROUP BY ALL""")
+        added = self.fetchall("""
+            SELECT extra->>'source' AS source, count(*) FROM queries
+            WHERE extra->>'source' IS NOT NULL GROUP BY ALL ORDER BY source""")
+        return Summary(
+            path=self.path, scale=self.scale,
+            rows={table: self.count(table) for table in ("items", "queries", "judgments", "pairs", "engagement")},
+            captioned=captioned, unreadable=unreadable, engaged=self.count("engaged_queries"),
+            annotations=annotations, annotators=annotators, disagreements=disagreements,
+            models=tuple(m["id"] for m in self.models()), active_student=active["student"] if active else None,
+            judgments={(level, split): n for level, split, n in judgments}, queries=dict(queries),
+            added_queries={source: n for source, n in added if source in ADDED_QUERIES})
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a workspace holds (`Workspace.summary()`); rich renders it as `relkit status` shows it."""
+
+    path: Path
+    scale: LabelScale
+    rows: dict[str, int]                       # rows of each main table
+    captioned: int                             # items whose image has a caption
+    unreadable: int                            # items whose image could not be read
+    engaged: int                               # items with engaged-query tokens
+    annotations: int | None                    # judgments made in `relkit annotate`; None: never annotated
+    annotators: int | None
+    disagreements: int | None                  # pairs whose annotators disagree
+    models: tuple[str, ...]                    # artifacts folders of saved models
+    active_student: str | None
+    judgments: dict[tuple[int, str], int]      # (level, split or 'unassigned') -> judgments
+    queries: dict[str, int]                    # split or 'unassigned' -> queries
+    added_queries: dict[str, int]              # source (ADDED_QUERIES) -> queries `relkit pairs` added
+
+    def __rich__(self):
+        from rich.console import Group
+        from rich.table import Table
+
+        counts = Table(show_header=False, box=None)
+        for table, n in self.rows.items():
+            counts.add_row(table, f"{n:,}")
+        counts.add_row("captioned items", f"{self.captioned:,}"
+                       + (f" ({self.unreadable:,} images unreadable)" if self.unreadable else ""))
+        counts.add_row("items with engaged-query tokens", f"{self.engaged:,}")
+        if self.annotations is not None:
+            counts.add_row("annotations", f"{self.annotations:,} by {self.annotators:,} annotator"
+                           f"{'' if self.annotators == 1 else 's'}"
+                           + (f" ({self.disagreements:,} pairs they disagree on)" if self.disagreements else ""))
+        counts.add_row("models", f"{len(self.models):,}" + (f" ({', '.join(self.models)})" if self.models else ""))
+        counts.add_row("active student", self.active_student or "none (relkit promote NAME)")
+        columns = [*SPLITS, "unassigned"]
+        judged = Table(title="judgments per level and split")
+        judged.add_column("level")
+        for column in [*columns, "total"]:
+            judged.add_column(column, justify="right")
+        for level, name in enumerate(self.scale.names, start=1):
+            values = [self.judgments.get((level, column), 0) for column in columns]
+            judged.add_row(f"{level} {name}", *(f"{v:,}" for v in values), f"{sum(values):,}")
+        parts = [f"[bold]{self.path}[/]  scale: {self.scale.describe()}", counts, judged,
+                 "queries per split: " + ", ".join(f"{c} {self.queries.get(c, 0):,}" for c in columns)]
+        if self.added_queries:
+            parts.append("train queries nobody judged, added by relkit pairs: "
+                         + ", ".join(f"{n:,} from {ADDED_QUERIES[s]}" for s, n in self.added_queries.items()))
+        return Group(*parts)
+
+
+def active_student(workspace: str | os.PathLike) -> dict | None:
+    """The record `relkit promote` wrote (`student`, `path`, `promoted`), or None when no student is
+    active or the file is unreadable."""
+    file = Path(workspace) / ACTIVE_FILE
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def default_workspace() -> Path:

@@ -10,6 +10,9 @@ from typing import Protocol
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.evaluate import System
+from relkit.labels import JudgedPairs
+from relkit.systems import make_system
 from relkit.workspace import Workspace
 
 CACHE_TABLE = "audit_labels"
@@ -40,8 +43,6 @@ def _fingerprint(path) -> str:
 
 def _judged_pairs(ws: Workspace, pairs: list[tuple[str, str]]):
     """The pairs as `JudgedPairs` (the input of relkit's systems), in the given order."""
-    from relkit.evaluate import JudgedPairs
-
     queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
     records = ws.item_records([i for _, i in pairs])
     missing = next(((q, i) for q, i in pairs if q not in queries or i not in records), None)
@@ -52,26 +53,18 @@ def _judged_pairs(ws: Workspace, pairs: list[tuple[str, str]]):
 
 
 class SystemJudge:
-    """A teacher or student of the workspace as a judge: its predicted distribution."""
+    """A teacher or student of the workspace, made by the systems registry, as a judge: its
+    predicted distribution."""
 
-    def __init__(self, kind: str, ref: str, ws: Workspace):
-        self.kind, self.ref = kind, ref
-        self.path = ws.artifact(kind, ref)
-        self.name = f"{kind}:{ref}"
-        self.version = _fingerprint(self.path)
+    def __init__(self, system: System):
+        self.system = system
+        self.name = system.name
+        self.version = _fingerprint(system.path)
 
     def judge(self, ws: Workspace, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros((0, ws.scale.k))
-        if self.kind == "teacher":
-            from relkit.teacher.system import TeacherSystem
-
-            system = TeacherSystem.from_workspace(ws, self.ref)
-        else:
-            from relkit.student.system import StudentSystem
-
-            system = StudentSystem.from_workspace(ws, self.ref)
-        return system.predict(_judged_pairs(ws, pairs)).proba
+        return self.system.predict(_judged_pairs(ws, pairs)).proba
 
 
 class LLMJudge:
@@ -79,14 +72,9 @@ class LLMJudge:
     labels/judge-NAME, resumable) and answers NaN rows for answers that named no level: those
     pairs count as unjudged and are asked again by the next audit."""
 
-    def __init__(self, ref: str, ws: Workspace):
-        try:
-            from relkit.judge import load_judge
-        except ImportError:
-            raise RelkitError(f"judge:{ref} needs LLM judges (`relkit judge`), which this relkit does not have; "
-                              f"use teacher:NAME or student:NAME") from None
-        self.inner = load_judge(ws, ref)
-        self.name = f"judge:{ref}"
+    def __init__(self, system: System):
+        self.inner = system.judge
+        self.name = system.name
         # the same model and prompt judge the same: a changed template or model judges again
         self.version = f"{self.inner.spec.model_id}@{self.inner.prompt_hash}"
 
@@ -96,11 +84,8 @@ class LLMJudge:
         return np.asarray(self.inner.judge(ws, pairs), dtype=np.float64)
 
 
-JUDGES: dict[str, Callable[[Workspace, str], Judge]] = {
-    "teacher": lambda ws, ref: SystemJudge("teacher", ref, ws),
-    "student": lambda ws, ref: SystemJudge("student", ref, ws),
-    "judge": lambda ws, ref: LLMJudge(ref, ws),
-}
+# the kinds of system that give a distribution over the levels, each made by `make_system`
+JUDGES: dict[str, Callable[[System], Judge]] = {"teacher": SystemJudge, "student": SystemJudge, "judge": LLMJudge}
 
 
 def make_judge(spec: str, ws: Workspace) -> Judge:
@@ -113,7 +98,7 @@ def make_judge(spec: str, ws: Workspace) -> Judge:
     if kind not in JUDGES or not ref:
         raise RelkitError(f"--judge must be KIND:NAME with KIND one of {', '.join(JUDGES)} (e.g. teacher:demo), "
                           f"got '{spec}'")
-    return JUDGES[kind](ws, ref)
+    return JUDGES[kind](make_system(spec, ws))
 
 
 def cached_judgments(ws: Workspace, judge: Judge, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, int]:

@@ -1,7 +1,7 @@
 """A judge: an LLM, a prompt and its options, stored in the workspace as artifacts/judge-NAME, and
-the labels it gave, stored as Parquet shards in labels/judge-NAME (the machinery of `relkit label`:
-whole shards or none, read through the `teacher_labels` view under the name `judge:NAME`), so that
-judge labels go wherever a teacher's do.
+the labels it gave, stored in the label store (`relkit.labels`) as Parquet shards in
+labels/judge-NAME, like a teacher's (whole shards or none, read through the `teacher_labels` view
+under the name `judge:NAME`), so that judge labels go wherever a teacher's do.
 
 Every label is kept with the model, the prompt's hash and the pair: asking again for a pair any
 judge of the same model and prompt has answered costs nothing.
@@ -12,21 +12,23 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from relkit.config import from_dict
 from relkit.errors import RelkitError
 from relkit.judge.prompt import PromptBuilder, Shot, read_text_file
-from relkit.labeling import LABELS_DIR, clear_strays, next_shard_number, refresh_view, write_shard
+from relkit.labels import (JUDGE_PREFIX, LABELS_DIR, clear_strays, judge_name, labels_dir, next_shard_number,
+                           refresh_view, shards, write_shard)
 from relkit.scale import LabelScale
 from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate
 from relkit.workspace import ITEM_RECORD_COLUMNS, SPLITS, Workspace
 
 logger = logging.getLogger(__name__)
 KIND = "judge"
-PREFIX = "judge:"        # judge labels are the teacher labels of `judge:NAME`
+PREFIX = JUDGE_PREFIX    # judge labels are the teacher labels of `judge:NAME`
 BACKENDS = ("endpoint", "local")
 FLUSH_SECONDS = 30.0     # answers are written at least this often, whatever the shard size
 FILES = {"prompt": "prompt.txt", "guidelines": "guidelines.txt", "shots": "shots.json"}
@@ -70,14 +72,6 @@ class JudgeSpec:
         if self.fields:
             ItemTextTemplate.parse(self.fields)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "JudgeSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RelkitError(f"unknown judge option(s): {', '.join(unknown)}")
-        return cls(**d)
-
     @property
     def label_name(self) -> str:
         return PREFIX + self.name
@@ -92,15 +86,6 @@ class JudgeSpec:
 
 def judge_dir(ws: Workspace, name: str) -> Path:
     return ws.artifacts / f"{KIND}-{name}"
-
-
-def label_dir(ws: Workspace, name: str) -> Path:
-    return ws.path / LABELS_DIR / f"{KIND}-{name}"
-
-
-def judge_name(ref: str) -> str:
-    """`NAME` from `judge:NAME`, `judge-NAME` or `NAME`."""
-    return ref.removeprefix(PREFIX).removeprefix(f"{KIND}-")
 
 
 def _local_model(spec: JudgeSpec) -> tuple[str, str | None]:
@@ -184,7 +169,7 @@ class Judge:
         """This judge's stored labels of `pairs` ((n, K); NaN rows for unparsed or missing)."""
         k = self.scale.k
         out = np.full((len(pairs), k), np.nan)
-        held = _read_labels(ws, [label_dir(ws, self.spec.name)], k, self.spec.model_id, self.prompt_hash)
+        held = _read_labels(ws, [labels_dir(ws, self.name)], k, self.spec.model_id, self.prompt_hash)
         for row, pair in enumerate(pairs):
             found = held.get(tuple(pair))
             if found is not None and found["p"] is not None:
@@ -203,7 +188,7 @@ class Judge:
             raise RelkitError("shard_size must be at least 1")
         k = self.scale.k
         wanted = list(dict.fromkeys((str(q), str(i)) for q, i in pairs))
-        out = label_dir(ws, self.spec.name)
+        out = labels_dir(ws, self.name)
         out.mkdir(parents=True, exist_ok=True)
         clear_strays(out)
         others = [d for d in sorted((ws.path / LABELS_DIR).glob(f"{KIND}-*")) if d != out and d.is_dir()]
@@ -300,7 +285,7 @@ def _int_n() -> dict:
 
 def _read_labels(ws: Workspace, dirs: list[Path], k: int, model_id: str, prompt_hash: str) -> dict:
     """(query_id, item_id) -> the stored label of that model and prompt, from the shards in `dirs`."""
-    files = [str(f) for d in dirs for f in sorted(d.glob("shard-*.parquet"))]
+    files = [str(f) for d in dirs for f in shards(d)]
     if not files:
         return {}
     probs = ", ".join(f"p{i}" for i in range(1, k + 1))
@@ -399,7 +384,7 @@ def load_judge(ws: Workspace, name: str) -> Judge:
                           f"(make one with `relkit judge --model M --name {name}`)")
     try:
         meta = json.loads(meta_file.read_text())
-        spec = JudgeSpec.from_dict(meta["spec"])
+        spec = from_dict(JudgeSpec, meta["spec"], "judge option")
         scale = LabelScale(names=tuple(meta["scale"]["names"]), gains=tuple(meta["scale"]["gains"]))
         shots = tuple(Shot(**s) for s in json.loads((path / FILES["shots"]).read_text()))
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
@@ -446,31 +431,3 @@ def select_pairs(ws: Workspace, split: str | None = None, file: Path | None = No
         raise RelkitError("the pairs table is empty: make candidates with `relkit pairs`, import some with "
                           "`relkit import pairs FILE`, or judge --split or --file")
     return [tuple(r) for r in rows]
-
-
-def judged_split(ws: Workspace, ref: str, split: str):
-    """A judge's labels of the pairs of `split`'s queries, as (JudgedPairs whose labels are each
-    pair's most probable level, (n, K) distributions); unparsed answers left out. For training a
-    teacher on judge labels where people judged nothing."""
-    from relkit.evaluate import JudgedPairs
-
-    name = PREFIX + judge_name(ref)
-    k = ws.scale.k
-    refresh_view(ws)
-    if not ws.fetchone("SELECT count(*) FROM duckdb_views() WHERE view_name = 'teacher_labels'")[0]:
-        raise RelkitError(f"no labels of {name}: run `relkit judge --name {judge_name(ref)}` first")
-    probs = ", ".join(f"l.p{i}" for i in range(1, k + 1))
-    cols = ", ".join(f"i.{c}" for c in ITEM_RECORD_COLUMNS)
-    rows = ws.fetchall(f"""
-        SELECT l.query_id, q.query, {probs}, {cols} FROM teacher_labels l JOIN queries q USING (query_id)
-        JOIN splits s USING (query_id) JOIN item_records i USING (item_id)
-        WHERE l.teacher = ? AND s.split = ? AND l.p1 IS NOT NULL ORDER BY l.query_id, l.item_id""", [name, split])
-    if not rows:
-        raise RelkitError(f"{name} has labeled no pair of a {split} query: judge some (`relkit judge --name "
-                          f"{judge_name(ref)}` on the pairs table, --split {split} or --file)")
-    targets = np.array([r[2:2 + k] for r in rows], dtype=np.float32)
-    targets /= targets.sum(axis=1, keepdims=True)
-    pairs = JudgedPairs(split=split, query_ids=[r[0] for r in rows], queries=[r[1] for r in rows],
-                        items=[dict(zip(ITEM_RECORD_COLUMNS, r[2 + k:])) for r in rows],
-                        labels=targets.argmax(axis=1).astype(np.int64) + 1)
-    return pairs, targets

@@ -15,44 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
-from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, score_prediction
+from relkit.evaluate import Prediction, score_prediction
+from relkit.labels import (JUDGE_PREFIX, JudgedPairs, LabeledPairs, judge_name, judged_split, load_judged_pairs,
+                           teacher_labels)
 from relkit.student.fast import measure_speed
 from relkit.student.features import FeatureBuilder, FeatureConfig
 from relkit.student.model import DevSet, Student, StudentConfig, TrainingSet, assemble, fit_student
 from relkit.workspace import Workspace
 
 HUMAN_ONLY = "human"
-
-
-@dataclass
-class LabeledPairs:
-    query_ids: list[str]
-    queries: list[str]
-    item_ids: list[str]
-    targets: np.ndarray     # (n, K) distributions
-
-
-def teacher_labels(ws: Workspace, teacher: str) -> LabeledPairs:
-    """The teacher's soft labels of train-split pairs, in a fixed order."""
-    from relkit.labeling import VIEW, refresh_view
-
-    k = ws.scale.k
-    refresh_view(ws)
-    if not ws.fetchone("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [VIEW])[0]:
-        raise RelkitError("no teacher labels in this workspace: run `relkit pairs` and `relkit label` first")
-    probs = ", ".join(f"l.p{i}" for i in range(1, k + 1))
-    rows = ws.fetchall(f"""
-        SELECT l.query_id, q.query, l.item_id, {probs} FROM {VIEW} l JOIN queries q USING (query_id)
-        JOIN splits s USING (query_id) WHERE l.teacher = ? AND s.split = 'train'
-        AND l.p1 IS NOT NULL  -- a judge's answer that named no level is no label
-        ORDER BY l.query_id, l.item_id""", [teacher])
-    if not rows:
-        known = [r[0] for r in ws.fetchall(f"SELECT DISTINCT teacher FROM {VIEW} ORDER BY 1")]
-        raise RelkitError(f"teacher '{teacher}' has labeled no train-split pairs; teachers with labels: "
-                          f"{', '.join(known) or 'none'}")
-    targets = np.array([r[3:] for r in rows], dtype=np.float32)
-    targets /= targets.sum(axis=1, keepdims=True)
-    return LabeledPairs([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], targets)
 
 
 def human_labels(judged: JudgedPairs, k: int) -> LabeledPairs:
@@ -81,12 +52,44 @@ class CurveRow:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ScalingCurve:
+    """The students of `scaling_curve`, in order (iterate over it for the rows); rich renders it as
+    a table."""
+
+    rows: tuple[CurveRow, ...]
+    k: int                  # levels of the workspace's scale
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_dicts(self) -> list[dict]:
+        return [asdict(r) for r in self.rows]
+
+    def __rich__(self):
+        from rich.table import Table
+
+        table = Table(title=f"students on the test split ({self.k} levels)")
+        for col in ("trained on", "teacher pairs", "human pairs", "accuracy", "qwk", "ndcg@10", "dev ndcg@10",
+                    "seconds"):
+            table.add_column(col, justify="left" if col == "trained on" else "right")
+        for r in self.rows:
+            table.add_row("human labels only" if r.name == HUMAN_ONLY else f"teacher {r.name}",
+                          f"{r.teacher_pairs:,}", f"{r.human_pairs:,}", f"{r.metrics['accuracy']:.4f}",
+                          f"{r.metrics['qwk']:.4f}", f"{r.metrics['ndcg@10']:.4f}", f"{r.dev['ndcg@10']:.4f}",
+                          f"{r.seconds:.1f}")
+        return table
+
+
 class Distiller:
     """Holds the features of every split's pairs, so several students can be trained on them."""
 
     def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None):
-        if teacher and teacher.startswith("judge:"):
-            teacher = "judge:" + teacher.removeprefix("judge:").removeprefix("judge-")   # a judge's labels
+        if teacher and teacher.startswith(JUDGE_PREFIX):
+            teacher = JUDGE_PREFIX + judge_name(teacher)   # a judge's labels
         elif teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
             try:
                 teacher = Workspace.artifact_name("teacher", ws.artifact("teacher", teacher))
@@ -96,12 +99,10 @@ class Distiller:
         self.builder = FeatureBuilder.from_workspace(ws, features)
         k = ws.scale.k
         judged = {split: _has_judgments(ws, split) for split in ("train", "dev", "test")}
-        stand_in = teacher if teacher and teacher.startswith("judge:") else _judge_behind(ws, teacher)
+        stand_in = teacher if teacher and teacher.startswith(JUDGE_PREFIX) else _judge_behind(ws, teacher)
         if stand_in:
             # with no human label on a split, the judge's labels stand in (the judge itself, or the one
             # whose labels the teacher learned from): zero human labels is a start
-            from relkit.judge.core import judged_split
-
             for split in ("dev", "test"):
                 if not judged[split]:
                     setattr(self, f"{split}_pairs", judged_split(ws, stand_in, split)[0])
@@ -164,14 +165,14 @@ def _has_judgments(ws: Workspace, split: str) -> bool:
 
 def _judge_behind(ws: Workspace, teacher: str | None) -> str | None:
     """`judge:NAME` when `teacher` was trained on that judge's labels (`relkit teach --labels`), else None."""
-    if not teacher or teacher.startswith("judge:"):
+    if not teacher or teacher.startswith(JUDGE_PREFIX):
         return None
     try:
         meta = json.loads((ws.artifact("teacher", teacher) / "relkit.json").read_text())
     except (RelkitError, OSError, ValueError):
         return None
     labels = (meta.get("config") or {}).get("labels", "human")
-    return labels if isinstance(labels, str) and labels.startswith("judge:") else None
+    return labels if isinstance(labels, str) and labels.startswith(JUDGE_PREFIX) else None
 
 
 def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:
@@ -202,7 +203,7 @@ def parse_sizes(spec: str) -> list[int | None]:
 
 
 def scaling_curve(distiller: Distiller, sizes: list[int | None], config: StudentConfig, prefix: str,
-                  save: bool = True) -> list[CurveRow]:
+                  save: bool = True) -> ScalingCurve:
     """One student on human labels only, then one per size; each scored on the test split and
     saved as artifacts/student-PREFIX-human, student-PREFIX-N, the curve as results/scaling-PREFIX.json."""
     rows = []
@@ -219,4 +220,4 @@ def scaling_curve(distiller: Distiller, sizes: list[int | None], config: Student
     if save:
         distiller.ws.save_result("scaling", prefix, {"teacher": distiller.teacher, "split": "test",
                                                      "rows": [asdict(r) for r in rows]})
-    return rows
+    return ScalingCurve(tuple(rows), distiller.ws.scale.k)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction
-from relkit.student.model import META_FILE, Student, StudentMeta
+from relkit.student.model import Student
 from relkit.workspace import Workspace
 
 
@@ -16,11 +15,7 @@ class StudentSystem:
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "StudentSystem":
         """`ref` is NAME (artifacts/student-NAME), a folder name in artifacts/, or a path."""
-        path = ws.artifact("student", ref)
-        scale = StudentMeta.from_json((path / META_FILE).read_text()).scale
-        if scale != ws.scale:
-            raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
-                              f"workspace's ({ws.scale.describe()})")
+        path = ws.scaled_artifact("student", ref)
         return cls(ws, path, name=f"student:{ref}")
 
     def predict(self, pairs: JudgedPairs) -> Prediction:

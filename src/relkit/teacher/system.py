@@ -5,7 +5,7 @@ from pathlib import Path
 
 from relkit.errors import RelkitError
 from relkit.evaluate import JudgedPairs, Prediction
-from relkit.teacher.model import META_FILE, Teacher, TeacherMeta
+from relkit.teacher.model import Teacher
 from relkit.workspace import Workspace
 
 
@@ -19,11 +19,7 @@ class TeacherSystem:
     @classmethod
     def from_workspace(cls, ws: Workspace, ref: str) -> "TeacherSystem":
         """`ref` is NAME (artifacts/teacher-NAME), a folder name in artifacts/, or a path."""
-        path = ws.artifact("teacher", ref)
-        scale = TeacherMeta.from_json((path / META_FILE).read_text()).scale
-        if scale != ws.scale:
-            raise RelkitError(f"{path} was trained on another label scale ({scale.describe()}) than this "
-                              f"workspace's ({ws.scale.describe()})")
+        path = ws.scaled_artifact("teacher", ref)
         return cls(path, name=f"teacher:{ref}", ws=ws)
 
     def predict(self, pairs: JudgedPairs) -> Prediction:

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from relkit.config import from_dict
 from relkit.errors import RelkitError
-from relkit.evaluate import JudgedPairs, Prediction, load_judged_pairs, metric_names, score_prediction
+from relkit.evaluate import Prediction, metric_names, score_prediction
 from relkit.hf import resolve_device
+from relkit.labels import JudgedPairs, judged_split, load_judged_pairs
 from relkit.logs import main_process_only, progress
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.scale import LabelScale
@@ -210,8 +212,6 @@ def check_run(ws: Workspace, config: TrainConfig) -> None:
     if config.primary not in metric_names(ws.scale):
         raise RelkitError(f"unknown primary metric '{config.primary}'; one of {', '.join(metric_names(ws.scale))}")
     if config.labels != "human":
-        from relkit.judge.core import judged_split
-
         train, _ = judged_split(ws, config.labels, "train")
         judged_split(ws, config.labels, "dev")
         if config.prior != "none" and len(np.unique(train.labels)) < 2:
@@ -232,8 +232,6 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str) -> P
         train = load_judged_pairs(ws, "train")
         dev = load_judged_pairs(ws, "dev")
     else:   # the judge's labels stand for people's: soft targets to learn, its most probable level on dev
-        from relkit.judge.core import judged_split
-
         train, targets = judged_split(ws, config.labels, "train")
         dev, _ = judged_split(ws, config.labels, "dev")
     dev = sample_queries(dev, config.dev_queries, config.seed)
@@ -382,7 +380,7 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
         ckpt = teacher_dir(root, resume) / CHECKPOINT
         if not (ckpt / "trainer.pt").is_file():
             raise RelkitError(f"no checkpoint to resume at {ckpt}")
-        config = TrainConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
+        config = from_dict(TrainConfig, json.loads((ckpt / "config.json").read_text()), "training option")
     config = config or TrainConfig()
     accelerator = new_accelerator(config.precision, resolve_device(config.device))
     main = accelerator.is_main_process
