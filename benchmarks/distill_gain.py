@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from relkit import Workspace, evaluate, make_system  # noqa: E402
-from relkit.cli import _parse_sets  # noqa: E402
+from relkit.config import parse_sets  # noqa: E402
 from relkit.student.distill import Distiller  # noqa: E402
 from relkit.student.model import StudentConfig  # noqa: E402
 
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[],
                         help="also train NAME:KEY=VALUE;KEY=VALUE (student settings over --set), repeatable")
     args = parser.parse_args()
-    base = StudentConfig(**_parse_sets(args.set, StudentConfig))
+    base = StudentConfig(**parse_sets(args.set, StudentConfig))
 
     with Workspace.open(args.workspace) as ws:
         started = time.perf_counter()
@@ -109,7 +109,7 @@ def main() -> None:
                              w > 0))
         for variant in args.variant:
             name, _, sets = variant.partition(":")
-            config = replace(base, **_parse_sets([s for s in sets.split(";") if s.strip()], StudentConfig))
+            config = replace(base, **parse_sets([s for s in sets.split(";") if s.strip()], StudentConfig))
             plan.append((name, None, config, config.human_weight > 0))
         for name, n, config, human in plan:
             runs, student = [], None

@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from rich.console import Console  # noqa: E402
 
 from relkit import LabelScale, SplitConfig, Workspace, evaluate, import_file, make_system, split_queries  # noqa: E402
-from relkit.cli import _parse_sets  # noqa: E402
+from relkit.config import from_dict, parse_sets  # noqa: E402
 from relkit.teacher import TrainConfig, train_teacher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +54,8 @@ def main() -> None:
     logging.basicConfig(format="%(message)s")   # relkit's messages (the dev evaluations) and bars
     logging.getLogger("relkit").setLevel(logging.INFO)
     with workspace(args.workdir, args.dataset) as ws:
-        options = {"name": f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", **_parse_sets(args.sets, TrainConfig)}
-        config = TrainConfig.from_dict(options)
+        options = {"name": f"{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}", **parse_sets(args.sets, TrainConfig)}
+        config = from_dict(TrainConfig, options, "training option")
         console.print(f"training {config}", highlight=False)
         result = train_teacher(ws, config)
         console.print(f"trained {result.steps} steps in {result.seconds / 60:.1f} min; best dev step "

@@ -7,6 +7,7 @@ import pytest
 from conftest import write_csv
 from relkit import LabelScale, RelkitError, SplitConfig, Workspace, import_file, split_queries
 from relkit.ablation import ablate, fields_with_data
+from relkit.config import from_dict
 from relkit.teacher import Teacher, TrainConfig
 from relkit.teacher.train import prepare_run
 from tiny_models import build
@@ -49,7 +50,7 @@ def test_ablation_adds_the_fields_the_data_has(described, tmp_path, caplog):
         assert row.metrics["accuracy"] is not None and row.metrics["ndcg@10"] is not None
         # the inputs it was trained on: the description's words ("oak") only where the field is in
         teacher = Teacher.load(path, device="cpu")
-        run = prepare_run(described, TrainConfig.from_dict(meta["config"]), teacher.tokenizer, meta["family"])
+        run = prepare_run(described, from_dict(TrainConfig, meta["config"], "training option"), teacher.tokenizer, meta["family"])
         words = {w for ids in run.train_ids for w in teacher.tokenizer.convert_ids_to_tokens(ids)}
         assert ("oak" in words) == ("description" in row.fields) and "red" in words
         # and what it reads when scoring: a title-only teacher gives the same scores whatever the

@@ -1,26 +1,63 @@
 import json
-import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, write_csv
+from conftest import ROOT, relkit, write_csv
 
 SAMPLE = ROOT / "data" / "sample" / "homedepot-sample.csv"
 
 
-def relkit(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "relkit", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=600)
+COMMANDS = ["init", "import", "split", "status", "eval", "report", "teach", "ablate", "caption", "engaged", "pairs",
+            "label", "judge", "distill", "promote", "serve", "agreement", "audit", "annotate"]
 
 
-@pytest.mark.parametrize("command", ["", "init", "import", "split", "status", "eval", "teach", "ablate", "caption",
-                                     "engaged", "pairs", "audit"])
-def test_every_command_has_help(command):
-    result = relkit(*([command] if command else []), "--help")
+def click_commands() -> dict:
+    """The click command objects typer builds from relkit's app: name -> command."""
+    import typer.main
+
+    from relkit.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def flat(text: str) -> str:
+    """Help text without the boxes' borders and line breaks."""
+    return re.sub(r"[│╭╮╰╯─\s]+", " ", text)
+
+
+def test_relkit_help_lists_every_command_with_its_summary():
+    assert sorted(click_commands()) == sorted(COMMANDS)
+    result = relkit("--help")
     assert result.returncode == 0, result.stderr
-    assert "Usage" in result.stdout
+    rows = [re.match(r"│ (\S+) ", line) for line in result.stdout.splitlines()]   # a row's first cell, not a wrapped line
+    listed = [row[1] for row in rows if row and not row[1].startswith("-")]
+    assert sorted(listed) == sorted(COMMANDS)
+    shown = flat(result.stdout)
+    for name, command in click_commands().items():
+        summary = " ".join(command.help.split("\n\n")[0].split())
+        assert f" {name} {summary[:60]}" in shown, name
+    for option in ("--quiet", "-q", "--verbose", "-v", "--help"):
+        assert f" {option} " in shown
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_command_help_shows_its_real_options(name):
+    """Every option and argument of the click command, with its flags and its help text, is in the
+    command's --help, and so is the command's description."""
+    command = click_commands()[name]
+    shown = help_text(name)
+    assert " ".join(command.help.split("\n\n")[0].split()) in shown
+    assert command.params, name
+    for param in command.params:
+        if param.param_type_name == "argument":
+            assert f" {param.name} " in shown, f"relkit {name} {param.name.upper()}"
+        for flag in [*param.opts, *param.secondary_opts]:
+            assert f" {flag} " in shown or f" {flag}," in shown or f"{flag}/" in shown, f"relkit {name} {flag}"
+        if param.help:
+            assert " ".join(param.help.split()) in shown, f"relkit {name} {param.opts[0]}"
 
 
 def test_pipeline_on_the_bundled_sample(tmp_path):
@@ -216,8 +253,6 @@ def test_help_starts_light_and_names_stay_what_they_were():
 
 def help_text(*args) -> str:
     """`relkit ARGS --help` in this process, the table's borders and line breaks taken out."""
-    import re
-
     from typer.testing import CliRunner
 
     from relkit.cli import app
@@ -231,40 +266,77 @@ def test_option_defaults_are_the_librarys():
     """An option whose default belongs to a config dataclass or a library function is None in the CLI
     (the library's own default applies), and its --help shows the library's value."""
     import dataclasses
+    import inspect
 
-    import typer.main
-
-    from relkit.cli import LIBRARY_DEFAULTS, app, library_default
+    from relkit.ablation import ablate
+    from relkit.captions import caption_items
+    from relkit.candidates import make_pairs
+    from relkit.cli import library_defaults
+    from relkit.data.splits import SplitConfig
+    from relkit.evaluate import evaluate
+    from relkit.features.engagement import EngagedQueriesConfig
+    from relkit.judge.core import Judge, JudgeSpec
+    from relkit.labeling import label_pairs
+    from relkit.report.data import build
+    from relkit.scale import LabelScale
+    from relkit.serve.app import serve
+    from relkit.serve.schemas import Limits
     from relkit.student.features import FeatureConfig
     from relkit.student.model import StudentConfig
-    from relkit.teacher.train import TrainConfig
+    from relkit.teacher.config import TrainConfig
 
-    commands = typer.main.get_command(app).commands
-    for name, options in LIBRARY_DEFAULTS.items():
+    def field(cls, name):
+        found = next(f for f in dataclasses.fields(cls) if f.name == name)
+        return found.default_factory() if found.default is dataclasses.MISSING else found.default
+
+    def param(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    want = {
+        "init": {"levels": param(LabelScale.default, "k")},
+        "split": {name: field(SplitConfig, name) for name in ("seed", "dev", "test")},
+        "eval": {"split": param(evaluate, "split")},
+        "report": {"split": param(build, "split")},
+        "teach": {name: field(TrainConfig, name) for name in
+                  ("model", "epochs", "lr", "batch_size", "max_length", "class_weights", "primary", "lora")},
+        "ablate": {name: param(ablate, name) for name in ("fields", "split", "prefix")},
+        "caption": {**{name: param(caption_items, name) for name in ("model", "batch_size", "timeout")},
+                    "max_mb": param(caption_items, "max_bytes") / 1_000_000},
+        "engaged": {"top": field(EngagedQueriesConfig, "top_n"), "days": field(EngagedQueriesConfig, "window_days")},
+        "pairs": {name: param(make_pairs, name) for name in ("k", "encoder", "min_queries", "query_source")},
+        "label": {name: param(label_pairs, name) for name in
+                  ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
+        "judge": {**{name: field(JudgeSpec, name) for name in ("key_env", "shots", "concurrency", "rpm", "retries",
+                                                              "timeout", "logprobs", "batch_size")},
+                  "shard_size": param(Judge.run, "shard_size")},
+        "distill": {**{name: field(StudentConfig, name) for name in ("hidden", "human_weight")},
+                    **{name: field(FeatureConfig, name) for name in ("groups", "encoder", "graph_dim", "image_encoder")}},
+        "serve": {**{name: param(serve, name) for name in ("host", "port", "poll_seconds", "warm_queries")},
+                  "max_candidates": field(Limits, "max_candidates"),
+                  "max_body_mb": field(Limits, "max_body_bytes") / 1_000_000},
+    }
+    got = {name: library_defaults(name) for name in COMMANDS}
+    assert {name: options for name, options in got.items() if options} == want
+    commands = click_commands()
+    for name, options in want.items():
         params = {p.name: p for p in commands[name].params}
         shown = help_text(name)
-        for option, spec in options.items():
+        for option, value in options.items():
             assert params[option].default is None, f"relkit {name} --{option}"
-            value = library_default(*spec[:2])
-            assert value is not None, f"relkit {name} --{option}"
-            assert f"--{option.replace('_', '-')} " in shown
-        if name == "teach":
-            for option in options:
-                field = next(f for f in dataclasses.fields(TrainConfig) if f.name == option)
-                want = "no-lora" if field.default is False else field.default
-                assert f"[default: ({want})]" in shown, option
-    distill = help_text("distill")
-    assert f"[default: ({','.join(map(str, StudentConfig().hidden))})]" in distill
-    assert f"[default: ({','.join(FeatureConfig().groups)})]" in distill
-    assert f"[default: ({FeatureConfig().graph_dim})]" in distill
+            flag = option.replace("_", "-")
+            if isinstance(value, bool):
+                value = flag if value else f"no-{flag}"
+            elif isinstance(value, tuple):
+                value = ",".join(map(str, value))
+            elif isinstance(value, float) and option.endswith("_mb"):
+                value = f"{value:g}"
+            # the first default shown after the option's flag is its own
+            assert re.search(rf"--{flag} .*?\[default: \((.*?)\)\]", shown)[1] == str(value), f"relkit {name} --{flag}"
     assert "[default: (4)]" in help_text("serve") and "[default: (20)]" in help_text("caption")   # MB
-    from relkit.judge.core import JudgeSpec
-
     judge = help_text("judge")
     assert f"--key-env <str> Environment variable holding the endpoint's API key (never stored). [default: " \
            f"({JudgeSpec.key_env})]" in judge
     assert f"requests in flight. [default: ({JudgeSpec.concurrency})]" in judge
-    assert "[default: (logprobs)]" in judge and f"[default: ({library_default('relkit.judge.core:Judge.run', 'shard_size')})]" in judge
 
 
 def test_a_changed_dataclass_default_shows_in_help(monkeypatch):
@@ -310,3 +382,101 @@ def test_names_print_as_written():
         with c.capture() as captured:
             c.print("ndcg@10 - teacher:zero :smile:", highlight=False)
         assert captured.get().strip() == "ndcg@10 - teacher:zero :smile:"
+
+
+def test_settings_errors_name_the_key_and_the_valid_ones(tmp_path):
+    """--set, --config and flags go through one helper: an unknown key is refused before any work,
+    naming it and the keys there are; a value that does not fit its type says which type."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from relkit.cli import app
+    from relkit.student.model import StudentConfig
+    from relkit.teacher.config import TrainConfig
+
+    def fails(*args) -> str:
+        result = CliRunner().invoke(app, [*map(str, args), "-w", str(tmp_path / "nowhere")])
+        assert result.exit_code == 2, result.output
+        return " ".join(result.output.split())
+
+    teach_keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+    assert fails("teach", "--set", "colour=red") == \
+        f"error: --set takes KEY=VALUE with KEY one of {teach_keys}; got 'colour=red'"
+    assert fails("teach", "--set", "epochs=many") == "error: --set epochs: 'many' is not a valid float"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"lr": 0.001, "colour": "red"}))
+    assert fails("ablate", "--config", config) == \
+        f"error: unknown training option(s): colour; the training options are {teach_keys}"
+    config.write_text(json.dumps({"lr": 0.001, "name": "mine"}))
+    assert fails("ablate", "--config", config) == \
+        "error: ablate sets each teacher's fields and name itself; use --fields and --prefix"
+    config.write_text("[1]")
+    assert fails("teach", "--config", config) == \
+        f"error: {config}: not a readable JSON object of training options (it holds a list)"
+    assert fails("teach", "--lr", "0.1", "--resume", "old") == \
+        "error: --resume continues with the teacher's saved options; give no other training options"
+    student_keys = ", ".join(f.name for f in dataclasses.fields(StudentConfig))
+    assert fails("distill", "--set", "width=3") == \
+        f"error: --set takes KEY=VALUE with KEY one of {student_keys}; got 'width=3'"
+    assert fails("distill", "--set", "hidden=64,x") == "error: --set hidden: '64,x' is not comma-separated numbers"
+    assert fails("distill", "--hidden", "64,x") == "error: --hidden must be whole numbers separated by commas, got '64,x'"
+    # flags win over --set: the flag's human_weight is checked, not the --set one
+    assert fails("distill", "--set", "human_weight=1", "--human-weight", "-1") == \
+        "error: student: human_weight cannot be negative"
+
+
+def test_annotate_queue_weights_are_the_librarys(tmp_path):
+    from typer.testing import CliRunner
+
+    from relkit.annotation.queue import STRATEGIES
+    from relkit.cli import app
+
+    assert relkit("init", tmp_path / "ws").returncode == 0
+    for queue, message in [
+        ("unsure=1", f"unknown queue strategy 'unsure'; expected some of {', '.join(STRATEGIES)}"),
+        ("uncertain=lots", "queue weights: 'uncertain=lots' is not STRATEGY=NUMBER"),
+        ("cold=0", "give at least one queue strategy a weight above 0 (e.g. uncertain=1)"),
+        ("cold=-1", "queue strategy cold: the weight must be a number >= 0, not -1.0"),
+    ]:
+        result = CliRunner().invoke(app, ["annotate", "--queue", queue, "-w", str(tmp_path / "ws")])
+        assert result.exit_code == 2, result.output
+        assert " ".join(result.output.split()) == f"error: --queue '{queue}': {message}"
+
+
+def test_distill_results_render_themselves():
+    """The scaling curve's table and a student's line, from figures put in by hand."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from relkit.scale import LabelScale
+    from relkit.student.distill import CurveRow, ScalingCurve
+    from relkit.student.model import Student, StudentMeta
+
+    dev = {"accuracy": 0.5, "qwk": 0.25, "ndcg@10": 0.875, "argmax_accuracy": 0.4, "argmax_qwk": None}
+    curve = ScalingCurve((CurveRow("human", 0, 120, {"accuracy": 0.5, "qwk": 0.125, "ndcg@10": 0.75}, dev, 1.5),
+                          CurveRow("5000", 5000, 120, {"accuracy": 0.625, "qwk": 0.5, "ndcg@10": 0.8125}, dev, 12.0)),
+                         k=3)
+    console = Console(width=200, record=True)
+    console.print(curve)
+    lines = [" ".join(line.replace("│", " ").replace("┃", " ").split()) for line in console.export_text().splitlines()]
+    assert lines[0] == "students on the test split (3 levels)"
+    assert "trained on teacher pairs human pairs accuracy qwk ndcg@10 dev ndcg@10 seconds" in lines
+    assert "human labels only 0 120 0.5000 0.1250 0.7500 0.8750 1.5" in lines
+    assert "teacher 5000 5,000 120 0.6250 0.5000 0.8125 0.8750 12.0" in lines
+    assert [r.name for r in curve] == ["human", "5000"] and len(curve) == 2
+    assert curve.to_dicts()[1] == {"name": "5000", "teacher_pairs": 5000, "human_pairs": 120,
+                                   "metrics": {"accuracy": 0.625, "qwk": 0.5, "ndcg@10": 0.8125}, "dev": dev,
+                                   "seconds": 12.0}
+
+    data = {"teacher_pairs": 5000, "human_pairs": 120, "teacher_queries": 400, "human_queries": 30, "seconds": 3.5}
+    meta = StudentMeta(scale=LabelScale.default(3), features={}, blocks=[], hidden=[8], cutpoints=[1.5, 2.5],
+                       data=data, metrics={"dev": dev, "best_epoch": 7})
+    student = Student(meta, {}, Path("ws/artifacts/student-demo"))
+    assert student.to_dict() == {"student": "student-demo", **data, "cutpoints": [1.5, 2.5], "dev": dev,
+                                 "best_epoch": 7}
+    assert student.summary() == (
+        "student-demo: 5,000 teacher-labeled pairs of 400 queries + 120 human ones of 30, best epoch 7, dev nDCG@10 "
+        "0.8750, cutpoints accuracy 0.5000 QWK 0.2500 (argmax: 0.4000, -) (3.5 s); evaluate with "
+        "`relkit eval --system student:demo`")

@@ -151,3 +151,62 @@ def test_a_released_workspace_lets_another_process_write(tmp_path):
         with pytest.raises(RelkitError, match="inside a transaction"):
             ws.release()
     ws.close()
+
+
+# --- what `relkit status` shows ------------------------------------------------------------------
+
+def test_summary_counts_what_the_workspace_holds(ws3):
+    """Every figure of the summary, counted by hand from the rows put in."""
+    from rich.console import Console
+
+    from relkit.workspace import ACTIVE_FILE, Summary
+
+    ws = ws3
+    ws.run("INSERT INTO items (item_id, title) VALUES ('i1', 'oak chair'), ('i2', 'lamp'), ('i3', 'door')")
+    ws.run("""INSERT INTO queries VALUES ('q1', 'chair', NULL, NULL), ('q2', 'lamp', NULL, NULL),
+              ('q3', 'door', NULL, '{"source": "log"}'), ('q4', 'desk', NULL, '{"source": "titles"}'),
+              ('q5', 'rug', NULL, '{"source": "log"}'), ('q6', 'bed', NULL, '{"source": "elsewhere"}')""")
+    ws.run("""INSERT INTO judgments VALUES ('q1', 'i1', 3, NULL), ('q1', 'i2', 1, NULL), ('q2', 'i2', 3, NULL),
+              ('q2', 'i3', 2, NULL), ('q6', 'i1', 1, NULL)""")
+    ws.run("INSERT INTO splits VALUES ('q1', 'train', false), ('q2', 'test', true), ('q3', 'train', false)")
+    ws.run("INSERT INTO pairs VALUES ('q3', 'i1', 'bm25')")
+    ws.run("""INSERT INTO item_captions VALUES ('i1', 'a.png', 'h', 'm', NULL, now()),
+              ('i2', 'b.png', NULL, 'm', 'not an image', now()), ('i3', 'c.png', NULL, 'm', 'gone', now())""")
+    ws.run("INSERT INTO engaged_queries VALUES ('i1', 'oak')")
+    for name in ("student-b", "teacher-a"):
+        (ws.artifacts / name).mkdir()
+        (ws.artifacts / name / "relkit.json").write_text("{}")
+    (ws.path / ACTIVE_FILE).write_text('{"student": "student-b", "path": "x"}')
+    summary = ws.summary()
+    assert summary.rows == {"items": 3, "queries": 6, "judgments": 5, "pairs": 1, "engagement": 0}
+    assert (summary.captioned, summary.unreadable, summary.engaged) == (1, 2, 1)
+    assert summary.annotations is None and summary.models == ("student-b", "teacher-a")
+    assert summary.active_student == "student-b"
+    assert summary.judgments == {(3, "train"): 1, (1, "train"): 1, (3, "test"): 1, (2, "test"): 1,
+                                 (1, "unassigned"): 1}
+    assert summary.queries == {"train": 2, "test": 1, "unassigned": 3}
+    assert summary.added_queries == {"log": 2, "titles": 1}     # an unknown source is not relkit's
+
+    ws.run("""CREATE TABLE annotations (annotator VARCHAR, query_id VARCHAR, item_id VARCHAR, label INTEGER,
+              note VARCHAR, created_at TIMESTAMP, seconds DOUBLE)""")
+    ws.run("""INSERT INTO annotations VALUES ('ann', 'q1', 'i1', 3, NULL, now(), 1), ('bob', 'q1', 'i1', 2, NULL, now(), 1),
+              ('ann', 'q2', 'i2', 1, NULL, now(), 1), ('bob', 'q2', 'i2', 1, NULL, now(), 1),
+              ('ann', 'q2', 'i3', 2, NULL, now(), 1)""")
+    (ws.path / ACTIVE_FILE).unlink()
+    summary = ws.summary()
+    assert (summary.annotations, summary.annotators, summary.disagreements) == (5, 2, 1)
+    assert summary.active_student is None
+    assert isinstance(summary, Summary)
+
+    console = Console(width=200, record=True)
+    console.print(summary)
+    text = [" ".join(line.replace("│", " ").split()) for line in console.export_text().splitlines()]
+    assert text[0] == f"{ws.path} scale: {ws.scale.describe()}"
+    for line in ("captioned items 1 (2 images unreadable)", "items with engaged-query tokens 1",
+                 "annotations 5 by 2 annotators (1 pairs they disagree on)", "models 2 (student-b, teacher-a)",
+                 "active student none (relkit promote NAME)",
+                 # level, train, dev, test, unassigned, total
+                 "1 bad 1 0 0 1 2", "2 fair 0 0 1 0 1", "3 good 1 0 1 0 2",
+                 "queries per split: train 2, dev 0, test 1, unassigned 3",
+                 "train queries nobody judged, added by relkit pairs: 2 from the engagement log, 1 from item titles"):
+        assert line in text, line

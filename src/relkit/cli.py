@@ -1,20 +1,39 @@
-"""The `relkit` command. Each command parses its options and calls the library."""
+"""The `relkit` command. Each command parses its options and calls the library.
+
+relkit's stages load DuckDB, numpy or scikit-learn when they are imported: each command imports the
+ones it uses (`# lazy:` says what such an import loads), so `relkit --help` starts fast."""
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from typer.core import TyperGroup
 
+from relkit.config import collect, defaults
 from relkit.errors import RelkitError
+from relkit.logs import install
 
-app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.",
+
+class _Commands(TyperGroup):
+    """Every command reports a RelkitError as one line and exits 2, instead of a traceback."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except RelkitError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(help="relkit: train and evaluate search relevance models from human judgments.", cls=_Commands,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(emoji=False)      # results (a name like teacher:zero stays as written)
 err = Console(stderr=True, emoji=False)   # messages (through the log handler), bars and errors
@@ -26,18 +45,6 @@ WorkspaceOpt = Annotated[Path, typer.Option(
 DEFAULT_WS = Path("relkit-ws")
 
 
-def _friendly(fn):
-    """Report RelkitError as a one-line message and exit 2, instead of a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RelkitError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-    return wrapper
-
-
 @app.callback()
 def _options(
     ctx: typer.Context,
@@ -46,88 +53,82 @@ def _options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also say debug messages.")] = False,
 ) -> None:
     """Options of every command: how much relkit says on stderr while it works (results go to stdout)."""
-    from relkit.logs import install
-
     if quiet and verbose:
         err.print("[bold red]error:[/] --quiet and --verbose contradict each other; give one", highlight=False)
         raise typer.Exit(2)
     ctx.call_on_close(install(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO, err))
     command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
-    _show_library_defaults(command, LIBRARY_DEFAULTS.get(ctx.invoked_subcommand, {}))
-
-
-# Options whose default belongs to the library: a config dataclass's field, or a function's
-# parameter ("module:Name", field). Such an option defaults to None, so that the library's own
-# default applies, and its --help shows that value, read when its command is invoked (not at
-# import: `relkit --help` and the light commands import nothing heavy).
-LIBRARY_DEFAULTS: dict[str, dict[str, tuple]] = {
-    "init": {"levels": ("relkit.scale:LabelScale.default", "k")},
-    "split": {"seed": ("relkit.data.splits:SplitConfig", "seed"), "dev": ("relkit.data.splits:SplitConfig", "dev"),
-              "test": ("relkit.data.splits:SplitConfig", "test")},
-    "eval": {"split": ("relkit.evaluate:evaluate", "split")},
-    "report": {"split": ("relkit.report.data:build", "split")},
-    "teach": {name: ("relkit.teacher.config:TrainConfig", name) for name in
-              ("model", "epochs", "lr", "batch_size", "max_length", "class_weights", "primary", "lora")},
-    "ablate": {name: ("relkit.ablation:ablate", name) for name in ("fields", "split", "prefix")},
-    "caption": {"model": ("relkit.captions:caption_items", "model"),
-                "batch_size": ("relkit.captions:caption_items", "batch_size"),
-                "timeout": ("relkit.captions:caption_items", "timeout"),
-                "max_mb": ("relkit.captions:caption_items", "max_bytes", 1e-6)},
-    "engaged": {"top": ("relkit.features.engagement:EngagedQueriesConfig", "top_n"),
-                "days": ("relkit.features.engagement:EngagedQueriesConfig", "window_days")},
-    "pairs": {name: ("relkit.candidates:make_pairs", name)
-              for name in ("k", "encoder", "min_queries", "query_source")},
-    "label": {name: ("relkit.labeling:label_pairs", name) for name in
-              ("shard_size", "batch_size", "backend", "engine", "ray_actors")},
-    "judge": {**{name: ("relkit.judge.core:JudgeSpec", name) for name in
-                 ("key_env", "shots", "concurrency", "rpm", "retries", "timeout", "logprobs", "batch_size")},
-              "shard_size": ("relkit.judge.core:Judge.run", "shard_size")},
-    "distill": {"hidden": ("relkit.student.model:StudentConfig", "hidden"),
-                "human_weight": ("relkit.student.model:StudentConfig", "human_weight"),
-                **{name: ("relkit.student.features:FeatureConfig", name) for name in
-                   ("groups", "encoder", "graph_dim", "image_encoder")}},
-    "serve": {"host": ("relkit.serve.app:serve", "host"), "port": ("relkit.serve.app:serve", "port"),
-              "max_candidates": ("relkit.serve.schemas:Limits", "max_candidates"),
-              "max_body_mb": ("relkit.serve.schemas:Limits", "max_body_bytes", 1e-6),
-              "poll_seconds": ("relkit.serve.app:serve", "poll_seconds"),
-              "warm_queries": ("relkit.serve.app:serve", "warm_queries")},
-}
-
-
-def library_default(target: str, name: str):
-    """The default of field `name` of the dataclass `target` ("module:Name"), or of parameter
-    `name` of the function `target`."""
-    import dataclasses
-    import importlib
-    import inspect
-
-    module, _, qualname = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if dataclasses.is_dataclass(obj):
-        field = next(f for f in dataclasses.fields(obj) if f.name == name)
-        return field.default_factory() if field.default is dataclasses.MISSING else field.default
-    return inspect.signature(obj).parameters[name].default
-
-
-def cli_default(target: str, name: str, unit: float | None = None) -> str:
-    """A library default as the option takes it: numbers in the option's unit, sequences comma-separated."""
-    value = library_default(target, name)
-    if unit is not None:
-        value = value * unit
-        value = int(value) if float(value).is_integer() else value
-    if isinstance(value, bool):
-        return name.replace("_", "-") if value else "no-" + name.replace("_", "-")   # as typer shows a flag
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def _show_library_defaults(command, defaults: dict[str, tuple]) -> None:
+    shown = library_defaults(ctx.invoked_subcommand) if command is not None else {}
     for param in getattr(command, "params", []):
-        if param.name in defaults:
-            param.show_default = cli_default(*defaults[param.name])
+        if param.name in shown:
+            param.show_default = _as_shown(param.name, shown[param.name])
+
+
+def library_defaults(command: str) -> dict[str, object]:
+    """The default of each option of `command` that the library owns: a config dataclass's field or a
+    function's parameter. Such an option is None in the CLI, so the library's own default applies, and
+    its --help shows this value, read when the command is invoked."""
+    match command:
+        case "init":
+            from relkit.scale import LabelScale   # lazy: numpy
+            return {"levels": defaults(LabelScale.default)["k"]}
+        case "split":
+            from relkit.data.splits import SplitConfig   # lazy: duckdb
+            return defaults(SplitConfig, "seed", "dev", "test")
+        case "eval":
+            from relkit.evaluate import evaluate   # lazy: duckdb, scikit-learn
+            return defaults(evaluate, "split")
+        case "report":
+            from relkit.report.data import build   # lazy: duckdb, scikit-learn
+            return defaults(build, "split")
+        case "teach":
+            from relkit.teacher.config import TrainConfig   # lazy: numpy
+            return defaults(TrainConfig, "model", "epochs", "lr", "batch_size", "max_length", "class_weights",
+                            "primary", "lora")
+        case "ablate":
+            from relkit.ablation import ablate   # lazy: duckdb, scikit-learn
+            return defaults(ablate, "fields", "split", "prefix")
+        case "caption":
+            from relkit.captions import caption_items   # lazy: duckdb
+            return {**defaults(caption_items, "model", "batch_size", "timeout"),
+                    "max_mb": _megabytes(defaults(caption_items)["max_bytes"])}
+        case "engaged":
+            from relkit.features.engagement import EngagedQueriesConfig   # lazy: duckdb
+            found = defaults(EngagedQueriesConfig)
+            return {"top": found["top_n"], "days": found["window_days"]}
+        case "pairs":
+            from relkit.candidates import make_pairs   # lazy: duckdb
+            return defaults(make_pairs, "k", "encoder", "min_queries", "query_source")
+        case "label":
+            from relkit.labeling import label_pairs   # lazy: duckdb
+            return defaults(label_pairs, "shard_size", "batch_size", "backend", "engine", "ray_actors")
+        case "judge":
+            from relkit.judge import Judge, JudgeSpec   # lazy: duckdb
+            return {**defaults(JudgeSpec, "key_env", "shots", "concurrency", "rpm", "retries", "timeout", "logprobs",
+                               "batch_size"), **defaults(Judge.run, "shard_size")}
+        case "distill":
+            from relkit.student.features import FeatureConfig   # lazy: duckdb
+            from relkit.student.model import StudentConfig
+            return {**defaults(StudentConfig, "hidden", "human_weight"),
+                    **defaults(FeatureConfig, "groups", "encoder", "graph_dim", "image_encoder")}
+        case "serve":
+            from relkit.serve import Limits, serve   # lazy: duckdb, fastapi
+            limits = defaults(Limits, "max_candidates", "max_body_bytes")
+            return {**defaults(serve, "host", "port", "poll_seconds", "warm_queries"),
+                    "max_candidates": limits["max_candidates"], "max_body_mb": _megabytes(limits["max_body_bytes"])}
+    return {}
+
+
+def _megabytes(n: int) -> float:
+    """Bytes in the unit of the MB options (1,000,000 bytes): 4 for 4,000,000."""
+    return int(n / 1e6) if (n / 1e6).is_integer() else n / 1e6
+
+
+def _as_shown(name: str, value) -> str:
+    """A default as its option takes it: a flag by its name (as typer shows one), a sequence comma-separated."""
+    if isinstance(value, bool):
+        return name.replace("_", "-") if value else "no-" + name.replace("_", "-")
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
 def _given(**options) -> dict:
@@ -137,14 +138,12 @@ def _given(**options) -> dict:
 
 def _busy(text: str):
     """A spinner with `text` while a step without a bar runs, unless messages are off (--quiet)."""
-    import contextlib
-
     return console.status(text) if logging.getLogger("relkit").isEnabledFor(logging.INFO) else contextlib.nullcontext()
 
 
 def _open(path: Path):
-    from relkit.annotation.store import merge
-    from relkit.workspace import Workspace
+    from relkit.annotation.store import merge   # lazy: sqlite3, hashlib (20 ms of `relkit --help`)
+    from relkit.workspace import Workspace   # lazy: duckdb
 
     ws = Workspace.open(path)
     try:
@@ -163,7 +162,6 @@ def _csv_ints(text: str, what: str) -> list[int]:
 
 
 @app.command()
-@_friendly
 def init(
     directory: Annotated[Path, typer.Argument(help="Directory to create the workspace in.")],
     levels: Annotated[int | None, typer.Option(
@@ -173,8 +171,8 @@ def init(
         help="nDCG gain of each level from 1 to K, comma-separated non-negative integers (default 0..K-1).")] = None,
 ) -> None:
     """Create a workspace: a DuckDB database and an artifacts/ folder, with its label scale."""
-    from relkit.scale import LabelScale
-    from relkit.workspace import Workspace
+    from relkit.scale import LabelScale   # lazy: numpy
+    from relkit.workspace import Workspace   # lazy: duckdb
 
     name_list = tuple(n.strip() for n in names.split(",")) if names else None
     k = levels or (len(name_list) if name_list else None)
@@ -188,7 +186,6 @@ def init(
 
 
 @app.command(name="import")
-@_friendly
 def import_(
     kind: Annotated[str, typer.Argument(help="What the file holds: items, queries, judgments, pairs or engagement.")],
     file: Annotated[Path, typer.Argument(help="A CSV, JSONL or Parquet file (CSV/JSONL may be gzipped).")],
@@ -202,7 +199,7 @@ def import_(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Import a file into the workspace, all or nothing; importing the same data again changes nothing."""
-    from relkit.data.importer import import_file
+    from relkit.data.importer import import_file   # lazy: duckdb, pyarrow
 
     mapping = {}
     for entry in map or []:
@@ -216,7 +213,6 @@ def import_(
 
 
 @app.command()
-@_friendly
 def split(
     seed: Annotated[int | None, typer.Option(
         help="Seed of the assignment (or the one the workspace was split with).")] = None,
@@ -229,7 +225,7 @@ def split(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Assign whole queries to train/dev/test. Stable: new queries never move old ones."""
-    from relkit.data.splits import SplitConfig, pin_from_file, split_queries
+    from relkit.data.splits import SplitConfig, pin_from_file, split_queries   # lazy: duckdb
 
     with _open(workspace) as ws:
         if assign is not None:
@@ -245,63 +241,13 @@ def split(
 
 
 @app.command()
-@_friendly
 def status(workspace: WorkspaceOpt = DEFAULT_WS) -> None:
     """Show what the workspace holds."""
-    from relkit.workspace import SPLITS
-
     with _open(workspace) as ws:
-        console.print(f"[bold]{ws.path}[/]  scale: {ws.scale.describe()}")
-        counts = Table(show_header=False, box=None)
-        for table in ("items", "queries", "judgments", "pairs", "engagement"):
-            counts.add_row(table, f"{ws.count(table):,}")
-        captioned, failed = ws.fetchone("SELECT count(*) FILTER (WHERE error IS NULL), count(*) FILTER "
-                                         "(WHERE error IS NOT NULL) FROM item_captions")
-        counts.add_row("captioned items", f"{captioned:,}" + (f" ({failed:,} images unreadable)" if failed else ""))
-        counts.add_row("items with engaged-query tokens", f"{ws.count('engaged_queries'):,}")
-        if ws.has_table("annotations"):
-            from relkit.annotation.store import review_pairs
-
-            made, people = ws.fetchone("SELECT count(*), count(DISTINCT annotator) FROM annotations")
-            split = len(review_pairs(ws))
-            counts.add_row("annotations", f"{made:,} by {people:,} annotator{'' if people == 1 else 's'}"
-                           + (f" ({split:,} pairs they disagree on)" if split else ""))
-        models = ws.models()
-        counts.add_row("models", f"{len(models):,}" + (" (" + ", ".join(m["id"] for m in models) + ")" if models else ""))
-        from relkit.promotion import active_student
-
-        active = active_student(ws.path)
-        counts.add_row("active student", active["student"] if active else "none (relkit promote NAME)")
-        console.print(counts)
-        rows = ws.fetchall("""
-            SELECT j.label, coalesce(s.split, 'unassigned'), count(*) FROM judgments j
-            LEFT JOIN splits s USING (query_id) GROUP BY ALL""")
-        cells = {(level, sp): n for level, sp, n in rows}
-        columns = [*SPLITS, "unassigned"]
-        judged = Table(title="judgments per level and split")
-        judged.add_column("level")
-        for c in [*columns, "total"]:
-            judged.add_column(c, justify="right")
-        for level, name in enumerate(ws.scale.names, start=1):
-            values = [cells.get((level, c), 0) for c in columns]
-            judged.add_row(f"{level} {name}", *(f"{v:,}" for v in values), f"{sum(values):,}")
-        console.print(judged)
-        q = dict(ws.fetchall("""
-            SELECT coalesce(s.split, 'unassigned'), count(*) FROM queries LEFT JOIN splits s USING (query_id)
-            GROUP BY ALL"""))
-        console.print("queries per split: " + ", ".join(f"{c} {q.get(c, 0):,}" for c in columns))
-        from relkit.query_sources import FROM
-
-        added = [(s, n) for s, n in ws.fetchall("""
-            SELECT extra->>'source' AS source, count(*) FROM queries
-            WHERE extra->>'source' IS NOT NULL GROUP BY ALL ORDER BY source""") if s in FROM]
-        if added:
-            console.print("train queries nobody judged, added by relkit pairs: "
-                          + ", ".join(f"{n:,} from {FROM[s]}" for s, n in added))
+        console.print(ws.summary())
 
 
 @app.command(name="eval")
-@_friendly
 def eval_(
     system: Annotated[list[str], typer.Option(
         "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME, student:NAME or judge:NAME "
@@ -311,20 +257,18 @@ def eval_(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Score systems on the same judged queries and print them side by side."""
-    from relkit.evaluate import evaluate
-    from relkit.systems import make_system
+    from relkit.evaluate import evaluate   # lazy: duckdb, scikit-learn
+    from relkit.systems import make_system   # lazy: duckdb
 
     with _open(workspace) as ws:
         report = evaluate(ws, [make_system(s, ws) for s in system], **_given(split=split))
-        if json_:
-            typer.echo(report.to_json())
-            return
-        console.print(report.headline(), highlight=False)
-        console.print(report.table())
+    if json_:
+        typer.echo(report.to_json())
+    else:
+        console.print(report)
 
 
 @app.command()
-@_friendly
 def report(
     system: Annotated[list[str], typer.Option(
         "--system", "-s", help="A system, as in `relkit eval` (repeatable); the first is the one others are compared "
@@ -336,10 +280,7 @@ def report(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Write one self-contained HTML report of systems on a split: side by side, levels, queries lost, studies."""
-    import shlex
-    import sys
-
-    from relkit.report import build, write
+    from relkit.report import build, write   # lazy: duckdb, scikit-learn
     from relkit.systems import make_system
 
     if output.suffix.lower() not in (".html", ".htm"):
@@ -357,7 +298,6 @@ def report(
 
 
 @app.command()
-@_friendly
 def teach(
     model: Annotated[str | None, typer.Option(
         help="Base model: a local path, a hub id, 'default' (all-MiniLM-L6-v2) or 'smollm2'.")] = None,
@@ -383,19 +323,17 @@ def teach(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Fine-tune a cross-encoder teacher on the train split, keeping the best weights on dev."""
-    from relkit.teacher.train import TrainConfig, train_teacher
+    from relkit.teacher.train import TrainConfig, train_teacher   # lazy: duckdb, scikit-learn
 
-    options = _training_options(config, set_)
-    flags = {"model": model, "name": name, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-             "max_length": max_length, "class_weights": class_weights, "primary": primary, "lora": lora,
-             "fields": fields, "labels": labels}
-    options.update({k: v for k, v in flags.items() if v is not None})
+    options = collect(TrainConfig, config, set_, what="training option", flags=dict(
+        model=model, name=name, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+        class_weights=class_weights, primary=primary, lora=lora, fields=fields, labels=labels))
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
     _open(workspace).close()   # people's judgments from `relkit annotate` into judgments first
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
-    result = train_teacher(workspace, None if resume else TrainConfig.from_dict(options), resume=resume,
+    result = train_teacher(workspace, None if resume else TrainConfig(**options), resume=resume,
                            stop_after=stop_after)
     if result.finished and result.main_process:
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
@@ -403,22 +341,7 @@ def teach(
                       f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
 
 
-def _training_options(config: Path | None, sets: list[str] | None) -> dict:
-    """Training options from a JSON file, then --set KEY=VALUE entries over it."""
-    from relkit.teacher.config import TrainConfig
-
-    options: dict = {}
-    if config is not None:
-        try:
-            options.update(json.loads(config.read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise RelkitError(f"{config}: not a readable JSON object of training options ({e})") from None
-    options.update(_parse_sets(sets or [], TrainConfig))
-    return options
-
-
 @app.command()
-@_friendly
 def ablate(
     fields: Annotated[str | None, typer.Option(help="Fields to add one at a time, in order; fields no item has "
                                                     "are left out.")] = None,
@@ -430,15 +353,15 @@ def ablate(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Train a teacher per item text prefix (title; + description; + caption; ...) and compare them."""
-    from relkit.ablation import ablate as run_ablation, ablation_table, rows_as_dicts
-    from relkit.teacher.train import TrainConfig
+    from relkit.ablation import ablate as run_ablation, ablation_table, rows_as_dicts   # lazy: duckdb, scikit-learn
+    from relkit.teacher.config import TrainConfig
 
-    options = _training_options(config, set_)
+    options = collect(TrainConfig, config, set_, what="training option")
     if "fields" in options or "name" in options:
         raise RelkitError("ablate sets each teacher's fields and name itself; use --fields and --prefix")
     with _open(workspace) as ws:
         chosen = [f.strip() for f in fields.split(",") if f.strip()] if fields is not None else None
-        rows = run_ablation(ws, TrainConfig.from_dict(options), **_given(fields=chosen, split=split, prefix=prefix))
+        rows = run_ablation(ws, TrainConfig(**options), **_given(fields=chosen, split=split, prefix=prefix))
         aurocs = [f"auroc@{t}" for t in range(2, ws.scale.k + 1)]
     if json_:
         typer.echo(json.dumps(rows_as_dicts(rows), indent=2))
@@ -447,7 +370,6 @@ def ablate(
 
 
 @app.command()
-@_friendly
 def caption(
     model: Annotated[str | None, typer.Option(help="A Hugging Face image-to-text model: hub id or local path.")]
         = None,
@@ -458,7 +380,7 @@ def caption(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Caption every item's image (local path or URL); captions join the item text as 'image: ...'."""
-    from relkit.captions import caption_items
+    from relkit.captions import caption_items   # lazy: duckdb
 
     with _open(workspace) as ws:
         result = caption_items(ws, redo=redo, **_given(model=model, batch_size=batch_size, timeout=timeout,
@@ -467,7 +389,6 @@ def caption(
 
 
 @app.command()
-@_friendly
 def engaged(
     top: Annotated[int | None, typer.Option(help="Tokens kept per item.")] = None,
     days: Annotated[int | None, typer.Option(help="Window of engagement, in days, ending at --as-of.")] = None,
@@ -475,18 +396,16 @@ def engaged(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Recompute each item's engaged-query tokens (the text field 'searched: ...') from the engagement table."""
-    from relkit.features.engagement import EngagedQueriesConfig, refresh_engaged_queries
+    from relkit.features.engagement import EngagedQueriesConfig, refresh_engaged_queries   # lazy: duckdb
 
     config = EngagedQueriesConfig(**_given(top_n=top, window_days=days, as_of=as_of))
-    with _open(workspace) as ws:
-        with ws.transaction():
-            n = refresh_engaged_queries(ws, config)
+    with _open(workspace) as ws, ws.transaction():
+        n = refresh_engaged_queries(ws, config)
     console.print(f"{n:,} items have engaged-query tokens (top {config.top_n}, {config.window_days} days)",
                   highlight=False)
 
 
 @app.command()
-@_friendly
 def pairs(
     k: Annotated[int | None, typer.Option(min=1, help="Items per query from each source.")] = None,
     source: Annotated[list[str] | None, typer.Option(
@@ -505,7 +424,7 @@ def pairs(
     A student learns what the teacher knows from many queries, not from many items of a few: with
     fewer train queries than --min-queries, it first adds queries nobody judged (never one that
     matches a workspace query), marked in queries.extra with their source."""
-    from relkit.candidates import SOURCES, make_pairs
+    from relkit.candidates import SOURCES, make_pairs   # lazy: duckdb
 
     with _open(workspace) as ws:
         result = make_pairs(ws, sources=source or SOURCES, **_given(
@@ -514,7 +433,6 @@ def pairs(
 
 
 @app.command()
-@_friendly
 def label(
     teacher: Annotated[str, typer.Option(help="The teacher: NAME (artifacts/teacher-NAME) or a path.")],
     shard_size: Annotated[int | None, typer.Option(min=1, help="Pairs per Parquet shard (the unit of resumption).")]
@@ -529,7 +447,7 @@ def label(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Label the pairs table with a teacher's soft labels; a rerun labels only what is missing."""
-    from relkit.labeling import label_pairs
+    from relkit.labeling import label_pairs   # lazy: duckdb
 
     with _open(workspace) as ws:
         result = label_pairs(ws, teacher, ray_address=ray_address, **_given(
@@ -538,7 +456,6 @@ def label(
 
 
 @app.command()
-@_friendly
 def judge(
     name: Annotated[str, typer.Option(help="The judge: stored as artifacts/judge-NAME, its labels as judge:NAME.")],
     model: Annotated[str | None, typer.Option(
@@ -576,7 +493,7 @@ def judge(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """An LLM puts pairs on the workspace's scale; labels are cached, resumable and usable as a teacher's (judge:NAME)."""
-    from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs
+    from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs   # lazy: duckdb
 
     with _open(workspace) as ws:
         if model is None:
@@ -598,7 +515,6 @@ def judge(
 
 
 @app.command()
-@_friendly
 def distill(
     teacher: Annotated[str | None, typer.Option(
         help="Train on this teacher's labels (NAME as in `relkit label`) or a judge's (judge:NAME); omit for "
@@ -628,17 +544,12 @@ def distill(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Distill the teacher's labels into a small, fast student (an MLP over cheap features)."""
-    from relkit.student.distill import Distiller, parse_sizes, scaling_curve
+    from relkit.student.distill import Distiller, parse_sizes, scaling_curve   # lazy: duckdb, scikit-learn
     from relkit.student.features import FeatureConfig
     from relkit.student.model import StudentConfig
 
-    settings = _parse_sets(set_ or [], StudentConfig)   # flags win over --set
-    if hidden is not None:
-        settings["hidden"] = tuple(_csv_ints(hidden, "--hidden"))
-    if human_weight is not None:
-        settings["human_weight"] = human_weight
-    config = StudentConfig(**settings)
-    human_weight = config.human_weight
+    config = StudentConfig(**collect(StudentConfig, sets=set_, flags={   # flags win over --set
+        "hidden": None if hidden is None else tuple(_csv_ints(hidden, "--hidden")), "human_weight": human_weight}))
     features = FeatureConfig(**_given(
         encoder=encoder, groups=None if groups is None else tuple(g.strip() for g in groups.split(",") if g.strip()),
         graph_dim=graph_dim, image_encoder=image_encoder))
@@ -649,48 +560,28 @@ def distill(
         distiller = Distiller(ws, teacher, features)
         name = name or (distiller.teacher or "human").replace(":", "-")   # judge:smol -> student-judge-smol
         if plan:
-            rows = scaling_curve(distiller, plan, config, prefix=name)
+            curve = scaling_curve(distiller, plan, config, prefix=name)
             if json_:
-                typer.echo(json.dumps([vars(r) for r in rows], indent=2))
+                typer.echo(json.dumps(curve.to_dicts(), indent=2))
                 return
-            table = Table(title=f"students on the test split ({ws.scale.k} levels)")
-            for col in ("trained on", "teacher pairs", "human pairs", "accuracy", "qwk", "ndcg@10", "dev ndcg@10",
-                        "seconds"):
-                table.add_column(col, justify="left" if col == "trained on" else "right")
-            for r in rows:
-                table.add_row("human labels only" if r.name == "human" else f"teacher {r.name}",
-                              f"{r.teacher_pairs:,}", f"{r.human_pairs:,}", f"{r.metrics['accuracy']:.4f}",
-                              f"{r.metrics['qwk']:.4f}", f"{r.metrics['ndcg@10']:.4f}", f"{r.dev['ndcg@10']:.4f}",
-                              f"{r.seconds:.1f}")
-            console.print(table)
+            console.print(curve)
             console.print(f"saved as artifacts/student-{name}-<size>", highlight=False)
             return
-        student = distiller.train(None if teacher else 0, config, human=teacher is None or human_weight > 0)
-        path = student.save(ws.artifacts / f"student-{name}")
-        result = {"student": path.name, **student.meta.data, "cutpoints": student.meta.cutpoints,
-                  "dev": student.meta.metrics["dev"],
-                  "best_epoch": student.meta.metrics["best_epoch"]}
+        student = distiller.train(None if teacher else 0, config, human=teacher is None or config.human_weight > 0)
+        student.save(ws.artifacts / f"student-{name}")
     if json_:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(student.to_dict(), indent=2))
     else:
-        dev = {k: "-" if v is None else f"{v:.4f}" for k, v in result["dev"].items()}
-        decision = "cutpoints" if result["cutpoints"] is not None else "argmax"
-        console.print(f"{path.name}: {result['teacher_pairs']:,} teacher-labeled pairs of "
-                      f"{result['teacher_queries']:,} queries + {result['human_pairs']:,} human ones of {result['human_queries']:,}, best epoch "
-                      f"{result['best_epoch']}, dev nDCG@10 {dev['ndcg@10']}, {decision} accuracy "
-                      f"{dev['accuracy']} QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) "
-                      f"({result['seconds']:.1f} s); evaluate with `relkit eval --system student:{name}`",
-                      highlight=False)
+        console.print(student.summary(), highlight=False)
 
 
 @app.command()
-@_friendly
 def promote(
     student: Annotated[str, typer.Argument(help="The student: NAME (artifacts/student-NAME), a folder name or a path.")],
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
-    from relkit.promotion import promote as make_active
+    from relkit.promotion import promote as make_active   # lazy: duckdb
 
     with _open(workspace) as ws:
         name = make_active(ws, student)
@@ -698,7 +589,6 @@ def promote(
 
 
 @app.command()
-@_friendly
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind; beyond loopback an API key is required.")]
         = None,
@@ -716,8 +606,7 @@ def serve(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
-    from relkit.serve import Limits
-    from relkit.serve import serve as run_service
+    from relkit.serve import Limits, serve as run_service   # lazy: duckdb, fastapi
     from relkit.workspace import Workspace
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
@@ -728,7 +617,6 @@ def serve(
 
 
 @app.command()
-@_friendly
 def agreement(
     teacher: Annotated[str | None, typer.Option(
         help="Also compare each annotator with this teacher's level (NAME, or the name its labels carry).")] = None,
@@ -737,7 +625,7 @@ def agreement(
 ) -> None:
     """How far the annotators agree: weighted kappa per pair of annotators, Krippendorff's alpha, each
     against the consensus and the teacher, confusion matrices, judgments per hour."""
-    from relkit.annotation.agreement import agreement_report
+    from relkit.annotation.agreement import agreement_report   # lazy: duckdb, scikit-learn
 
     with _open(workspace) as ws:
         report = agreement_report(ws, teacher=teacher)
@@ -748,7 +636,6 @@ def agreement(
 
 
 @app.command()
-@_friendly
 def audit(
     run: Annotated[list[str] | None, typer.Option(
         "--run", help="A system's results as a run file: NAME=FILE or FILE; TREC (qid Q0 docno rank score tag) or a "
@@ -781,6 +668,15 @@ def audit(
     human: Annotated[bool, typer.Option(
         "--human/--no-human", help="Use people's judgments in the workspace where they exist (--no-human: the "
                                    "judge judges everything).")] = True,
+    people: Annotated[int | None, typer.Option(
+        min=1, help="Draw a random slice of the audited queries, about this many results, for people to judge "
+                    "(relkit annotate serves it first; also a CSV to fill); then --combine.")] = None,
+    combine: Annotated[str | None, typer.Option(
+        help="Combine the stored audit NAME with people's judgments of its slice: judge only, people only and "
+             "prediction-powered (PPI++) side by side, the judge's bias, and whether it ranks systems as people do.")] = None,
+    plan_mde: Annotated[float | None, typer.Option(
+        min=0.0, help="How many queries, and how many of them judged by people, reach this MDE: from --pilot NAME, "
+                      "an audit combined with people.")] = None,
     name: Annotated[str | None, typer.Option(help="Store the audit under this name (default: its time).")] = None,
     history: Annotated[bool, typer.Option("--history", help="Show the stored audits over time instead.")] = False,
     metric: Annotated[str, typer.Option(help="With --history: ndcg, share or difference.")] = "ndcg",
@@ -789,60 +685,41 @@ def audit(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Judge what search engines return for a sample of queries: nDCG@K and share relevant, with intervals."""
-    from relkit.audit import Engine
-    from relkit.audit import audit as run_audit
-    from relkit.audit import history as audit_history
-    from relkit.audit.core import parse_named
+    from relkit.audit import Engine, audit as run_audit, history as audit_history   # lazy: duckdb, numpy
+    from relkit.audit.lists import parse_headers, parse_named
 
     if history:
         with _open(workspace) as ws:
-            rows = audit_history(ws, metric, system)
+            past = audit_history(ws, metric, system)
         if json_:
-            typer.echo(json.dumps(rows, indent=2))
-            return
-        if not rows:
-            console.print("no stored audit" + (f" of {system}" if system else "") + ": run `relkit audit` first")
-            return
-        table = Table(title=f"{metric} over time")
-        signed = metric == "difference"
-        columns = ["time (UTC)", "audit", "judge", "queries", "system", "mean", "95% interval"] + (["MDE"] if signed
-                                                                                                else [])
-        for col in columns:
-            table.add_column(col, justify="left" if col in ("time (UTC)", "audit", "judge", "system") else "right")
-        for r in rows:
-            for n, (sys_name, v) in enumerate(r["values"].items()):
-                when = (r["time"] or "")[:16].replace("T", " ")
-                head = (when, r["name"], r["judge"], str(r["queries"])) if n == 0 else ("",) * 4
-                fmt = "{:+.4f}" if signed else "{:.4f}"
-                table.add_row(*head, sys_name, fmt.format(v["mean"]),
-                              f"[{fmt.format(v['low'])}, {fmt.format(v['high'])}]",
-                              *([f"{v['mde']:.4f}"] if signed else []))
-        console.print(table)
+            typer.echo(json.dumps(past.rows, indent=2))
+        else:
+            console.print(past)
         return
-    if not judge:
-        raise RelkitError("--judge is required: teacher:NAME, student:NAME or judge:NAME")
-    headers = []
-    for h in header or []:
-        key, sep, value = h.partition(":")
-        if not sep or not key.strip():
-            raise RelkitError(f"--header is 'Name: value', got '{h}'")
-        headers.append((key.strip(), value.strip()))
-    engines = [Engine(n, url, items_path, tuple(headers), timeout)
+    if combine or plan_mde is not None:
+        from relkit.audit import combine as combine_slice, plan_audit
+
+        with _open(workspace) as ws:
+            done = plan_audit(ws, pilot, plan_mde) if plan_mde is not None else combine_slice(ws, combine)
+        if json_:
+            typer.echo(json.dumps(done.to_dict(), indent=2))
+        else:
+            console.print(done)
+        return
+    engines = [Engine(n, url, items_path, parse_headers(header or []), timeout)
                for n, url in (parse_named(e, "engine") for e in engine or [])]
     with _open(workspace) as ws:
         result = run_audit(ws, judge, runs=run or [], engines=engines, sample=sample, strata=strata,
                            allocation=allocation, pilot=pilot, split=split, k=k, threshold=threshold, seed=seed,
-                           name=name, concurrency=concurrency, human=human)
+                           name=name, concurrency=concurrency, human=human, people=people)
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    console.print(result.summary(), highlight=False)
-    console.print(result.table())
+    console.print(result)
     console.print(f"stored as {result.name} (`relkit audit --history`)", highlight=False)
 
 
 @app.command()
-@_friendly
 def annotate(
     host: Annotated[str, typer.Option(
         help="Address to bind; beyond loopback annotators sign in with a token (--add-annotator).")] = "127.0.0.1",
@@ -865,19 +742,16 @@ def annotate(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Judge pairs in a browser: one pair at a time, keys 1..K, s skip, u undo, ? help."""
-    from relkit.annotation.app import AppConfig, prepare
-    from relkit.annotation.app import serve as run_app
-    from relkit.annotation.store import JOURNAL_NAME, Journal
+    from relkit.annotation.app import AppConfig, prepare, serve as run_app   # lazy: fastapi
     from relkit.annotation.auth import is_loopback
+    from relkit.annotation.queue import parse_weights   # lazy: duckdb
+    from relkit.annotation.store import JOURNAL_NAME, Journal
     from relkit.workspace import Workspace
 
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
     if add_annotator is not None:
-        journal = Journal(workspace / JOURNAL_NAME)
-        try:
+        with contextlib.closing(Journal(workspace / JOURNAL_NAME)) as journal:
             token = journal.add_annotator(add_annotator)
-        finally:
-            journal.close()
         console.print(f"annotator {add_annotator}: token {token}\n(shown once; relkit keeps only its hash)",
                       highlight=False)
         return
@@ -887,71 +761,16 @@ def annotate(
             text = guidelines.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise RelkitError(f"--guidelines {guidelines}: cannot read it as UTF-8 text ({e})") from None
-    config = AppConfig(overlap=overlap, resolve=resolve, goal=goal, guidelines=text, weights=_weights(queue),
+    try:
+        weights = parse_weights(queue)
+    except RelkitError as e:
+        raise RelkitError(f"--queue {queue!r}: {e}") from None
+    config = AppConfig(overlap=overlap, resolve=resolve, goal=goal, guidelines=text, weights=weights,
                        model=model, seed=seed, require_tokens=not is_loopback(host))
     prepared = prepare(workspace, config)    # a workspace without pairs, a wrong option: its error, now
     err.print(f"relkit: annotating {len(prepared.campaign.pairs):,} pairs of {workspace} on http://{host}:{port}",
               highlight=False, soft_wrap=True)
     run_app(workspace, config, host=host, port=port, prepared=prepared)
-
-
-def _weights(text: str) -> dict[str, float]:
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            weights[name.strip()] = float(value) if value else 1.0
-        except ValueError:
-            raise RelkitError(f"--queue {text!r}: weight of {name.strip()!r} must be a number, got {value!r}") from None
-        if weights[name.strip()] < 0:
-            raise RelkitError(f"--queue {text!r}: weights must not be negative")
-    if not weights or sum(weights.values()) <= 0:
-        raise RelkitError(f"--queue {text!r}: expected STRATEGY=WEIGHT pairs, e.g. uncertain=0.6,diverse=0.4")
-    return weights
-
-
-def _parse_sets(entries: list[str], cls) -> dict:
-    """KEY=VALUE strings as values of the dataclass `cls`'s fields, each converted by its type hint
-    (int, float, bool, str, X | None, tuple[int, ...] as comma-separated numbers)."""
-    import dataclasses
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    out = {}
-    for entry in entries:
-        key, sep, raw = entry.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in names:
-            raise RelkitError(f"--set takes KEY=VALUE with KEY one of {', '.join(names)}; got '{entry}'")
-        out[key] = _convert(key, raw.strip(), hints[key])
-    return out
-
-
-def _convert(key: str, raw: str, hint):
-    import types
-    import typing
-
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if raw.lower() in ("none", "null") and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    try:
-        if hint is bool:
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1", "yes")
-        if hint in (int, float, str):
-            return hint(raw)
-        if typing.get_origin(hint) is tuple:
-            return tuple(args[0](part) for part in raw.split(",") if part.strip())
-    except ValueError:
-        name = getattr(hint, "__name__", str(hint))
-        shown = "comma-separated numbers" if typing.get_origin(hint) is tuple else f"a valid {name}"
-        raise RelkitError(f"--set {key}: '{raw}' is not {shown}") from None
-    raise RelkitError(f"--set {key}: this option cannot be set from the command line")
 
 
 def main() -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
-ACTIVE_FILE = "active-student"
+from relkit.workspace import ACTIVE_FILE, active_student  # noqa: F401  (re-exported; the file is the workspace's)
 
 
 def promote(ws, ref: str) -> str:
     """Make a saved student the one `relkit serve` serves; returns its folder name. The choice is a
     small file beside the database, replaced atomically, so a running service can follow it."""
-    from relkit.student.model import Student
+    from relkit.student.model import Student   # lazy: scikit-learn (student.system); the service imports this module
     from relkit.student.system import StudentSystem
 
     path = StudentSystem.from_workspace(ws, ref).path
@@ -29,15 +28,3 @@ def promote(ws, ref: str) -> str:
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(ws.path / ACTIVE_FILE)
     return path.name
-
-
-def active_student(workspace: str | Path) -> dict | None:
-    """The record `promote` wrote (`student`, `path`, `promoted`), or None when no student is
-    active or the file is unreadable."""
-    file = Path(workspace) / ACTIVE_FILE
-    if not file.is_file():
-        return None
-    try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -2,7 +2,7 @@
 defaults) imports nothing heavy."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from relkit.errors import RelkitError
 from relkit.teacher.prior import FEATURE_SETS
@@ -75,11 +75,3 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise RelkitError(f"bad training config: {message}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RelkitError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**d)
