@@ -1,4 +1,5 @@
 """Audits of real run files and of relkit's own service on loopback, judged by a student and a teacher."""
+import csv
 import json
 import math
 import shutil
@@ -372,3 +373,352 @@ def test_strata_by_a_column_of_the_queries_file(ws, tmp_path):
         query_strata(ws, ["q1"], "nope")
     sample = draw(query_strata(ws, ["q1", "q2", "q3", "q4"], "team"), 3, by="team")
     assert sample.allocation == {"(none)": 1, "garden": 1, "home": 1} and sample.weights()["home"] == 0.5
+
+
+# --- a people slice: people judge a random sample of the audited results, and the audit combines -----
+
+def fill_by_rule(path, qs) -> int:
+    """Fill the label column of a slice's CSV as people would: the rule's level of each pair."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["label"] == "" for r in rows)
+    assert all(r["query"] == qs[r["query_id"]] and r["title"] == TITLES[r["item_id"]] for r in rows)
+    for r in rows:
+        r["label"] = str(level(r["query"], r["title"]))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def ppi_by_hand(y, fl, fu) -> tuple[float, float, float]:
+    """PPI++ as its paper defines it: lambda = Cov(y, f) / ((1 + n/N) Var(f)) (the covariance over the
+    slice, over n; the variance over every query), clipped to [0, 1]; the estimate from ppi-python; the
+    standard error sqrt(lambda^2 Var(f_unlabeled) / N + Var(y - lambda f) / n) with sample variances."""
+    from ppi_py import ppi_mean_pointestimate
+
+    y, fl, fu = (np.asarray(a, dtype=float) for a in (y, fl, fu))
+    n, big_n = len(y), len(fu)
+    spread = np.var(np.r_[fl, fu], ddof=1)
+    # a judge that says the same of every query says nothing: lambda 0 (ppi-python divides by 0 there)
+    lam = np.clip(np.mean((y - y.mean()) * (fl - fl.mean())) / ((1 + n / big_n) * spread), 0, 1) if spread else 0.0
+    estimate = lam * fu.mean() + (y - lam * fl).mean()
+    if spread:
+        assert estimate == pytest.approx(ppi_mean_pointestimate(y, fl, fu)[0], rel=1e-10)
+    return estimate, float(np.sqrt(lam ** 2 * fu.var(ddof=1) / big_n + (y - lam * fl).var(ddof=1) / n)), float(lam)
+
+
+def assert_interval(stored: dict, mean: float, se: float):
+    z = 1.959963984540054
+    assert (stored["mean"], stored["low"], stored["high"], stored["standard_error"]) == pytest.approx(
+        (mean, mean - z * se, mean + z * se, se), rel=1e-9, abs=1e-12)
+    assert stored["width"] == pytest.approx(2 * z * se, rel=1e-9)
+
+
+def test_a_people_slice_filled_as_a_csv_then_combined(served, tmp_path):
+    with Workspace.open(served) as ws:
+        qs = queries_of(ws)
+        tops = {"good": {q: by_rule(t, True) for q, t in qs.items()},
+                "mixed": {q: by_rule(t, i % 2 == 0) for i, (q, t) in enumerate(sorted(qs.items()))}}
+        runs = [f"{name}={write_trec(tmp_path / f'{name}.trec', top)}" for name, top in tops.items()]
+        before = {(q, i): label for q, i, label in ws.fetchall("SELECT query_id, item_id, label FROM judgments")}
+        result = audit(ws, "student:a", runs=runs, k=10, name="pilot", people=60, seed=3)
+        s = result.people
+        pool = {q: list(dict.fromkeys(tops["good"][q] + tops["mixed"][q])) for q in qs}
+        unjudged = {q: [(q, i) for i in pool[q] if (q, i) not in before] for q in qs}
+        # about 60 results: as many queries as 60 results take at the audit's unjudged results per query
+        per_query = sum(map(len, unjudged.values())) / len(qs)
+        assert s.open_per_query == pytest.approx(per_query) and len(s.query_ids) == round(60 / per_query)
+        assert s.method == "simple" and set(s.query_ids) < set(qs) and s.seed == 3
+        # the members: every result of the slice's queries that no person had judged, query by query
+        assert s.pairs == [p for q in s.query_ids for p in unjudged[q]]
+        assert s.known == sum(len(pool[q]) - len(unjudged[q]) for q in s.query_ids) > 0
+        assert ws.fetchall("SELECT query_id, item_id FROM audit_slice WHERE audit = 'pilot' ORDER BY position") == \
+            [tuple(p) for p in s.pairs]
+        stored = {a["name"]: a for a in ws.results("audit")}["pilot"]
+        assert stored["people"] == json.loads(json.dumps(s.to_dict()))         # the design, kept with the audit
+        judge_view = ndcg_by_hand(ws, "student:a", tops, 10)           # the audit's own labels, before people's
+    assert fill_by_rule(s.csv, qs) == len(s.pairs)
+    imported = relkit("import", "judgments", s.csv, "-w", served)
+    assert imported.returncode == 0, imported.stderr
+
+    combined = relkit("audit", "--combine", "pilot", "--json", "-w", served)
+    assert combined.returncode == 0, combined.stderr
+    out = json.loads(combined.stdout)
+    with Workspace.open(served) as ws:
+        on_slice = {n: {q: top[q] for q in s.query_ids} for n, top in tops.items()}
+        people_view = ndcg_by_hand(ws, "student:a", on_slice, 10)
+        stored = {a["name"]: a for a in ws.results("audit")}["pilot"]
+        gains = np.array(ws.scale.gains, dtype=float)
+        cached = {(q, i): np.array(p) for q, i, p in ws.fetchall(
+            f"SELECT query_id, item_id, p FROM {CACHE_TABLE} WHERE judge = 'student:a'")}
+    assert stored["ppi"] == out and out["slice"] == {"queries": len(s.query_ids), "complete": len(s.query_ids),
+                                                     "results": len(s.pairs), "judged": len(s.pairs)}
+    rest = [q for q in sorted(qs) if q not in s.query_ids]
+
+    def split(view_people, view_judge):
+        return ([view_people[q] for q in s.query_ids], [view_judge[q] for q in s.query_ids],
+                [view_judge[q] for q in rest])
+
+    systems = {x["name"]: x for x in out["systems"]}
+    for name in tops:
+        y, fl, fu = split(people_view[name], judge_view[name])
+        mean, se, lam = ppi_by_hand(y, fl, fu)
+        assert_interval(systems[name]["ndcg"]["ppi"], mean, se)
+        assert systems[name]["ndcg"]["ppi"]["lambda"] == pytest.approx(lam, rel=1e-9)
+        assert_interval(systems[name]["ndcg"]["people"], np.mean(y), np.std(y, ddof=1) / np.sqrt(len(y)))
+        f = np.r_[fl, fu]
+        assert_interval(systems[name]["ndcg"]["judge"], f.mean(), f.std(ddof=1) / np.sqrt(len(f)))
+        # people's share at level >= 2 of the top 10 on the slice is the rule's
+        share = [np.mean([level(qs[q], TITLES[i]) >= 2 for i in tops[name][q]]) for q in s.query_ids]
+        assert systems[name]["share"]["people"]["mean"] == pytest.approx(np.mean(share), rel=1e-12)
+    # the paired difference, mixed - good, as the audit's comparison
+    (c,) = out["comparisons"]
+    assert (c["a"], c["b"]) == ("mixed", "good")
+    diff = {who: {q: view["mixed"][q] - view["good"][q] for q in view["good"]}
+            for who, view in (("people", people_view), ("judge", judge_view))}
+    y, fl, fu = split(diff["people"], diff["judge"])
+    mean, se, _ = ppi_by_hand(y, fl, fu)
+    assert_interval(c["ndcg"]["ppi"], mean, se)
+    assert c["ndcg"]["ppi"]["mde"] == pytest.approx(MDE_FACTOR * se, rel=1e-9)
+    assert c["verdicts"]["ppi"] == ("good better" if mean + 1.959964 * se < 0 else "no difference")
+    assert c["agree"] == (c["verdicts"]["judge"] == c["verdicts"]["ppi"])
+    # what planning needs: the per-query variances and covariance of people's and the judge's differences
+    assert out["plan"]["var_people"] == pytest.approx(np.var(y, ddof=1), rel=1e-9)
+    assert out["plan"]["var_judge"] == pytest.approx(np.var(np.r_[fl, fu], ddof=1), rel=1e-9)
+    bound = np.sqrt(np.var(y, ddof=1) * np.var(np.r_[fl, fu], ddof=1))     # a covariance is at most that
+    assert out["plan"]["covariance"] == pytest.approx(np.clip(np.cov(y, fl, ddof=1)[0, 1], -bound, bound), rel=1e-9)
+    # the judge's bias on the slice: its expected gain minus people's (the rule's), share relevant it adds
+    proba = np.stack([cached[p] for p in s.pairs])
+    rule = np.array([level(qs[q], TITLES[i]) for q, i in s.pairs])
+    (everything,) = out["bias"]["rows"]
+    assert everything["results"] == len(s.pairs)
+    assert everything["gain_difference"] == pytest.approx(np.mean(proba @ gains - gains[rule - 1]), rel=1e-9)
+    assert everything["leniency"] == pytest.approx(np.mean(proba[:, 1:].sum(axis=1) * (rule < 2)), rel=1e-9)
+    assert everything["severity"] == pytest.approx(np.mean(proba[:, 0] * (rule >= 2)), rel=1e-9)
+    confusion = np.zeros((3, 3), dtype=int)
+    for r, p in zip(rule, proba):
+        confusion[r - 1, p.argmax()] += 1
+    assert out["bias"]["confusion"] == confusion.tolist()
+
+    # the same, as a table, and in the report
+    shown = relkit("audit", "--combine", "pilot", "-w", served)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "judge only [95%]" in text and "PPI++ [95%]" in text and "leniency" in text
+    assert f"{systems['good']['ndcg']['ppi']['mean']:.4f}" in text
+    from relkit.report.data import build
+    from relkit.report.page import render
+    from relkit.systems import make_system
+
+    with Workspace.open(served) as ws:
+        html = render(build(ws, [make_system("student:a", ws)]))
+    section = html[html.index('id="audits"'):html.index('id="about"')]
+    assert "Judge only, people only and combined (PPI++)" in section
+    ppi_good = systems["good"]["ndcg"]["ppi"]
+    assert f"<td>{ppi_good['mean']:.4f}</td><td>[{ppi_good['low']:.4f}, {ppi_good['high']:.4f}]</td>" in section
+
+    # planning from this pilot, both knobs: queries audited and those people judge
+    planned = relkit("audit", "--plan-mde", "0.05", "--pilot", "pilot", "--json", "-w", served)
+    assert planned.returncode == 0, planned.stderr
+    p = json.loads(planned.stdout)
+    v, vf, cov = out["plan"]["var_people"], out["plan"]["var_judge"], out["plan"]["covariance"]
+    alone = max(2, math.ceil((MDE_FACTOR / 0.05) ** 2 * v))
+    assert p["people_only"] == alone and [r["queries"] for r in p["rows"]] == [alone * m for m in (1, 2, 4, 8, 16)]
+    for row in p["rows"]:
+        big_q = row["queries"]
+
+        def mde(n):
+            lam = min(max(cov * (big_q - n) / (vf * big_q), 0.0), 1.0)
+            var = (lam ** 2 * vf / (big_q - n) if n < big_q else 0.0) + (v - 2 * lam * cov + lam ** 2 * vf) / n
+            return MDE_FACTOR * math.sqrt(var)
+
+        n = next(n for n in range(2, big_q + 1) if mde(n) <= 0.05)
+        assert (row["people_queries"], row["mde"]) == (n, pytest.approx(mde(n), rel=1e-9))
+        assert row["people_results"] == round(n * per_query) and row["judge_results"] == round(big_q * per_query)
+    table = relkit("audit", "--plan-mde", "0.05", "--pilot", "pilot", "-w", served)
+    assert table.returncode == 0 and "judged by people" in table.stdout
+
+
+def test_a_people_slice_served_first_by_the_annotation_campaign(served, tmp_path):
+    """`relkit annotate` serves the slice first, in its order; two people on one pair: the studio's
+    resolution (median: the lower of two) is the label the audit combines."""
+    from relkit.annotation.state import AppConfig, prepare
+    from relkit.audit import combine
+    from relkit.audit.people import people_values
+
+    with Workspace.open(served) as ws:
+        qs = queries_of(ws)
+        run = write_trec(tmp_path / "good.trec", {q: by_rule(t, True) for q, t in qs.items()})
+        mixed = write_trec(tmp_path / "mixed.trec", {q: by_rule(t, i % 3 == 0) for i, (q, t) in enumerate(qs.items())})
+        s = audit(ws, "student:a", runs=[f"good={run}", f"mixed={mixed}"], k=5, name="annotated", people=25).people
+    # the workspace has no candidate pairs for the queue's strategy: the slice alone is the campaign
+    prepared = prepare(served, AppConfig(weights={"diverse": 1.0}, overlap=0.0, resolve="median"))
+    campaign = prepared.campaign
+    try:
+        assert [p.key for p in campaign.pairs] == s.pairs
+        assert [p.key for p in campaign.hand_out("ana")] == s.pairs[:2]
+        for q, i in s.pairs:
+            campaign.record("ana", "judge", q, i, label=level(qs[q], TITLES[i]), seconds=2.0)
+        for q, i in s.pairs[:3]:
+            campaign.record("bob", "judge", q, i, label=1, seconds=2.0)
+    finally:
+        prepared.journal.close()
+    with Workspace.open(served) as ws:
+        from relkit.annotation.store import merge
+
+        merge(ws)
+        got = people_values(ws, s, 5, 2)
+        assert got.complete == s.query_ids
+        assert [got.labels[p] for p in s.pairs[:4]] == [1, 1, 1, level(qs[s.pairs[3][0]], TITLES[s.pairs[3][1]])]
+        result = combine(ws, "annotated")
+        assert result.judged == result.members == len(s.pairs) and result.complete == len(s.query_ids)
+    # judged now, the slice is handed to no one again (each pair needs one annotator here)
+    again = prepare(served, AppConfig(weights={"diverse": 1.0}, overlap=0.0, resolve="median"))
+    try:
+        assert [p.key for p in again.campaign.pairs] == s.pairs
+        assert again.campaign.hand_out("ana") == [] and again.campaign.hand_out("cy") == []
+    finally:
+        again.journal.close()
+
+
+class ColorJudge:
+    """A judge that looks at the color alone: level 3 when the item has the query's color, else 1
+    (harsh on the right thing in another color)."""
+    name, version = "rule:color", "1"
+
+    def judge(self, ws, pairs):
+        texts = dict(ws.fetchall("SELECT query_id, query FROM queries"))
+        out = np.zeros((len(pairs), 3))
+        for n, (q, i) in enumerate(pairs):
+            out[n, 2 if texts[q].split()[0] == TITLES[i].split()[0] else 0] = 1.0
+        return out
+
+
+def test_three_run_files_ranked_by_a_color_judge_and_by_people_from_qrels(served, tmp_path):
+    from scipy.stats import kendalltau
+
+    from relkit.audit import combine, read_run, run_audit
+
+    def first(query, key):            # items sharing the query's color (key 0) or thing (key 1) first
+        word = query.split()[key]
+        return sorted(TITLES, key=lambda i: (word not in TITLES[i].split(), i))[:10]
+
+    with Workspace.open(served) as ws:
+        qs = queries_of(ws)
+        tops = {"good": {q: by_rule(t, True) for q, t in qs.items()},
+                "color": {q: first(t, 0) for q, t in qs.items()}, "thing": {q: first(t, 1) for q, t in qs.items()}}
+        lists = [read_run(write_trec(tmp_path / f"{n}.trec", top), n, set(qs), {}) for n, top in tops.items()]
+        sample = draw(query_strata(ws, sorted(qs)), None)
+        result = run_audit(ws, lists, ColorJudge(), sample, k=5, name="three", people=70)
+        s = result.people
+        judge_view = ndcg_by_hand(ws, "rule:color", {n: {q: top[q][:5] for q in qs} for n, top in tops.items()}, 5)
+        # people judge the slice elsewhere and send TREC qrels: grade r is level r + 1
+        qrels = tmp_path / "slice.qrels"
+        qrels.write_text("".join(f"{q} 0 {i} {level(qs[q], TITLES[i]) - 1}\n" for q, i in s.pairs))
+    imported = relkit("import", "judgments", qrels, "-w", served)
+    assert imported.returncode == 0, imported.stderr
+    assert f"{len(s.pairs):,} judgments added" in imported.stdout
+    with Workspace.open(served) as ws:
+        assert {(q, i): label for q, i, label in ws.fetchall("SELECT query_id, item_id, label FROM judgments")
+                if (q, i) in set(s.pairs)} == {(q, i): level(qs[q], TITLES[i]) for q, i in s.pairs}
+        people_view = ndcg_by_hand(ws, "rule:color", {n: {q: top[q][:5] for q in s.query_ids}
+                                                      for n, top in tops.items()}, 5)
+        out = combine(ws, "three")
+        gains = np.array(ws.scale.gains, dtype=float)
+    rest = [q for q in sorted(qs) if q not in s.query_ids]
+    judge_means, ppi_means = [], []
+    for name in tops:
+        judge_means.append(np.mean([judge_view[name][q] for q in qs]))
+        on, off = [judge_view[name][q] for q in s.query_ids], [judge_view[name][q] for q in rest]
+        ppi_means.append(ppi_by_hand([people_view[name][q] for q in s.query_ids], on, off)[0])
+        assert out.systems[name]["ndcg"].judge.estimate == pytest.approx(judge_means[-1], rel=1e-12)
+        assert out.systems[name]["ndcg"].ppi.estimate == pytest.approx(ppi_means[-1], rel=1e-9)
+    tau = kendalltau(judge_means, ppi_means)
+    assert (out.ranking.tau, out.ranking.p_value) == pytest.approx((tau.statistic, tau.pvalue), rel=1e-12)
+    order = list(tops)
+    assert out.ranking.judge == sorted(order, key=lambda n: -judge_means[order.index(n)])
+    assert out.ranking.people == sorted(order, key=lambda n: -ppi_means[order.index(n)])
+    # the color judge calls every item of the query's color relevant: it ranks 'color' first, people do not
+    assert out.ranking.judge[0] == "color" and out.ranking.people[0] == "good" and out.ranking.tau < 1
+    assert [(c.a, c.b) for c in out.comparisons] == [("color", "good"), ("thing", "good"), ("thing", "color")]
+    for c in out.comparisons:
+        for who, v in c.verdicts().items():
+            i = getattr(c.ndcg, who).interval
+            assert v == (f"{c.a} better" if i.low > 0 else f"{c.b} better" if i.high < 0 else "no difference")
+        assert c.agree == (c.verdicts()["judge"] == c.verdicts()["ppi"])
+    # its bias: never lenient at level 2 (an item of the query's color is at least level 2), severe on
+    # the right thing in another color
+    judge_level = np.array([3 if qs[q].split()[0] == TITLES[i].split()[0] else 1 for q, i in s.pairs])
+    rule = np.array([level(qs[q], TITLES[i]) for q, i in s.pairs])
+    everything = out.bias.rows[-1]
+    assert everything["leniency"] == 0.0
+    assert everything["severity"] == pytest.approx(np.mean((judge_level == 1) & (rule >= 2)), rel=1e-12)
+    assert everything["gain_difference"] == pytest.approx(np.mean(gains[judge_level - 1] - gains[rule - 1]), rel=1e-12)
+
+
+def test_qrels_and_slice_errors_are_one_clear_line(served, tmp_path):
+    from relkit.audit import combine
+
+    with Workspace.open(served) as ws:
+        qid = next(iter(queries_of(ws)))
+        bad = tmp_path / "bad.qrels"
+        bad.write_text(f"{qid} 0 red-chair 1\n{qid} 0 blue-chair 3\n")
+        with pytest.raises(RelkitError, match=r"bad.qrels, line 2, field 'label': relevance '3' is not a grade 0..2"):
+            import_file(ws, "judgments", bad)
+        short = tmp_path / "short.txt"
+        short.write_text(f"{qid} red-chair 1\n")
+        with pytest.raises(RelkitError, match="short.txt, line 1: expected 4 whitespace-separated fields"):
+            import_file(ws, "judgments", short)
+        run = write_trec(tmp_path / "good.trec", {q: by_rule(t, True) for q, t in queries_of(ws).items()})
+        audit(ws, "student:a", runs=[str(run)], k=5, name="plain")
+        with pytest.raises(RelkitError, match="audit 'plain' has no people slice: run it with --people N"):
+            combine(ws, "plain")
+        with pytest.raises(RelkitError, match="no stored audit 'nope' to combine"):
+            combine(ws, "nope")
+        audit(ws, "student:a", runs=[str(run)], k=5, name="waiting", people=20)
+        with pytest.raises(RelkitError, match=r"people have judged every result of 0 of the slice's \d+ queries"):
+            combine(ws, "waiting")
+    out = relkit("audit", "--plan-mde", "0.05", "--pilot", "waiting", "-w", served)
+    assert out.returncode == 2 and "audit 'waiting' is not combined with people's judgments" in out.stderr
+
+
+def test_a_stratified_slice_and_its_stratified_estimate(served, tmp_path):
+    """With strata (the engagement log's head, torso, tail and the queries it lacks), the slice is drawn
+    in each, and the estimate is the strata's PPI++ estimates weighted by their share, one lambda for all."""
+    from relkit.audit import combine
+
+    with Workspace.open(served) as ws:
+        qs = queries_of(ws)
+        texts = sorted(qs.values())
+        log = [[t, "red-chair", n + 1, "2025-01-01T00:00:00Z"] for n, t in enumerate(texts[:24])]
+        import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"],
+                                                log))
+        tops = {"good": {q: by_rule(t, True) for q, t in qs.items()}}
+        run = write_trec(tmp_path / "good.trec", tops["good"])
+        s = audit(ws, "student:a", runs=[f"good={run}"], k=10, name="strata", people=90, seed=1).people
+        strata = query_strata(ws, list(qs))
+        assert s.method == "stratified" and s.allocation == allocate({h: 8 for h in set(strata.values())},
+                                                                     len(s.query_ids))
+        assert all(sum(strata[q] == h for q in s.query_ids) == n >= 2 for h, n in s.allocation.items())
+        judge_view = ndcg_by_hand(ws, "student:a", tops, 10)["good"]
+        fill_by_rule(s.csv, qs)
+        import_file(ws, "judgments", s.csv)
+        people_view = ndcg_by_hand(ws, "student:a", {"good": {q: tops["good"][q] for q in s.query_ids}}, 10)["good"]
+        est = combine(ws, "strata").systems["good"]["ndcg"].ppi
+    parts = {}
+    for h in sorted(set(strata.values())):           # every stratum has 8 of the 32 queries: weight 1/4
+        on = [q for q in s.query_ids if strata[q] == h]
+        off = [q for q in sorted(qs) if strata[q] == h and q not in s.query_ids]
+        parts[h] = (np.array([people_view[q] for q in on]), np.array([judge_view[q] for q in on]),
+                    np.array([judge_view[q] for q in off]))
+    top = sum(np.mean((y - y.mean()) * (fl - fl.mean())) / len(y) for y, fl, _ in parts.values())
+    bottom = sum(np.var(np.r_[fl, fu], ddof=1) * (1 / len(fu) + 1 / len(y)) for y, fl, fu in parts.values())
+    lam = float(np.clip(top / bottom, 0, 1))              # the weights (1/4)^2 cancel
+    mean = sum(0.25 * (lam * fu.mean() + (y - lam * fl).mean()) for y, fl, fu in parts.values())
+    var = sum(0.0625 * (lam ** 2 * fu.var(ddof=1) / len(fu) + (y - lam * fl).var(ddof=1) / len(y))
+              for y, fl, fu in parts.values())
+    assert est.lam == pytest.approx(lam, rel=1e-9)
+    assert (est.estimate, est.standard_error) == pytest.approx((mean, math.sqrt(var)), rel=1e-9)
+    assert "4 strata weighted by their share" in est.interval.method

@@ -653,7 +653,7 @@ def audit(
              "imported queries file).")] = "frequency",
     allocation: Annotated[str, typer.Option(help="proportional, or neyman (needs --pilot).")] = "proportional",
     pilot: Annotated[str | None, typer.Option(help="A stored audit whose per-stratum spread Neyman allocation "
-                                                   "uses.")] = None,
+                                                   "uses (or that --plan-mde plans from).")] = None,
     split: Annotated[str | None, typer.Option(help="Only queries of this split (default: all).")] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Results per query to judge: nDCG@K.")] = 10,
     threshold: Annotated[int | None, typer.Option(
@@ -673,7 +673,8 @@ def audit(
                     "(relkit annotate serves it first; also a CSV to fill); then --combine.")] = None,
     combine: Annotated[str | None, typer.Option(
         help="Combine the stored audit NAME with people's judgments of its slice: judge only, people only and "
-             "prediction-powered (PPI++) side by side, the judge's bias, and whether it ranks systems as people do.")] = None,
+             "prediction-powered (PPI++) side by side, the judge's bias, whether it ranks systems as people "
+             "do.")] = None,
     plan_mde: Annotated[float | None, typer.Option(
         min=0.0, help="How many queries, and how many of them judged by people, reach this MDE: from --pilot NAME, "
                       "an audit combined with people.")] = None,

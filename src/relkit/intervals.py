@@ -75,3 +75,19 @@ def bootstrap(groups: Sequence[np.ndarray], weights: Sequence[float] | None = No
     estimate = float(sum(w / total * np.mean(g) for g, w in zip(groups, weights)))
     return Interval(estimate, float(low), float(high), sum(len(g) for g in groups), level,
                     method or f"bootstrap, {resamples} resamples")
+
+
+def normal(estimate: float, standard_error: float, n: int, level: float = LEVEL, method: str = "") -> Interval:
+    """The normal (Wald) interval: the estimate plus or minus z standard errors, z the
+    (1 + level) / 2 quantile of the standard normal.
+
+    >>> str(normal(0.5, 0.1, 30))
+    '0.5000 [0.3040, 0.6960]'
+    """
+    from statistics import NormalDist
+
+    if not standard_error >= 0:
+        raise RelkitError(f"a standard error is a number >= 0, got {standard_error}")
+    half = NormalDist().inv_cdf((1 + level) / 2) * standard_error
+    return Interval(float(estimate), float(estimate - half), float(estimate + half), n, level,
+                    method or "normal interval")

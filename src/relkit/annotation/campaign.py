@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from relkit.annotation.store import Event, Journal
 from relkit.errors import RelkitError
+
+logger = logging.getLogger(__name__)
 
 HOLD_SECONDS = 15 * 60      # a pair held by someone who went away is handed on after this
 AHEAD = 2                   # pairs an annotator holds: the one on screen and the next
@@ -47,10 +50,34 @@ def overlap_share(query_id: str, item_id: str, seed: int = 0) -> float:
 
 def rank_pairs(ws, weights: dict[str, float], model: str | None = None, seed: int = 0) -> list[tuple[str, str]]:
     """The queue's order of the candidate pairs, keeping those only annotators judged (a pair judged
-    once may still be owed a second annotator: the campaign counts who judged what)."""
+    once may still be owed a second annotator: the campaign counts who judged what). The pairs of
+    audits' people slices (`relkit audit --people N`) come first, oldest audit first, in the order
+    drawn; with them, a queue with nothing to propose leaves the campaign to the slices."""
     from relkit.annotation.queue import rank_pairs as ranked
 
-    return ranked(ws, weights, model=model, seed=seed, annotated=True)
+    first = slice_pairs(ws)
+    try:
+        rest = ranked(ws, weights, model=model, seed=seed, annotated=True)
+    except RelkitError as e:
+        if not first:
+            raise
+        logger.warning("annotating the audit slices only: %s", e)
+        rest = []
+    seen = set(first)
+    return first + [p for p in rest if p not in seen]
+
+
+def slice_pairs(ws) -> list[tuple[str, str]]:
+    """The pairs of audits' people slices (table audit_slice, relkit.audit.people) not judged but by
+    annotators."""
+    if not ws.has_table("audit_slice"):
+        return []
+    rows = ws.fetchall("""
+        SELECT s.query_id, s.item_id FROM audit_slice s
+        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.query_id = s.query_id AND j.item_id = s.item_id
+                          AND coalesce(j.extra->>'source', '') <> 'annotation')
+        ORDER BY s.created, s.audit, s.position""")
+    return list(dict.fromkeys(rows))
 
 
 class Campaign:

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 
 from relkit.audit.estimates import (MDE_FACTOR, PairedDifference, SystemAudit, ideal_dcg, measure_system,
                                     ndcg_by_query, paired_difference, share_by_query, spread)
-from relkit.audit.judges import Judge, make_judge
+from relkit.audit.judges import PairJudge, make_judge
 from relkit.audit.judging import JudgedCounts, judge_pool, pool_of, top_k
 from relkit.audit.lists import Engine, ResultLists, ask_engine, parse_named, read_run
+from relkit.audit.people import PeopleSlice, draw_slice, slice_csv, write_slice
 from relkit.audit.sampling import FREQUENCY, Sample, draw, query_strata
 from relkit.audit.storage import pilot_spread, save_audit
 from relkit.errors import RelkitError
@@ -47,6 +48,7 @@ class AuditResult:
     seconds: float = 0.0
     spread: dict[str, float] = field(default_factory=dict)
     human: bool = True     # people's judgments stood in for the judge's where the workspace has them
+    people: PeopleSlice | None = None   # the slice of results people are asked to judge (--people N)
 
     @property
     def metric(self) -> str:
@@ -55,6 +57,7 @@ class AuditResult:
     def to_dict(self) -> dict:
         """What the workspace keeps of the audit (results/audit-NAME.json) and `--json` prints."""
         c = self.comparison
+        slice_ = {"people": self.people.to_dict()} if self.people else {}
         return {
             "time": self.time, "judge": self.judge, "judge_version": self.judge_version, "k": self.k,
             "threshold": self.threshold, "human_judgments": self.human, "sample": self.sample.to_dict(),
@@ -67,6 +70,7 @@ class AuditResult:
             "comparison": None if c is None else {
                 "a": c.a, "b": c.b, "difference": _stored(c.difference), "standard_error": c.standard_error,
                 "mde": c.mde, "mde_relative": c.mde_relative, "strata": c.strata},
+            **slice_,
         }
 
     def summary(self) -> str:
@@ -82,7 +86,10 @@ class AuditResult:
         from rich.console import Group
         from rich.text import Text
 
-        return Group(Text(self.summary()), self.table())
+        parts = [Text(self.summary()), self.table()]
+        if self.people:
+            parts.append(Text(self.people.summary(self.name)))
+        return Group(*parts)
 
     def table(self):
         """Systems down; their nDCG@K and share with intervals, then each stratum's mean nDCG."""
@@ -136,13 +143,15 @@ def _threshold(scale: LabelScale, systems: list[ResultLists], k: int, threshold:
     return t
 
 
-def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: Sample, k: int = 10,
+def run_audit(ws: Workspace, systems: list[ResultLists], judge: PairJudge, sample: Sample, k: int = 10,
               threshold: int | None = None, name: str | None = None, resamples: int = RESAMPLES, seed: int = 0,
-              save: bool = True, human: bool = True) -> AuditResult:
+              save: bool = True, human: bool = True, people: int | None = None) -> AuditResult:
     """Judge each system's top `k` for the sampled queries and measure them; the audit is saved in
     the workspace as results/audit-NAME.json (NAME defaults to the time) unless `save` is False.
     People's judgments stand in for the judge's where the workspace has them, unless `human` is False
     (then the judge judges everything: how far it moves the figures is a check of the judge).
+    `people`: draw a slice of about that many results for people to judge (people.py), kept with the
+    audit, in the workspace for `relkit annotate` and as a CSV.
 
         lists = read_run("bm25.trec", "bm25", ids, by_text)
         run_audit(ws, [lists], make_judge("teacher:demo", ws), draw(strata, 100)).systems[0].ndcg
@@ -157,19 +166,28 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: Judge, sample: S
     if not rated:
         raise RelkitError(f"no audited query has a relevant result from any system (by {judge.name} and the "
                           f"human judgments): nDCG is undefined; audit more queries")
-    audits = [measure_system(s, tops[s.name], ndcg_by_query(tops[s.name], gain, ideal),
-                             share_by_query(tops[s.name], at_least), sample, resamples, seed) for s in systems]
+    ndcg = {s.name: ndcg_by_query(tops[s.name], gain, ideal) for s in systems}
+    share = {s.name: share_by_query(tops[s.name], at_least) for s in systems}
+    audits = [measure_system(s, tops[s.name], ndcg[s.name], share[s.name], sample, resamples, seed) for s in systems]
     comparison, primary = None, audits[0].per_query
     if len(audits) == 2:
         comparison, primary = paired_difference(audits[1], audits[0], sample, resamples, seed)
     now = datetime.now(timezone.utc)
+    name = name or now.strftime("%Y%m%dT%H%M%SZ")
+    chosen = None
+    if people is not None:
+        if not save:
+            raise RelkitError("a people slice is kept with its audit: an audit with --people is stored")
+        chosen = draw_slice(ws, sample, tops, judged.proba, ndcg, share, people, seed, slice_csv(ws, name))
     result = AuditResult(
-        name=name or now.strftime("%Y%m%dT%H%M%SZ"), time=now.isoformat(timespec="seconds"), judge=judge.name,
+        name=name, time=now.isoformat(timespec="seconds"), judge=judge.name,
         judge_version=judge.version, k=k, threshold=threshold, sample=sample, systems=audits, comparison=comparison,
         counts=judged.counts, ndcg_queries=rated, seconds=time.perf_counter() - start,
-        spread=spread(primary, sample.strata), human=human)
+        spread=spread(primary, sample.strata), human=human, people=chosen)
     if save:
         save_audit(ws, result.name, result.to_dict())
+    if chosen is not None:
+        write_slice(ws, result.name, result.time, chosen)
     return result
 
 
@@ -191,9 +209,10 @@ def _population(ws: Workspace, query_ids: set[str], lists: list[ResultLists], sp
 def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list[Engine] = (), sample: int | None = None,
           strata: str = FREQUENCY, allocation: str = "proportional", pilot: str | None = None,
           split: str | None = None, k: int = 10, threshold: int | None = None, seed: int = 0, name: str | None = None,
-          concurrency: int = 4, human: bool = True) -> AuditResult:
+          concurrency: int = 4, human: bool = True, people: int | None = None) -> AuditResult:
     """Audit run files (`NAME=FILE` or `FILE`) and live engines (`relkit.audit.Engine`) on the same
-    sample of queries: the queries every run file has, else the workspace's (of `split` when given).
+    sample of queries: the queries every run file has, else the workspace's (of `split` when given);
+    `people`: with a slice of about that many results for people to judge (`run_audit`).
 
         audit(ws, "teacher:demo", runs=["bm25=bm25.trec"], sample=200).systems[0].ndcg
     """
@@ -214,4 +233,5 @@ def audit(ws: Workspace, judge: str, runs: list[str] = (), engines: list[Engine]
     for engine in engines:
         with progress(total=len(chosen.query_ids), desc=f"asking {engine.name}", unit="query") as bar:
             lists.append(ask_engine(engine, {q: texts[q] for q in chosen.query_ids}, k, concurrency, bar.update))
-    return run_audit(ws, lists, the_judge, chosen, k=k, threshold=threshold, name=name, seed=seed, human=human)
+    return run_audit(ws, lists, the_judge, chosen, k=k, threshold=threshold, name=name, seed=seed, human=human,
+                     people=people)

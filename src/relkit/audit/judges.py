@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (    -- a judge's distribution over the
 )"""
 
 
-class Judge(Protocol):
+class PairJudge(Protocol):
     """Anything that puts (query_id, item_id) pairs of a workspace on its K-level scale: an (n, K)
     array whose rows sum to 1, or are NaN where the judge gave no answer."""
 
@@ -85,10 +85,10 @@ class LLMJudge:
 
 
 # the kinds of system that give a distribution over the levels, each made by `make_system`
-JUDGES: dict[str, Callable[[System], Judge]] = {"teacher": SystemJudge, "student": SystemJudge, "judge": LLMJudge}
+JUDGES: dict[str, Callable[[System], PairJudge]] = {"teacher": SystemJudge, "student": SystemJudge, "judge": LLMJudge}
 
 
-def make_judge(spec: str, ws: Workspace) -> Judge:
+def make_judge(spec: str, ws: Workspace) -> PairJudge:
     """A judge from `teacher:NAME`, `student:NAME` or `judge:NAME`.
 
         make_judge("teacher:demo", ws).name
@@ -101,7 +101,7 @@ def make_judge(spec: str, ws: Workspace) -> Judge:
     return JUDGES[kind](make_system(spec, ws))
 
 
-def cached_judgments(ws: Workspace, judge: Judge, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
+def cached_judgments(ws: Workspace, judge: PairJudge, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, int]:
     """The judge's distributions of `pairs` ((n, K), NaN rows where it gave no answer), from the
     workspace cache where it has them; the rest are judged and added to it. Returns the array and
     how many pairs were judged now."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relkit.audit.judges import Judge, cached_judgments, item_exists
+from relkit.audit.judges import PairJudge, cached_judgments, item_exists
 from relkit.audit.lists import ResultLists
 from relkit.workspace import Workspace
 
@@ -61,7 +61,7 @@ def people_labels(ws: Workspace, pool: list[Pair]) -> dict[Pair, int]:
             "SELECT query_id, item_id, label FROM judgments JOIN _audit_pool USING (query_id, item_id)")}
 
 
-def judge_pool(ws: Workspace, judge: Judge, pool: list[Pair], human: bool = True) -> JudgedPool:
+def judge_pool(ws: Workspace, judge: PairJudge, pool: list[Pair], human: bool = True) -> JudgedPool:
     """People's judgments where the workspace has them (unless `human` is False), the judge's
     elsewhere (from its cache where it has judged the pair before). A pair whose item is not in the
     catalog, or that the judge gave no answer for, stays unjudged."""

@@ -21,17 +21,23 @@ def stored_audits(ws: Workspace) -> list[dict]:
     return sorted(ws.results(RESULT_KIND), key=lambda a: (a.get("time", ""), a["name"]))
 
 
-def pilot_spread(ws: Workspace, name: str) -> dict[str, float]:
-    """The per-stratum spread measured by the stored audit `name` (for Neyman allocation): of the
-    paired difference when it compared two systems, else of its system's nDCG."""
+def stored_audit(ws: Workspace, name: str, role: str = "to use as a pilot") -> dict:
+    """The stored audit `name` (its JSON, without the name)."""
     audits = ws.results(RESULT_KIND)
     for audit in audits:
         if audit["name"] == name:
-            if not audit.get("spread"):
-                raise RelkitError(f"audit '{name}' has no per-stratum spread to allocate by")
-            return audit["spread"]
+            return {key: value for key, value in audit.items() if key != "name"}
     have = [a["name"] for a in audits]
-    raise RelkitError(f"no stored audit '{name}' to use as a pilot; audits here: {', '.join(have) or 'none'}")
+    raise RelkitError(f"no stored audit '{name}' {role}; audits here: {', '.join(have) or 'none'}")
+
+
+def pilot_spread(ws: Workspace, name: str) -> dict[str, float]:
+    """The per-stratum spread measured by the stored audit `name` (for Neyman allocation): of the
+    paired difference when it compared two systems, else of its system's nDCG."""
+    audit = stored_audit(ws, name)
+    if not audit.get("spread"):
+        raise RelkitError(f"audit '{name}' has no per-stratum spread to allocate by")
+    return audit["spread"]
 
 
 @dataclass(frozen=True)

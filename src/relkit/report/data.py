@@ -183,6 +183,10 @@ def audits(ws: Workspace) -> list[dict]:
         row["queries"] = len(audit.get("query_ids", []))
         row["systems"] = [{key: s.get(key) for key in ("name", "source", "ndcg", "share", "empty")}
                           for s in audit.get("systems", [])]
+        people = audit.get("people")
+        row["people"] = None if not people else {"queries": len(people["query_ids"]), "results": len(people["pairs"]),
+                                                 "known": people["known"], "csv": people["csv"]}
+        row["ppi"] = audit.get("ppi")     # judge only, people only and combined, once people judged the slice
         out.append(row)
     return out
 

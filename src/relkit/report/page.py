@@ -33,7 +33,10 @@ SECTIONS = [
      "the nDCG@10 of each system by query language and by query frequency in the engagement log"),
     ("audits", "Audits",
      "the saved audits of search engines (relkit audit): each system's nDCG@K and share of results at the "
-     "relevant level with 95% intervals, and the paired difference of two with its minimum detectable effect"),
+     "relevant level with 95% intervals, and the paired difference of two with its minimum detectable effect; "
+     "with a people slice (relkit audit --people, --combine), the judge alone, people alone and both combined "
+     "(prediction-powered, PPI++) side by side, the judge's bias on the slice and whether it ranks systems as "
+     "people do"),
     ("about", "About this report", "the command, the relkit version, the workspace and when it was made"),
 ]
 

@@ -1,0 +1,260 @@
+"""Prediction-powered estimates (PPI++: Angelopoulos, Duchi and Zrnic, "PPI++: Efficient
+Prediction-Powered Inference", 2024): a mean over queries from a judge's per-query values on every
+audited query and people's values on a random slice of them. The estimate is unbiased whatever the
+judge's errors and its interval is valid; the power-tuning parameter lambda weighs the judge by how
+well it predicts people on the slice (0: people's slice alone, 1: plain PPI).
+
+Pure functions over numpy arrays, cheap enough to call in a simulation loop. A per-query value is
+NaN where the query has none (the nDCG@K of a query whose pooled results hold nothing relevant is
+0/0): the estimand is then the mean over the queries that have a value, the ratio of two means
+E[v 1{v defined}] / E[1{v defined}], estimated as the ratio of their prediction-powered means with a
+delta-method interval. With no NaN it is the plain mean, and `ppi(..., ddof=0)` is
+`ppi_py.ppi_mean_ci` exactly. Strata (the audit's) are estimated apart and weighted by their share of
+the population, with one lambda for all that minimises the variance of the weighted estimate.
+
+    ppi(people_on_slice, judge_on_slice, judge_on_the_rest).interval
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from relkit.audit.estimates import MDE_FACTOR
+from relkit.errors import RelkitError
+from relkit.intervals import LEVEL, Interval, normal
+
+
+@dataclass(frozen=True)
+class Moments:
+    """What the variance of a prediction-powered mean depends on, per query (within strata, weighted
+    by the strata's shares): the variance of people's values (on the slice), of the judge's (on every
+    query), and their covariance (on the slice, at most the product of the two deviations). For a
+    ratio, of the linearised values (v - estimate x defined) / share defined."""
+    var_people: float
+    var_judge: float
+    covariance: float
+
+    @property
+    def correlation(self) -> float:
+        denom = np.sqrt(self.var_people * self.var_judge)
+        return float(self.covariance / denom) if denom > 0 else 0.0
+
+    def variance(self, queries: int, people: int) -> float:
+        """The variance of the PPI++ estimate from `queries` audited queries of which `people` are
+        judged by people, lambda tuned: lambda = c (Q - n) / (var_f Q) in [0, 1], and then
+        lambda^2 var_f / (Q - n) + (var_y - 2 lambda c + lambda^2 var_f) / n.
+
+        >>> Moments(0.04, 0.04, 0.03).variance(100, 100), round(Moments(0.04, 0.04, 0.03).variance(100, 20), 6)
+        (0.0004, 0.0011)
+        """
+        if not 0 < people <= queries:
+            raise RelkitError(f"people judge between 1 and all of the {queries} queries, not {people}")
+        if people == queries:
+            return self.var_people / people
+        rest = queries - people
+        lam = 0.0
+        if self.var_judge > 0:
+            lam = float(np.clip(self.covariance * rest / (self.var_judge * queries), 0.0, 1.0))
+        return (lam ** 2 * self.var_judge / rest
+                + (self.var_people - 2 * lam * self.covariance + lam ** 2 * self.var_judge) / people)
+
+    def mde(self, queries: int, people: int) -> float:
+        return MDE_FACTOR * float(np.sqrt(self.variance(queries, people)))
+
+    def people_needed(self, queries: int, target: float) -> int | None:
+        """The fewest people-judged queries (at least 2) out of `queries` whose MDE is at most
+        `target`; None when even people judging every query does not reach it."""
+        n = np.arange(min(2, queries), queries + 1)
+        rest = queries - n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = np.clip(self.covariance * rest / (self.var_judge * queries), 0.0, 1.0) if self.var_judge > 0 \
+                else np.zeros(len(n))
+            var = np.where(rest > 0, lam ** 2 * self.var_judge / np.maximum(rest, 1), 0.0) + (
+                self.var_people - 2 * lam * self.covariance + lam ** 2 * self.var_judge) / n
+        ok = np.flatnonzero(MDE_FACTOR * np.sqrt(np.maximum(var, 0.0)) <= target)
+        return int(n[ok[0]]) if len(ok) else None
+
+    def to_dict(self) -> dict:
+        return {"var_people": self.var_people, "var_judge": self.var_judge, "covariance": self.covariance}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate with its interval and standard error, from `people` queries people judged and
+    `judge` queries only the judge judged; `lam` is PPI++'s power-tuning parameter (None: not
+    prediction-powered)."""
+    interval: Interval
+    standard_error: float
+    people: int
+    judge: int
+    lam: float | None = None
+    moments: Moments | None = None
+
+    @property
+    def estimate(self) -> float:
+        return self.interval.estimate
+
+    @property
+    def width(self) -> float:
+        return self.interval.high - self.interval.low
+
+    @property
+    def mde(self) -> float:
+        """The smallest difference a two-sided test at 5% detects with 80% power, at this sample."""
+        return MDE_FACTOR * self.standard_error
+
+    def to_dict(self) -> dict:
+        return {**self.interval.to_dict(), "width": self.width, "standard_error": self.standard_error,
+                "mde": self.mde, "lambda": self.lam, "people_queries": self.people, "judge_queries": self.judge,
+                "method": self.interval.method}
+
+
+@dataclass(frozen=True)
+class _Stratum:
+    weight: float
+    y: np.ndarray          # people's values on the slice (NaN: none)
+    fl: np.ndarray         # the judge's on the slice
+    fu: np.ndarray         # the judge's on the other queries
+
+
+def _parts(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A value and whether it is defined: the numerator's and the denominator's terms of the ratio."""
+    defined = np.isfinite(v)
+    return np.where(defined, v, 0.0), defined.astype(np.float64)
+
+
+def _var(x: np.ndarray, ddof: int) -> float:
+    return float(np.var(x, ddof=ddof)) if len(x) > ddof else 0.0
+
+
+def _strata(y, fl, fu, strata_l, strata_u, weights) -> list[_Stratum]:
+    y, fl, fu = (np.asarray(a, dtype=np.float64) for a in (y, fl, fu))
+    if y.shape != fl.shape:
+        raise RelkitError(f"people's and the judge's values on the slice differ in length ({len(y)}, {len(fl)})")
+    if strata_l is None and strata_u is None:
+        return [_Stratum(1.0, y, fl, fu)]
+    sl, su = np.asarray(strata_l if strata_l is not None else [], dtype=object), \
+        np.asarray(strata_u if strata_u is not None else [], dtype=object)
+    if len(sl) != len(y) or len(su) != len(fu):
+        raise RelkitError("give a stratum for every query, on the slice and off it")
+    names = sorted(set(sl.tolist()) | set(su.tolist()))
+    if weights is None:
+        weights = {h: float((sl == h).sum() + (su == h).sum()) for h in names}
+    missing = [h for h in names if h not in weights]
+    if missing:
+        raise RelkitError(f"no weight for the strata {', '.join(map(str, missing))}")
+    total = sum(weights[h] for h in names)
+    return [_Stratum(weights[h] / total, y[sl == h], fl[sl == h], fu[su == h]) for h in names]
+
+
+def _check(strata: list[_Stratum], need: int) -> None:
+    for s in strata:
+        if len(s.y) < need:
+            raise RelkitError(f"a stratum has {len(s.y)} people-judged queries; an interval needs at least {need} "
+                              f"in every stratum")
+
+
+def _solve(strata: list[_Stratum], lam: float) -> tuple[float, float]:
+    """The estimate at `lam` and the denominator of its ratio (the share of queries with a value)."""
+    num = den = 0.0
+    for s in strata:
+        lh = lam if len(s.fu) else 0.0           # a stratum judged by people throughout has nothing to impute
+        (yn, yd), (fln, fld) = _parts(s.y), _parts(s.fl)
+        fun, fud = _parts(s.fu) if len(s.fu) else (np.zeros(1), np.zeros(1))
+        num += s.weight * (lh * fun.mean() + (yn - lh * fln).mean())
+        den += s.weight * (lh * fud.mean() + (yd - lh * fld).mean())
+    if den <= 0:
+        raise RelkitError("no people-judged query has a value (for nDCG: a relevant result): nothing to estimate")
+    return num / den, den
+
+
+def _linear(s: _Stratum, theta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The estimating function v - theta x defined on people's and the judge's values."""
+    def g(v):
+        n, d = _parts(v)
+        return n - theta * d
+    return g(s.y), g(s.fl), g(s.fu)
+
+
+def _tuned(strata: list[_Stratum], theta: float) -> float:
+    """PPI++'s lambda minimising the variance of the weighted estimate, as ppi_py computes it for a
+    single stratum: Cov(g, g_hat) / ((1 + n / N) Var(g_hat)), the covariance over the slice (1/n),
+    the variance over every query."""
+    top = bottom = 0.0
+    for s in strata:
+        if not len(s.fu):
+            continue
+        g, gl, gu = _linear(s, theta)
+        n, m = len(g), len(gu)
+        cov = float(np.mean((g - g.mean()) * (gl - gl.mean())))
+        var = _var(np.concatenate([gl, gu]), 1)
+        top += s.weight ** 2 * cov / n
+        bottom += s.weight ** 2 * var * (1 / m + 1 / n)
+    return float(np.clip(top / bottom, 0.0, 1.0)) if bottom > 0 else 0.0
+
+
+def _estimate(strata: list[_Stratum], lam: float, level: float, ddof: int, method: str, prediction: bool) -> Estimate:
+    theta, den = _solve(strata, lam)
+    var, mom = 0.0, np.zeros(3)
+    for s in strata:
+        lh = lam if len(s.fu) else 0.0
+        g, gl, gu = _linear(s, theta)
+        n, m = len(g), len(gu)
+        # a stratum with one query off the slice: its spread is the stratum's
+        spread_u = _var(gu, ddof) if m > 1 else _var(np.concatenate([gl, gu]), ddof)
+        var += s.weight ** 2 * ((lh ** 2 * spread_u / m if m else 0.0) + _var(g - lh * gl, ddof) / n)
+        var_y, var_f = _var(g, ddof), _var(np.concatenate([gl, gu]), ddof)
+        cov = float(np.sum((g - g.mean()) * (gl - gl.mean())) / (n - ddof)) if n > ddof else 0.0
+        # measured on the slice, against the judge's variance on every query: kept a covariance's size
+        bound = np.sqrt(var_y * var_f)
+        mom += s.weight * np.array([var_y, var_f, np.clip(cov, -bound, bound)]) / den ** 2
+    se = float(np.sqrt(var)) / den
+    people, judge = sum(len(s.y) for s in strata), sum(len(s.fu) for s in strata)
+    ratio = any(not np.isfinite(a).all() for s in strata for a in (s.y, s.fl, s.fu))
+    method += "; ratio of means, delta method" if ratio else ""
+    method += f"; {len(strata)} strata weighted by their share" if len(strata) > 1 else ""
+    return Estimate(normal(theta, se, people + judge, level, method), se, people, judge,
+                    lam if prediction else None, Moments(*map(float, mom)) if prediction else None)
+
+
+def ppi(y, f_labeled, f_unlabeled, strata_labeled=None, strata_unlabeled=None, weights: dict | None = None,
+        lam: float | None = None, level: float = LEVEL, ddof: int = 1) -> Estimate:
+    """The PPI++ mean of people's values: `y` on the slice (people judged these queries),
+    `f_labeled` the judge's values on the same queries, `f_unlabeled` the judge's on the other
+    audited queries. `lam` None tunes lambda (clipped to [0, 1]); `strata_*` give each query's
+    stratum and `weights` each stratum's share of the population (default: its share of the
+    queries). The interval is normal, with variance
+    lambda^2 Var(f_unlabeled) / N + Var(y - lambda f_labeled) / n per stratum (`ddof` 1; 0 as ppi_py).
+
+    >>> round(ppi([1.0, 0.0, 1.0], [0.8, 0.2, 0.6], [0.9, 0.1, 0.7, 0.3], lam=1.0).estimate, 4)
+    0.6333
+    """
+    strata = _strata(y, f_labeled, f_unlabeled, strata_labeled, strata_unlabeled, weights)
+    _check(strata, max(2, ddof + 1))
+    if lam is None:
+        lam = _tuned(strata, _solve(strata, 1.0)[0])
+    elif not 0 <= lam <= 1:
+        raise RelkitError(f"lambda is in [0, 1], got {lam}")
+    people, judge = sum(len(s.y) for s in strata), sum(len(s.fu) for s in strata)
+    return _estimate(strata, lam, level, ddof, f"PPI++ (lambda {lam:.2f}): people on {people} queries, the judge on "
+                                               f"those and {judge} more; normal interval", True)
+
+
+def classical(values, strata=None, weights: dict | None = None, level: float = LEVEL, ddof: int = 1,
+              by: str = "people") -> Estimate:
+    """The (stratified) mean of one labeller's values with its normal interval: people's on the
+    slice alone (`by` "people"), or the judge's on every audited query (`by` "judge").
+
+    >>> str(classical([0.2, 0.4, 0.6]).interval)
+    '0.4000 [0.1737, 0.6263]'
+    """
+    if by not in ("people", "judge"):
+        raise RelkitError(f"values are by people or the judge, not {by!r}")
+    values = np.asarray(values, dtype=np.float64)
+    groups = _strata(values, values, [], strata, None if strata is None else [], weights)
+    _check(groups, max(2, ddof + 1))
+    n = len(values)
+    who = "people's" if by == "people" else "the judge's"
+    est = _estimate(groups, 0.0, level, ddof, f"{who} labels on {n} queries; normal interval", False)
+    return replace(est, people=n if by == "people" else 0, judge=n if by == "judge" else 0)
