@@ -370,6 +370,58 @@ def test_crowdflower_merges_repeated_pairs(tmp_path):
         assert ws.fetchone("SELECT label FROM judgments") == (4,)  # mean 3.5, halves up
 
 
+def gz_slice(src, dst, n_lines: int):
+    """The first n lines of a real gzipped JSONL file, gzipped again."""
+    with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(dst, "wt", encoding="utf-8") as out:
+        for line, _ in zip(f, range(n_lines)):
+            out.write(line)
+    return dst
+
+
+def test_xquad_r_adapter_on_real_rows(tmp_path):
+    """XQuAD-R, German, as published (gzipped JSONL): 3 questions, each with 5 paragraphs of its article."""
+    path = gz_slice(shared_file("multilingual/xquad_r_paragraph_de.jsonl.gz"), tmp_path / "de.jsonl.gz", 15)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    with Workspace.create(tmp_path / "w2", LabelScale.default(2)) as ws:
+        result = import_file(ws, "judgments", path, format="xquad-r")
+        assert (result.rows, result.added, result.new_queries) == (15, 15, 3)
+        assert result.new_items == len({r["doc_id"] for r in rows})
+        assert result.detected == {}                    # every language is the file's
+        for r in rows:
+            assert ws.fetchone("""SELECT q.query, q.language, i.title, i.description, i.language, j.label, j.extra
+                                  FROM judgments j JOIN queries q USING (query_id) JOIN items i USING (item_id)
+                                  WHERE j.query_id = ? AND j.item_id = ?""", [r["qid"], r["doc_id"]]) == (
+                r["query"], "de", None, r["doc"], "de", r["label"] + 1,
+                json.dumps({"article": r["title"], "label_kind": r["label_kind"], "neg_type": r["neg_type"],
+                            "source": r["source"]}, sort_keys=True))
+        assert import_file(ws, "judgments", path, format="xquad-r").added == 0
+    with Workspace.create(tmp_path / "w5") as ws, \
+            pytest.raises(RelkitError, match=r"--format xquad-r gives 2 levels.*relkit init DIR --levels 2"):
+        import_file(ws, "judgments", path, format="xquad-r")
+
+
+def test_multicpr_adapter_on_real_rows(tmp_path):
+    path = gz_slice(shared_file("multilingual/multicpr_ecom_zh.jsonl.gz"), tmp_path / "zh.jsonl.gz", 9)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    with Workspace.create(tmp_path / "w2", LabelScale.default(2)) as ws:
+        assert import_file(ws, "judgments", path, format="multicpr").added == 9
+        assert ws.fetchone("""SELECT i.title, i.description, i.language, q.language, j.label, j.extra->>'neg_type'
+                              FROM judgments j JOIN queries q USING (query_id) JOIN items i USING (item_id)
+                              WHERE j.item_id = ?""", [first["doc_id"]]) == (
+            first["doc"], None, "zh", "zh", first["label"] + 1, first["neg_type"])
+
+
+@pytest.mark.parametrize("label", ["2", "0.5", "-1"])
+def test_xquad_r_labels_are_zero_or_one(tmp_path, label):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"qid": "q", "query": "Wer?", "doc_id": "d", "doc": "Er.",
+                                               "label": label, "lang": "de"}])
+    with Workspace.create(tmp_path / "w2", LabelScale.default(2)) as ws, \
+            pytest.raises(InputError, match=r"line 1, field 'label'.*xquad-r label is 1 .* or 0"):
+        import_file(ws, "judgments", path, format="xquad-r")
+
+
 def test_adapter_names_a_missing_column(tmp_path, ws):
     path = write_csv(tmp_path / "hd.csv", ["id", "product_uid", "product_title", "search_term"], [["1", "2", "t", "q"]])
     with pytest.raises(InputError, match="--format homedepot reads column 'relevance', which the file does not have"):

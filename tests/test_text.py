@@ -79,3 +79,77 @@ def test_bad_engaged_config():
         EngagedQueriesConfig(top_n=0)
     with pytest.raises(RelkitError, match="as_of must be an ISO date"):
         EngagedQueriesConfig(as_of="yesterday")
+
+
+# --- tokenization by language (relkit.tokenization) ----------------------------------------------
+
+def test_chinese_is_cut_into_characters_and_pairs_of_characters():
+    import bm25s.stopwords
+
+    from relkit.tokenization import Analyzer, Tokenizer
+
+    assert "地" in bm25s.stopwords.STOPWORDS_CHINESE     # dropped alone, kept in its pairs
+    assert Analyzer("zh", "bm25").terms("iPhone13手机壳 大落地窗") == [
+        "iphone13", "手", "机", "壳", "手机", "机壳", "大", "落", "窗", "大落", "落地", "地窗"]
+    tok = Tokenizer("by-language", "match")
+    assert tok.phrase("落地窗", "zh") == " 落 地 窗 "
+    assert tok.phrase("落地窗", "zh") in tok.phrase("铝合金落地窗断桥铝", "zh")
+    # the English tokenization reads a run of ideographs as one word
+    assert Tokenizer("english", "bm25").terms("大落地窗") == ["大落地窗"]
+
+
+def test_thai_characters_keep_their_marks():
+    from relkit.tokenization import Analyzer, characters
+
+    assert characters("รองเท้าวิ่ง") == ["ร", "อ", "ง", "เ", "ท้", "า", "วิ่", "ง"]
+    terms = Analyzer("th", "bm25").terms("วิ่ง")
+    assert terms == ["วิ่", "ง", "วิ่ง"]
+
+
+def test_german_and_spanish_are_stemmed_in_their_language():
+    import Stemmer
+
+    from relkit.tokenization import Tokenizer
+
+    german, spanish = Stemmer.Stemmer("german"), Stemmer.Stemmer("spanish")
+    tok = Tokenizer("by-language", "match")
+    # 'die', 'für', 'las', 'de', 'la' are stopwords of their language
+    assert tok.terms("Die Stühle für die Küche", "de") == german.stemWords(["stühle", "küche"]) \
+        == ["stuhl", "kuch"]
+    assert tok.terms("Stuhl", "de") == ["stuhl"] and tok.terms("Küchen", "de") == ["kuch"]
+    assert tok.terms("Las lámparas de la cocina", "es") == spanish.stemWords(["lámparas", "cocina"]) \
+        == ["lamp", "cocin"]
+    assert tok.terms("corriendo", "es") == tok.terms("correr", "es") == ["corr"]
+    # read as English they keep their forms (and 'die' is no English stopword)
+    assert Tokenizer("english", "match").terms("Die Stühle für die Küche", "de") == ["die", "stühle", "für", "die",
+                                                                                    "küche"]
+    # a language without a stemmer: words lowercased, stopwords kept
+    assert tok.terms("Tiếng Việt", "vi") == ["tiếng", "việt"]
+
+
+def test_english_text_reads_as_it_always_has(tmp_path):
+    """English under `by-language` gives what relkit gave before it read languages: bm25s's
+    tokenizer with its English stopwords and the Snowball stemmer for BM25, scikit-learn's English
+    stopwords for text match, on real Home Depot titles and queries."""
+    import csv
+    import re
+
+    import bm25s
+    import Stemmer
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from conftest import head_lines, shared_file
+    from relkit.tokenization import Tokenizer
+
+    path = head_lines(shared_file("homedepot/pairs.csv"), tmp_path / "hd.csv", 500)
+    with open(path, encoding="utf-8", newline="") as f:
+        texts = [t for row in csv.DictReader(f) for t in (row["product_title"], row["search_term"])]
+    english = Stemmer.Stemmer("english")
+    want = bm25s.tokenize(texts, stopwords="en", stemmer=english, return_ids=False, show_progress=False)
+    for name in ("by-language", "english"):
+        assert Tokenizer(name, "bm25").terms_of(texts, ["en"] * len(texts)) == want
+        match = Tokenizer(name, "match")
+        for text in texts:
+            words = [w for w in re.findall(r"\w+", text.lower()) if w not in ENGLISH_STOP_WORDS]
+            assert match.terms(text, "en") == english.stemWords(words)
+            assert match.phrase(text, "en") == " " + " ".join(re.findall(r"\w+", text.lower())) + " "

@@ -17,7 +17,9 @@ def catalog(ws: Workspace) -> tuple[list[str], list[str]]:
 
 
 def catalog_index(ws: Workspace) -> BM25Index:
-    return BM25Index(*catalog(ws))
+    """BM25 over every item's text, each in the item's language."""
+    records = ws.item_records()
+    return BM25Index(list(records), [item_text(r) for r in records.values()], [r["language"] for r in records.values()])
 
 
 class BM25System:
@@ -29,13 +31,15 @@ class BM25System:
 
     def predict(self, pairs: JudgedPairs) -> Prediction:
         index = catalog_index(self.ws)
+        languages = dict(self.ws.fetchall("SELECT query_id, language FROM queries"))
         scores = np.zeros(len(pairs), dtype=np.float64)
         by_query: dict[str, list[int]] = {}
         for i, q in enumerate(pairs.query_ids):
             by_query.setdefault(q, []).append(i)
         item_ids = pairs.item_ids
         for rows_of_query in by_query.values():
-            scores[rows_of_query] = index.score(pairs.queries[rows_of_query[0]], [item_ids[i] for i in rows_of_query])
+            scores[rows_of_query] = index.score(pairs.queries[rows_of_query[0]], [item_ids[i] for i in rows_of_query],
+                                                languages.get(pairs.query_ids[rows_of_query[0]]))
         return Prediction(scores=scores)
 
 

@@ -17,7 +17,17 @@ Each maps the file's columns onto relkit's fields and its raw labels onto the wo
   33 of them with another label: each pair becomes one judgment whose label is the mean of the
   listed ones, halves rounded up.
 
-Every other column (`id`, `relevance_variance`) is kept in the judgment's `extra`.
+- `xquad-r`: XQuAD-R (LAReQA) at paragraph level, one JSON object a line (gzipped or not): `qid`
+  -> query_id, `query`, `doc_id` -> item_id, `doc` (the paragraph) -> description, `lang` ->
+  language (of the question and of the paragraph), `label` 1 (the paragraph the question was
+  written on) or 0 (another paragraph of the article) -> level 2 or 1, `title` (the Wikipedia
+  article's, the same for a question's five paragraphs) -> `article` in the judgment's `extra`
+  (items have no title). Without `lang`, languages are detected. Needs a 2-level workspace.
+- `multicpr`: the Multi-CPR e-commerce set (Chinese product search) in the same JSON shape: `doc`
+  is the product's title; `label` 1 (the product people matched to the query) or 0 (a random
+  product) -> level 2 or 1. Needs a 2-level workspace.
+
+Every other column (`id`, `relevance_variance`, `label_kind`) is kept in the judgment's `extra`.
 """
 from __future__ import annotations
 
@@ -41,6 +51,11 @@ def _number(raw: object) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _binary(raw: float) -> int | None:
+    """Labels 0 and 1 -> levels 1 and 2."""
+    return int(raw) + 1 if float(raw).is_integer() else None
+
+
 @dataclass(frozen=True)
 class Adapter:
     name: str
@@ -51,6 +66,7 @@ class Adapter:
     to_level: Callable[[float], int]
     low: float
     high: float
+    optional: frozenset[str] = frozenset()   # columns of `columns` a file may lack
     encoding: str = "utf-8"
     item_conflicts: str = "error"    # 'first': a repeated item keeps its first description
     merge_label: Callable[[list[int]], int] | None = None  # repeated pairs: one label from several
@@ -82,5 +98,19 @@ ADAPTERS: dict[str, Adapter] = {
         label_rule="crowdflower median_relevance is a whole number from 1 to 4",
         to_level=lambda r: int(r) if float(r).is_integer() else None, low=1.0, high=4.0,  # type: ignore[return-value]
         merge_label=lambda labels: round_half_up(sum(labels) / len(labels)),
+    ),
+    "xquad-r": Adapter(
+        name="xquad-r", kind="judgments", levels=2,
+        columns={"qid": "query_id", "query": "query", "doc_id": "item_id", "doc": "description", "lang": "language",
+                 "label": "label", "title": "article"},
+        label_rule="xquad-r label is 1 (the question's paragraph) or 0 (another paragraph)",
+        to_level=_binary, low=0.0, high=1.0, optional=frozenset({"lang", "title"}),
+    ),
+    "multicpr": Adapter(
+        name="multicpr", kind="judgments", levels=2,
+        columns={"qid": "query_id", "query": "query", "doc_id": "item_id", "doc": "title", "lang": "language",
+                 "label": "label"},
+        label_rule="multicpr label is 1 (the product people matched) or 0 (a random product)",
+        to_level=_binary, low=0.0, high=1.0, optional=frozenset({"lang"}),
     ),
 }

@@ -4,6 +4,11 @@ One entry point, `import_file`. Every file goes through the same steps: read (re
 columns (an adapter's or the user's `--map`), validate row by row with errors that name the file,
 line and field, then write everything in one transaction. Rows are keyed (items by item_id,
 judgments by (query_id, item_id), ...), so importing the same data twice changes nothing.
+
+Every query and item gets a language (an ISO 639-1 code): the file's `language` (or `lang`) column
+where it has one (for a file of judgments or pairs, the language of the row's query and item), else
+detected in the same transaction (`fill_languages`, relkit.languages): items weighed by the
+catalog's languages, queries by the items'.
 """
 from __future__ import annotations
 
@@ -11,16 +16,18 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 
 from relkit.data.adapters import ADAPTERS, Adapter
-from relkit.data.readers import Records, read_records
+from relkit.data.readers import Records, detect_format, read_records
 from relkit.data.splits import pin_queries
 from relkit.errors import InputError, RelkitError
+from relkit.languages import detect_languages, language_among, normalize_code
 from relkit.text import normalize_space
 from relkit.workspace import SPLITS, Workspace
 
@@ -46,6 +53,7 @@ class ImportResult:
     merged: int = 0
     respaced: int = 0        # rows describing an item again with other spacing (the first kept)
     engaged_items: int = 0   # items with engaged-query tokens after an engagement import
+    detected: dict[str, int] = field(default_factory=dict)   # language -> queries and items it was detected for
 
     def summary(self) -> str:
         parts = [f"{self.rows:,} rows read", f"{self.added:,} {self.kind} added"]
@@ -65,6 +73,9 @@ class ImportResult:
             parts.append(f"{self.pinned:,} queries pinned")
         if self.kind == "engagement":
             parts.append(f"{self.engaged_items:,} items with engaged-query tokens")
+        if self.detected:
+            parts.append(f"language detected for {sum(self.detected.values()):,} queries and items ("
+                         + ", ".join(f"{code} {n:,}" for code, n in self.detected.items()) + ")")
         return f"{self.file}: " + ", ".join(parts)
 
 
@@ -84,9 +95,10 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
                 split: str | None = None) -> ImportResult:
     """Import one file of `kind` into the workspace, all or nothing.
 
-    `format` names a dataset adapter (`homedepot`, `crowdflower`) that reads a known file as it
-    is; without one the file's columns are relkit's field names, renamed first by `mapping`
-    (`{file column: field}`). `split` pins every query of the file to that split.
+    `format` names a dataset adapter (data/adapters.py: `homedepot`, `crowdflower`, `xquad-r`,
+    `multicpr`) that reads a known file as it is; without one the file's columns are relkit's
+    field names, renamed first by `mapping` (`{file column: field}`). `split` pins every query of
+    the file to that split.
 
         import_file(ws, "judgments", "pairs.csv", format="homedepot")
     """
@@ -104,11 +116,18 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
         if adapter.kind != kind:
             raise RelkitError(f"--format {format} reads {adapter.kind}, not {kind}")
         adapter.check_scale(ws.scale)
-    records = read_records(path, encoding=encoding or (adapter.encoding if adapter else "utf-8"))
+    if kind == "judgments" and adapter is None and _is_qrels(path):
+        records = read_qrels(path, ws.scale.k)
+    else:
+        records = read_records(path, encoding=encoding or (adapter.encoding if adapter else "utf-8"))
     if adapter is not None:
-        records.rename(adapter.columns, origin=f"--format {adapter.name}")
+        records.rename({source: target for source, target in adapter.columns.items()
+                        if source in records.columns or source not in adapter.optional},
+                       origin=f"--format {adapter.name}")
     if mapping:
         records.rename(mapping)
+    if "lang" in records.columns and "language" not in records.columns:
+        records.rename({"lang": "language"})
     importer = {"items": _import_items, "queries": _import_queries, "judgments": _import_judgments,
                 "pairs": _import_pairs, "engagement": _import_engagement}[kind]
     with ws.transaction():
@@ -119,7 +138,47 @@ def import_file(ws: Workspace, kind: str, path: str | Path, *, format: str | Non
             from relkit.features.engagement import refresh_engaged_queries
 
             result["engaged_items"] = refresh_engaged_queries(ws)
+        else:
+            result["detected"] = fill_languages(ws)
     return ImportResult(**{**result, "kind": kind, "file": str(path), "rows": len(records), "pinned": pinned})
+
+
+def _is_qrels(path: str | Path) -> bool:
+    """A file of judgments whose name is not a table's (.csv, .jsonl, .parquet...) is TREC qrels."""
+    try:
+        detect_format(Path(path))
+    except InputError:
+        return True
+    return False
+
+
+def read_qrels(path: str | Path, k: int) -> Records:
+    """TREC qrels (`query_id iteration item_id relevance`, whitespace-separated, no header) as
+    judgments: relevance r, from 0 (not relevant) to k - 1, is level r + 1 of a k-level scale."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such file", file=path)
+    columns: dict[str, list] = {"query_id": [], "item_id": [], "label": []}
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            parts = text.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise InputError(f"expected 4 whitespace-separated fields of TREC qrels (query_id iteration item_id "
+                                 f"relevance), got {len(parts)}; a CSV of judgments needs a .csv name", file=path,
+                                 line=line)
+            if not re.fullmatch(r"-?\d+", parts[3]) or not 0 <= int(parts[3]) < k:
+                raise InputError(f"relevance {parts[3]!r} is not a grade 0..{k - 1} (grade r is level r + 1 of the "
+                                 f"workspace's {k} levels)", file=path, line=line, field="label")
+            columns["query_id"].append(parts[0])
+            columns["item_id"].append(parts[2])
+            columns["label"].append(int(parts[3]) + 1)
+            lines.append(line)
+    if not lines:
+        raise InputError("the qrels file has no judgments", file=path)
+    return Records(path, columns, lines)
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -137,6 +196,16 @@ def _str(records: Records, name: str, row: int, required: bool = False) -> str |
     if not text and required:
         raise records.error("a value is required here", row, name)
     return text or None
+
+
+def _language(records: Records, row: int) -> str | None:
+    value = _str(records, "language", row)
+    if value is None:
+        return None
+    try:
+        return normalize_code(value)
+    except ValueError as e:
+        raise records.error(str(e), row, "language") from None
 
 
 def _count(records: Records, name: str, row: int, default: int | None = None) -> int:
@@ -247,6 +316,42 @@ def _require(records: Records, *alternatives: str | tuple[str, ...]) -> None:
                              f"rename columns with --map SOURCE=FIELD)", file=records.path)
 
 
+# --- languages --------------------------------------------------------------------------------
+
+def fill_languages(ws: Workspace) -> dict[str, int]:
+    """Detect the language of every item and query of the workspace that has none (relkit.languages),
+    and store it; returns how many got each language, most first. Items are weighed by the languages
+    of the catalog, queries by those of the items (an English catalog's queries are English, however
+    Dutch 'screen door' looks) or, with no item language known, by those of the queries.
+    """
+    detected: Counter[str] = Counter()
+    known = dict(ws.fetchall("SELECT language, count(*) FROM items WHERE language IS NOT NULL GROUP BY ALL"))
+    rows = ws.fetchall("""SELECT item_id, concat_ws(' ', title, description, link_title, link_description)
+                          FROM items WHERE language IS NULL ORDER BY item_id""")
+    if rows:
+        codes = detect_languages([text for _, text in rows], known)
+        _store_languages(ws, "items", "item_id", [i for i, _ in rows], codes)
+        detected.update(code for code in codes if code is not None)
+    catalog = dict(ws.fetchall("SELECT language, count(*) FROM items WHERE language IS NOT NULL GROUP BY ALL"))
+    rows = ws.fetchall("SELECT query_id, query FROM queries WHERE language IS NULL ORDER BY query_id")
+    if rows:
+        if catalog:
+            codes = [language_among(text, catalog) for _, text in rows]
+        else:
+            known = dict(ws.fetchall("SELECT language, count(*) FROM queries WHERE language IS NOT NULL GROUP BY ALL"))
+            codes = detect_languages([text for _, text in rows], known)
+        _store_languages(ws, "queries", "query_id", [q for q, _ in rows], codes)
+        detected.update(code for code in codes if code is not None)
+    return dict(detected.most_common())
+
+
+def _store_languages(ws: Workspace, table: str, key: str, ids: list[str], codes: list[str | None]) -> None:
+    found = [(i, code) for i, code in zip(ids, codes) if code is not None]
+    if found:
+        with ws.registered("_languages", {key: [i for i, _ in found], "language": [c for _, c in found]}):
+            ws.run(f"UPDATE {table} SET language = l.language FROM _languages l WHERE {table}.{key} = l.{key}")
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 def _first_unknown(ws: Workspace, records: Records, field: str, table: str, ids: list[str], rows: list[int]) -> None:
@@ -297,7 +402,8 @@ def _item_rows(records: Records, indices, *, with_extra: bool, conflicts: str) -
     for row in indices:
         item_id = _str(records, "item_id", row, required=True) if "item_id" in records.columns \
             else item_id_for(_str(records, "title", row), _str(records, "description", row))
-        item = {f: _board_titles(records, row) if f == "board_titles" else _str(records, f, row) for f in ITEM_FIELDS}
+        item = {f: _board_titles(records, row) if f == "board_titles" else _language(records, row) if f == "language"
+                else _str(records, f, row) for f in ITEM_FIELDS}
         item["extra"] = _extra(records, row, known) if with_extra else None
         if not unique.is_new(item_id, item, row):
             continue
@@ -313,7 +419,7 @@ def _import_queries(ws: Workspace, records: Records, adapter: Adapter | None) ->
     out: dict[str, list] = {"query_id": [], "query": [], "language": [], "extra": []}
     for row in range(len(records)):
         qid = _str(records, "query_id", row, required=True)
-        values = (_str(records, "query", row, required=True), _str(records, "language", row),
+        values = (_str(records, "query", row, required=True), _language(records, row),
                   _extra(records, row, set(QUERY_FIELDS)))
         if not unique.is_new(qid, values, row):
             continue
@@ -335,14 +441,14 @@ def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
     """The query_id of every row, creating the queries a file describes inline by their text."""
     _require(records, ("query_id", "query"))
     n = len(records)
-    inline: dict[str, str] = {}
+    inline: dict[str, tuple[str, str | None]] = {}      # query_id -> text and language
     if "query_id" in records.columns:
         ids = [_str(records, "query_id", row, required=True) for row in range(n)]
         if "query" in records.columns:
             for row, qid in enumerate(ids):
                 text = _str(records, "query", row)
                 if text is not None:
-                    inline.setdefault(qid, text)
+                    inline.setdefault(qid, (text, _language(records, row)))
     else:
         existing = ws.query_ids_by_text()
         ids = []
@@ -350,11 +456,12 @@ def _resolve_queries(ws: Workspace, records: Records) -> tuple[list[str], int]:
             text = _str(records, "query", row, required=True)
             qid = existing.get(normalize_space(text)) or query_id_for(text)
             ids.append(qid)
-            inline.setdefault(qid, text)
+            inline.setdefault(qid, (text, _language(records, row)))
     before = ws.count("queries")
     if inline:
-        with ws.registered("_newq", {"query_id": list(inline), "query": list(inline.values())}, {}):
-            ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, NULL, NULL FROM _newq")
+        with ws.registered("_newq", {"query_id": list(inline), "query": [t for t, _ in inline.values()],
+                                     "language": [code for _, code in inline.values()]}, {}):
+            ws.run("INSERT OR IGNORE INTO queries SELECT query_id, query, language, NULL FROM _newq")
     _first_unknown(ws, records, "query_id", "queries", ids, list(range(n)))
     return ids, ws.count("queries") - before
 

@@ -9,8 +9,9 @@ Features come in four blocks, laid out so a scorer can split the work by what it
 - the query-item product of the two vectors: computed from the two above;
 - pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
 
-Every block has a name and a width (`FeatureBuilder.blocks`); a saved student records them and
-refuses a builder whose blocks differ.
+Every block has a name and a width (`FeatureBuilder.blocks`); a saved student records them and its
+`FeatureConfig` (among it the tokenization bm25 and text_match read texts with), and refuses a
+builder whose blocks or config differ.
 
 Groups (`FeatureConfig.groups`; each a class in groups.py, named in its `REGISTRY`):
   embedding   query and item vectors, their product, their cosine
@@ -35,6 +36,7 @@ from relkit.features.embeddings import DEFAULT_ENCODER, Encoder
 from relkit.features.images import DEFAULT_IMAGE_ENCODER
 from relkit.student.groups import REGISTRY, BM25, Catalog, Embedding, FeatureGroup
 from relkit.text import DEFAULT_TEMPLATE, item_text
+from relkit.tokenization import DEFAULT_TOKENIZATION, LEGACY_TOKENIZATION, TOKENIZATIONS
 from relkit.workspace import ITEM_RECORD_COLUMNS, Workspace
 
 GROUPS = tuple(REGISTRY)
@@ -50,12 +52,16 @@ class FeatureConfig:
     graph_key: str | None = None      # the stored graph embedding a model was trained with (set when built)
     image_encoder: str = DEFAULT_IMAGE_ENCODER   # for the visual group (path or hub id)
     image_dim: int | None = None      # its embedding width (set when built)
+    # how bm25 and text_match cut texts into terms (relkit.tokenization): each text in its language
+    tokenization: str = DEFAULT_TOKENIZATION
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "groups", tuple(self.groups))
         unknown = [g for g in self.groups if g not in REGISTRY]
         if unknown or not self.groups:
             raise RelkitError(f"unknown feature group(s) {unknown or '(none given)'}; choose from {', '.join(REGISTRY)}")
+        if self.tokenization not in TOKENIZATIONS:
+            raise RelkitError(f"unknown tokenization '{self.tokenization}'; choose from {', '.join(TOKENIZATIONS)}")
         if self.ctr_prior <= 0:
             raise RelkitError("ctr_prior must be positive")
         if self.graph_dim < 1:
@@ -65,6 +71,33 @@ class FeatureConfig:
         d = asdict(self)
         d["groups"] = list(self.groups)
         return d
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> "FeatureConfig":
+        """The config a model saved (`to_dict`). One saved before tokenizations had names was made with
+        English tokenization, and keeps it.
+
+        >>> FeatureConfig.from_dict({"groups": ["bm25"]}).tokenization
+        'english'
+        """
+        return cls(**{"tokenization": LEGACY_TOKENIZATION, **saved})
+
+
+def grouped(index: np.ndarray):
+    """(value, positions) for each distinct value of `index`, smallest value first, positions
+    ascending: one stable sort, rather than a scan of every position per value.
+
+    >>> [(v, p.tolist()) for v, p in grouped(np.array([2, 0, 2, 1, 0]))]
+    [(0, [1, 4]), (1, [3]), (2, [0, 2])]
+    """
+    index = np.asarray(index)
+    if not len(index):
+        return
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for start, stop in zip(np.r_[0, cuts], np.r_[cuts, len(index)]):
+        yield int(ordered[start]), order[start:stop]
 
 
 @dataclass
@@ -190,11 +223,16 @@ class FeatureBuilder:
         query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
         item_rows = self.items.rows(item_ids)
         vectors = self.query_vectors(distinct, bar=True)
-        pair = np.zeros((len(queries), len(self.pair_names())), dtype=np.float32)
-        for n, query in enumerate(distinct):
-            sel = np.flatnonzero(query_index == n) if len(distinct) > 1 else np.arange(len(queries))
-            pair[sel] = self.pair_scalars(query, vectors[n] if self.dim else None, item_rows[sel])
-        return PairFeatures(vectors, query_index, item_rows, pair)
+        return PairFeatures(vectors, query_index, item_rows, self.pair_block(distinct, vectors, query_index, item_rows))
+
+    def pair_block(self, queries: Sequence[str], vectors: np.ndarray, query_index: np.ndarray,
+                   item_rows: np.ndarray) -> np.ndarray:
+        """(n, s) pair scalars of the pairs (queries[query_index[j]], catalog row item_rows[j]):
+        `pair_scalars` once per distinct query, its rows found with one sort of `query_index`."""
+        pair = np.zeros((len(item_rows), len(self.pair_names())), dtype=np.float32)
+        for n, rows in grouped(query_index):
+            pair[rows] = self.pair_scalars(queries[n], vectors[n] if self.dim else None, item_rows[rows])
+        return pair
 
     def inline_items(self, records: Sequence[dict]) -> ItemTable:
         """An ItemTable for items that are not in the catalog (records with at least a title; an

@@ -12,6 +12,7 @@ with settings of its own adds them to `FeatureConfig`, which saved students keep
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -20,8 +21,9 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
-from relkit.features.text_match import phrase, stem_tokens, stemmer
+from relkit.languages import complete_languages, language_among, load_detector
 from relkit.text import item_title
+from relkit.tokenization import Tokenizer
 
 if TYPE_CHECKING:
     from relkit.features.embeddings import Encoder
@@ -100,9 +102,14 @@ class Embedding(FeatureGroup):
         return [items.vectors[rows] @ query_vector]
 
 
+def _languages(records: Sequence[dict]) -> list[str | None]:
+    return [r.get("language") for r in records]
+
+
 class BM25(FeatureGroup):
     """BM25 of the query against the item text with the catalog's statistics, and its log1p; items
-    outside the catalog are scored as if they were in it."""
+    outside the catalog are scored as if they were in it. Each text is read in its language
+    (`FeatureConfig.tokenization`; relkit/features/bm25.py)."""
 
     name = "bm25"
     pair_names = ("bm25", "log1p_bm25")
@@ -114,11 +121,16 @@ class BM25(FeatureGroup):
     def build(cls, catalog: Catalog) -> "BM25":
         from relkit.features.bm25 import BM25Index
 
-        return cls(BM25Index(catalog.item_ids, catalog.texts))
+        return cls(BM25Index(catalog.item_ids, catalog.texts, _languages(catalog.records),
+                             catalog.config.tokenization))
+
+    def index_inline(self, records, texts):
+        return _languages(records)   # None: the text's most probable of the catalog's languages, when scored
 
     def pair_columns(self, query, query_vector, items, rows):
         if items.inline:
-            bm = self.index.score_texts(query, [items.texts[r] for r in rows])
+            languages = items.state[self.name]
+            bm = self.index.score_texts(query, [items.texts[r] for r in rows], [languages[r] for r in rows])
         else:
             tokens = self.index.tokens(query)
             bm = self.index.retriever.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))
@@ -128,21 +140,31 @@ class BM25(FeatureGroup):
 
 @dataclass
 class Terms:
-    """Stemmed terms of each item's title and whole text, and its text as a phrase. For the catalog
-    also the term incidence matrices (postings by term), so that the coverage of many rows costs the
-    query terms' postings, not a loop over rows."""
+    """Terms of each item's title and whole text in the item's language, and its text as a phrase.
+    For the catalog also the term incidence matrices (postings by term), so that the coverage of many
+    rows costs the query terms' postings, not a loop over rows."""
 
     title_terms: list[frozenset]
     text_terms: list[frozenset]
     phrases: list[str]
+    languages: list[str | None]                # each item's (None under the `english` tokenization)
+    codes: np.ndarray = None                   # the same as an array, for comparing many rows at once
+    distinct: frozenset = frozenset()          # and the languages they are in
     vocabulary: dict[str, int] | None = None   # term -> column of the matrices below
     title_matrix: object = None                # scipy CSC (items x terms), 1 where the title has the term
     text_matrix: object = None
 
     @classmethod
-    def of(cls, stem, titles: Sequence[str], texts: Sequence[str]) -> "Terms":
-        return cls([frozenset(stem_tokens(stem, t)) for t in titles], [frozenset(stem_tokens(stem, t)) for t in texts],
-                   [phrase(t) for t in texts])
+    def of(cls, tokenizer: Tokenizer, titles: Sequence[str], texts: Sequence[str],
+           languages: Sequence[str | None]) -> "Terms":
+        languages = list(languages) if tokenizer.by_language else [None] * len(texts)
+        return cls([frozenset(t) for t in tokenizer.terms_of(list(titles), languages)],
+                   [frozenset(t) for t in tokenizer.terms_of(list(texts), languages)],
+                   [tokenizer.phrase(t, code) for t, code in zip(texts, languages)], languages)
+
+    def __post_init__(self) -> None:
+        self.codes = np.array(self.languages, dtype=object)
+        self.distinct = frozenset(self.languages)
 
     def index(self) -> "Terms":
         from scipy.sparse import csr_matrix
@@ -175,27 +197,37 @@ def coverage(matrix, columns: list[int], rows: np.ndarray) -> np.ndarray:
 
 class TextMatch(FeatureGroup):
     """The share of the query's terms found in the title and in the whole item text (stemmed,
-    stopwords dropped; relkit/features/text_match.py, which the teacher's prior reads too), and
-    whether the whole query appears in the text as a phrase."""
+    stopwords dropped, each text in its language as `FeatureConfig.tokenization` says; the terms of
+    relkit/features/text_match.py, which the teacher's prior reads too), and whether the whole query
+    appears in the text as a phrase."""
 
     name = "text_match"
     pair_names = TEXT_MATCH_NAMES
 
-    def __init__(self, terms: Terms):
-        self.terms = terms
-        self.stemmer = stemmer()
+    def __init__(self, terms: Terms, tokenizer: Tokenizer):
+        self.terms, self.tokenizer = terms, tokenizer
+        # the catalog's languages, by items, weigh a query's (relkit.languages.language_among)
+        self.languages = Counter(code for code in terms.languages if code is not None)
+        if len(self.languages) > 1:
+            load_detector()
 
     @classmethod
     def build(cls, catalog: Catalog) -> "TextMatch":
+        tokenizer = Tokenizer(catalog.config.tokenization, "match")
         titles = [r["title"] or "" for r in catalog.records]
-        return cls(Terms.of(stemmer(), titles, catalog.texts).index())
+        languages = complete_languages(catalog.texts, _languages(catalog.records)) if tokenizer.by_language \
+            else [None] * len(titles)
+        return cls(Terms.of(tokenizer, titles, catalog.texts, languages).index(), tokenizer)
 
     def index_inline(self, records, texts):
-        return Terms.of(self.stemmer, [item_title(r) for r in records], texts)
+        languages = [code or (language_among(text, self.languages) if self.tokenizer.by_language else None)
+                     for code, text in zip(_languages(records), texts)]
+        return Terms.of(self.tokenizer, [item_title(r) for r in records], texts, languages)
 
     def pair_columns(self, query, query_vector, items, rows):
         index = items.state[self.name] if items.inline else self.terms
-        terms = set(stem_tokens(self.stemmer, query))
+        language = language_among(query, self.languages) if self.tokenizer.by_language else None
+        terms = set(self.tokenizer.terms(query, language))
         n = max(len(terms), 1)
         if index.vocabulary is not None:     # catalog rows: sparse incidence (a term not in it matches nothing)
             columns = [index.vocabulary[t] for t in terms if t in index.vocabulary]
@@ -204,11 +236,15 @@ class TextMatch(FeatureGroup):
         else:
             title = np.fromiter((len(terms & index.title_terms[r]) / n for r in rows), np.float64, len(rows))
             text = np.fromiter((len(terms & index.text_terms[r]) / n for r in rows), np.float64, len(rows))
-        whole = phrase(query)
+        whole = self.tokenizer.phrase(query, language)
         exact = np.zeros(len(rows), dtype=np.float32)
         if whole.strip():
-            # the whole query can only be in a text that has every one of its terms
-            for i in np.flatnonzero(text >= 1.0 - 1e-6) if terms else range(len(rows)):
+            # the whole query can only be in a text that has every one of its terms, when the two are
+            # stemmed alike (in one language)
+            may = text >= 1.0 - 1e-6
+            if index.distinct != {language}:
+                may |= index.codes[rows] != language
+            for i in np.flatnonzero(may) if terms else range(len(rows)):
                 exact[i] = whole in index.phrases[rows[i]]
         return [title.astype(np.float32), text.astype(np.float32), exact]
 
