@@ -1,0 +1,114 @@
+"""Commands that make and serve the student: distill, promote, serve."""
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from relkit.cli.app import DEFAULT_WS, WorkspaceOpt, _csv_ints, _given, _open, app, console
+from relkit.config import collect
+from relkit.errors import RelkitError
+
+
+@app.command()
+def distill(
+    teacher: Annotated[str | None, typer.Option(
+        help="Train on this teacher's labels (NAME as in `relkit label`) or a judge's (judge:NAME); omit for "
+             "human labels only.")] = None,
+    name: Annotated[str | None, typer.Option(help="Student name (artifacts/student-NAME); default: the teacher's.")]
+        = None,
+    sizes: Annotated[str | None, typer.Option(
+        help="Scaling curve: students on these numbers of teacher-labeled pairs, e.g. 1000,5000,all, next to "
+             "one on human labels only; each scored on the test split.")] = None,
+    human_weight: Annotated[float | None, typer.Option(
+        help="Weight of a human-labeled train pair against a teacher-labeled one (0: teacher labels only).")] = None,
+    hidden: Annotated[str | None, typer.Option(help="Hidden layer sizes.")] = None,
+    groups: Annotated[str | None, typer.Option(
+        help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
+             "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")]
+        = None,
+    graph_dim: Annotated[int | None, typer.Option(min=1, help="Width of the item graph embedding (graph group).")]
+        = None,
+    image_encoder: Annotated[str | None, typer.Option(
+        help="Image encoder for the visual group: any transformers vision model, path or hub id.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Training setting KEY=VALUE (epochs, patience, batch_size, lr, weight_decay, dropout, seed, "
+                      "product_rank: rank of the query-item-product weights, 0 for full).")]
+        = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Distill the teacher's labels into a small, fast student (an MLP over cheap features)."""
+    from relkit.student.distill import Distiller, parse_sizes, scaling_curve  # lazy: duckdb, scikit-learn
+    from relkit.student.features import FeatureConfig
+    from relkit.student.model import StudentConfig
+
+    config = StudentConfig(**collect(StudentConfig, sets=set_, flags={   # flags win over --set
+        "hidden": None if hidden is None else tuple(_csv_ints(hidden, "--hidden")), "human_weight": human_weight}))
+    features = FeatureConfig(**_given(
+        encoder=encoder, groups=None if groups is None else tuple(g.strip() for g in groups.split(",") if g.strip()),
+        graph_dim=graph_dim, image_encoder=image_encoder))
+    plan = parse_sizes(sizes) if sizes else None
+    if teacher is None and plan:
+        raise RelkitError("--sizes counts teacher-labeled pairs: name a --teacher")
+    with _open(workspace) as ws:
+        distiller = Distiller(ws, teacher, features)
+        name = name or (distiller.teacher or "human").replace(":", "-")   # judge:smol -> student-judge-smol
+        if plan:
+            curve = scaling_curve(distiller, plan, config, prefix=name)
+            if json_:
+                typer.echo(json.dumps(curve.to_dicts(), indent=2))
+                return
+            console.print(curve)
+            console.print(f"saved as artifacts/student-{name}-<size>", highlight=False)
+            return
+        student = distiller.train(None if teacher else 0, config, human=teacher is None or config.human_weight > 0)
+        student.save(ws.artifacts / f"student-{name}")
+    if json_:
+        typer.echo(json.dumps(student.to_dict(), indent=2))
+    else:
+        console.print(student.summary(), highlight=False)
+
+
+@app.command()
+def promote(
+    student: Annotated[str, typer.Argument(help="The student: NAME (artifacts/student-NAME), a folder name or a path.")],
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
+    from relkit.promotion import promote as make_active  # lazy: duckdb
+
+    with _open(workspace) as ws:
+        name = make_active(ws, student)
+    console.print(f"{name} is now the active student of {workspace}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind; beyond loopback an API key is required.")]
+        = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535)] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="RELKIT_API_KEY",
+                                                help="Require this X-API-Key header on /v1/ requests.")] = None,
+    max_candidates: Annotated[int | None, typer.Option(min=1, help="Items per rerank request.")] = None,
+    max_body_mb: Annotated[float | None, typer.Option(
+        min=0.001, help="Largest request body, in MB (1,000,000 bytes); larger gets 413.")] = None,
+    poll_seconds: Annotated[float | None, typer.Option(min=0.05, help="How often to look for a promoted student.")]
+        = None,
+    warm_queries: Annotated[int | None, typer.Option(
+        min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
+                    "before answering, so a restart does not start with an empty query cache; 0: none.")] = None,
+    workspace: WorkspaceOpt = DEFAULT_WS,
+) -> None:
+    """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
+    from relkit.serve import Limits  # lazy: duckdb, fastapi
+    from relkit.serve import serve as run_service
+    from relkit.workspace import Workspace
+
+    Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
+    limits = Limits(**_given(max_candidates=max_candidates,   # MB as in caption
+                             max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1e6)))
+    run_service(workspace, api_key=api_key, limits=limits,
+                **_given(host=host, port=port, poll_seconds=poll_seconds, warm_queries=warm_queries))
