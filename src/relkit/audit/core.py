@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from relkit.audit.estimates import (MDE_FACTOR, PairedDifference, SystemAudit, ideal_dcg, measure_system,
                                     ndcg_by_query, paired_difference, share_by_query, spread)
 from relkit.audit.judges import PairJudge, make_judge
-from relkit.audit.judging import JudgedCounts, judge_pool, pool_of, top_k
+from relkit.audit.judging import JudgedCounts, JudgedPool, judge_pool, pool_of, top_k
 from relkit.audit.lists import Engine, ResultLists, ask_engine, parse_named, read_run
 from relkit.audit.people import PeopleSlice, draw_slice, slice_csv, write_slice
 from relkit.audit.sampling import FREQUENCY, Sample, draw, query_strata
@@ -157,14 +158,47 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: PairJudge, sampl
         run_audit(ws, [lists], make_judge("teacher:demo", ws), draw(strata, 100)).systems[0].ndcg
     """
     start = time.perf_counter()
+    if people is not None and not save:
+        raise RelkitError("a people slice is kept with its audit: an audit with --people is stored")
     threshold = _threshold(ws.scale, systems, k, threshold)
     tops = top_k(systems, sample.query_ids, k)
     judged = judge_pool(ws, judge, pool_of(tops), human)
+    measured = _measure(ws, systems, tops, judged, sample, k, threshold, judge.name, resamples, seed)
+    now = datetime.now(timezone.utc)
+    name = name or now.strftime("%Y%m%dT%H%M%SZ")
+    chosen = (draw_slice(ws, sample, tops, judged.proba, measured.ndcg, measured.share, people, seed,
+                         slice_csv(ws, name)) if people is not None else None)
+    result = AuditResult(
+        name=name, time=now.isoformat(timespec="seconds"), judge=judge.name,
+        judge_version=judge.version, k=k, threshold=threshold, sample=sample, systems=measured.audits,
+        comparison=measured.comparison, counts=judged.counts, ndcg_queries=measured.rated,
+        seconds=time.perf_counter() - start, spread=spread(measured.primary, sample.strata), human=human,
+        people=chosen)
+    if save:
+        save_audit(ws, result.name, result.to_dict())
+    if chosen is not None:
+        write_slice(ws, result.name, result.time, chosen)
+    return result
+
+
+class _Measured(NamedTuple):
+    ndcg: dict[str, dict[str, float]]        # system -> query -> nDCG@k
+    share: dict[str, dict[str, float]]       # system -> query -> share relevant
+    audits: list[SystemAudit]
+    comparison: PairedDifference | None
+    primary: dict[str, float]                # the per-query figure the spread is of
+    rated: int                               # queries with a relevant result from some system
+
+
+def _measure(ws: Workspace, systems: list[ResultLists], tops: dict, judged: JudgedPool, sample: Sample, k: int,
+             threshold: int, judge: str, resamples: int, seed: int) -> _Measured:
+    """Each system's nDCG@k and share relevant per query, their intervals, and the paired difference
+    of two systems."""
     gain, at_least = judged.expected_gain(ws.scale.gains), judged.at_least(threshold)
     ideal = ideal_dcg(sample.query_ids, tops, gain, k)
     rated = sum(v > 0 for v in ideal.values())
     if not rated:
-        raise RelkitError(f"no audited query has a relevant result from any system (by {judge.name} and the "
+        raise RelkitError(f"no audited query has a relevant result from any system (by {judge} and the "
                           f"human judgments): nDCG is undefined; audit more queries")
     ndcg = {s.name: ndcg_by_query(tops[s.name], gain, ideal) for s in systems}
     share = {s.name: share_by_query(tops[s.name], at_least) for s in systems}
@@ -172,23 +206,7 @@ def run_audit(ws: Workspace, systems: list[ResultLists], judge: PairJudge, sampl
     comparison, primary = None, audits[0].per_query
     if len(audits) == 2:
         comparison, primary = paired_difference(audits[1], audits[0], sample, resamples, seed)
-    now = datetime.now(timezone.utc)
-    name = name or now.strftime("%Y%m%dT%H%M%SZ")
-    chosen = None
-    if people is not None:
-        if not save:
-            raise RelkitError("a people slice is kept with its audit: an audit with --people is stored")
-        chosen = draw_slice(ws, sample, tops, judged.proba, ndcg, share, people, seed, slice_csv(ws, name))
-    result = AuditResult(
-        name=name, time=now.isoformat(timespec="seconds"), judge=judge.name,
-        judge_version=judge.version, k=k, threshold=threshold, sample=sample, systems=audits, comparison=comparison,
-        counts=judged.counts, ndcg_queries=rated, seconds=time.perf_counter() - start,
-        spread=spread(primary, sample.strata), human=human, people=chosen)
-    if save:
-        save_audit(ws, result.name, result.to_dict())
-    if chosen is not None:
-        write_slice(ws, result.name, result.time, chosen)
-    return result
+    return _Measured(ndcg, share, audits, comparison, primary, rated)
 
 
 def _population(ws: Workspace, query_ids: set[str], lists: list[ResultLists], split: str | None) -> set[str]:
