@@ -210,3 +210,26 @@ def test_summary_counts_what_the_workspace_holds(ws3):
                  "queries per split: train 2, dev 0, test 1, unassigned 3",
                  "train queries nobody judged, added by relkit pairs: 2 from the engagement log, 1 from item titles"):
         assert line in text, line
+
+
+def test_summary_counts_queries_and_items_per_language(ws, tmp_path):
+    """Languages from the files' `language` column, and a query without a letter, which has none."""
+    from rich.console import Console
+
+    from conftest import write_csv
+    from relkit import import_file
+
+    import_file(ws, "items", write_csv(tmp_path / "items.csv", ["item_id", "title", "language"],
+                                       [["i1", "oak chair", "en"], ["i2", "Eichenstuhl", "de"],
+                                        ["i3", "Stehlampe", "de"]]))
+    import_file(ws, "queries", write_csv(tmp_path / "queries.csv", ["query_id", "query", "language"],
+                                         [["q1", "chair", "en"], ["q2", "lamp", "en-US"], ["q3", "Stuhl", "de"],
+                                          ["q4", "3/4", ""]]))
+    summary = ws.summary()
+    assert summary.languages == {"queries": {"en": 2, "de": 1, "none": 1}, "items": {"de": 2, "en": 1}}
+
+    console = Console(width=200, record=True)
+    console.print(summary)
+    text = [" ".join(line.replace("│", " ").split()) for line in console.export_text().splitlines()]
+    assert "languages of queries en 2, de 1, none 1" in text
+    assert "languages of items de 2, en 1" in text

@@ -1,4 +1,5 @@
-"""Score systems on the judged pairs of one split and compare them side by side."""
+"""Score systems on the judged pairs of one split and compare them side by side, on the whole
+split and by the queries' language."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 NDCG_CUTOFFS = (5, 10, 20)
 PRIMARY_METRIC = "ndcg@10"
+BY = ("language",)              # what `relkit eval --by` groups the queries by: a column of `queries`
+NO_LANGUAGE = "none"            # the group of queries without a language (a text without a letter)
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = 
 class SystemResult:
     name: str
     metrics: dict[str, float | None]
-    seconds: float
+    seconds: float | None                  # None in a group's report: the system scored the whole split at once
     vs_first: Interval | None = None       # primary metric minus the first system's, per query
 
 
@@ -147,13 +150,23 @@ class EvalReport:
     ranked_queries: int      # queries with a relevant item: the ones nDCG averages over
     results: list[SystemResult] = field(default_factory=list)
     primary: str = PRIMARY_METRIC
+    by: dict[str, dict[str, EvalReport]] = field(default_factory=dict)   # {"language": {"en": report}}
 
     def to_dict(self) -> dict:
-        return {"split": self.split, "queries": self.queries, "pairs": self.pairs,
-                "ranked_queries": self.ranked_queries, "primary": self.primary,
-                "systems": [{"name": r.name, "seconds": round(r.seconds, 3), "metrics": r.metrics,
-                             **({"vs_first": r.vs_first.to_dict()} if r.vs_first else {})}
-                            for r in self.results]}
+        """As `relkit eval --json` prints it; with `by`, each group's report under
+        "by": {"language": {"en": {"queries", "pairs", "ranked_queries", "systems"}}}."""
+        out = {"split": self.split, "queries": self.queries, "pairs": self.pairs,
+               "ranked_queries": self.ranked_queries, "primary": self.primary, "systems": self._systems()}
+        if self.by:
+            out["by"] = {column: {value: {"queries": g.queries, "pairs": g.pairs, "ranked_queries": g.ranked_queries,
+                                          "systems": g._systems()} for value, g in groups.items()}
+                         for column, groups in self.by.items()}
+        return out
+
+    def _systems(self) -> list[dict]:
+        return [{"name": r.name, **({} if r.seconds is None else {"seconds": round(r.seconds, 3)}),
+                 "metrics": r.metrics, **({"vs_first": r.vs_first.to_dict()} if r.vs_first else {})}
+                for r in self.results]
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -166,13 +179,18 @@ class EvalReport:
         from rich.console import Group
         from rich.text import Text
 
-        return Group(Text(self.headline()), self.table())
+        parts = [Text(self.headline()), self.table()]
+        for column, groups in self.by.items():
+            for value, g in groups.items():
+                parts.append(g.table(title=f"{column} {value}: {g.queries:,} queries, {g.pairs:,} judged pairs, "
+                                           f"nDCG over the {g.ranked_queries:,} with a relevant item", caption=False))
+        return Group(*parts)
 
-    def table(self):
+    def table(self, title: str | None = None, caption: bool = True):
         """Metrics down, systems across: every column scored on the same queries."""
         from rich.table import Table
 
-        table = Table(caption=self.caption())
+        table = Table(title=title, caption=self.caption() if caption else None)
         table.add_column("metric")
         for r in self.results:
             table.add_column(r.name, justify="right")
@@ -184,7 +202,9 @@ class EvalReport:
             first = self.results[0]
             table.add_row(f"{self.primary} - {first.name}",
                           *("" if r.vs_first is None else f"{r.vs_first:+.4f}" for r in self.results))
-        table.add_row("seconds", *(f"{r.seconds:.1f}" for r in self.results), style="dim")
+        if any(r.seconds is not None for r in self.results):
+            table.add_row("seconds", *("" if r.seconds is None else f"{r.seconds:.1f}" for r in self.results),
+                          style="dim")
         return table
 
     def caption(self) -> str | None:
@@ -197,14 +217,33 @@ class EvalReport:
                 f"a difference")
 
 
-def evaluate(ws: Workspace, systems: list[System], split: str = "test") -> EvalReport:
-    """Score each system on the same judged pairs of `split`.
+def evaluate(ws: Workspace, systems: list[System], split: str = "test", by: str | None = None) -> EvalReport:
+    """Score each system on the same judged pairs of `split`; with `by="language"`, also on the
+    queries of each language apart (`EvalReport.by`), each compared with the first system there.
 
         from relkit.systems import make_system
         evaluate(ws, [make_system("bm25", ws)]).results[0].metrics["ndcg@10"]
+        evaluate(ws, [make_system("bm25", ws)], by="language").by["language"]["de"].results[0].metrics
     """
+    check_by(by)
     pairs = load_judged_pairs(ws, split)
-    return compare(pairs, predict_all(pairs, systems), ws.scale)
+    groups = None if by is None else query_groups(ws, by, split)
+    return compare(pairs, predict_all(pairs, systems), ws.scale, groups={by: groups} if by else None)
+
+
+def check_by(by: str | None) -> None:
+    """Raise when `by` is not a grouping `relkit eval --by` knows."""
+    if by is not None and by not in BY:
+        raise RelkitError(f"unknown --by '{by}'; expected one of: {', '.join(BY)}")
+
+
+def query_groups(ws: Workspace, by: str, split: str) -> dict[str, str]:
+    """{query_id: its value of `by`} for the queries of `split`; a query without a language is in
+    NO_LANGUAGE."""
+    check_by(by)
+    rows = ws.fetchall(f"SELECT q.query_id, coalesce(q.{by}, ?) FROM queries q JOIN splits s USING (query_id) "
+                       "WHERE s.split = ?", [NO_LANGUAGE, split])
+    return dict(rows)
 
 
 @dataclass(frozen=True)
@@ -212,7 +251,7 @@ class SystemPrediction:
     """One system's prediction of the judged pairs and the seconds it took."""
     name: str
     prediction: Prediction
-    seconds: float
+    seconds: float | None
 
 
 def predict_all(pairs: JudgedPairs, systems: list[System]) -> list[SystemPrediction]:
@@ -225,9 +264,11 @@ def predict_all(pairs: JudgedPairs, systems: list[System]) -> list[SystemPredict
     return out
 
 
-def compare(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelScale) -> EvalReport:
+def compare(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelScale,
+            groups: dict[str, dict[str, str]] | None = None) -> EvalReport:
     """The side-by-side report of predictions of the same pairs; each after the first gets its
-    per-query difference in the primary metric from the first."""
+    per-query difference in the primary metric from the first. `groups` ({"language": {query_id:
+    value}}) adds a report of each group's queries alone (`EvalReport.by`), ordered by value."""
     gains = np.asarray(scale.gains)[pairs.labels - 1]
     ranked = len({q for q, g in zip(pairs.query_ids, gains) if g > 0})
     results = []
@@ -241,5 +282,31 @@ def compare(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelScal
         elif first:
             vs_first = paired_bootstrap(per_query[cutoff], first)
         results.append(SystemResult(s.name, scores, s.seconds, vs_first))
+    by = {column: _by_group(pairs, scored, scale, of) for column, of in (groups or {}).items()}
     return EvalReport(split=pairs.split, queries=len(set(pairs.query_ids)), pairs=len(pairs), ranked_queries=ranked,
-                      results=results)
+                      results=results, by=by)
+
+
+def _by_group(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelScale,
+              group_of: dict[str, str]) -> dict[str, EvalReport]:
+    """compare() on each group's pairs alone: metrics of its queries only, paired against the first system's."""
+    missing = sorted(set(pairs.query_ids) - group_of.keys())
+    if missing:
+        raise RelkitError(f"{len(missing):,} queries have no group (first: '{missing[0]}')")
+    keys = np.array([group_of[q] for q in pairs.query_ids], dtype=object)
+    out = {}
+    for value in sorted(set(keys), key=lambda v: (v == NO_LANGUAGE, v)):
+        rows = np.flatnonzero(keys == value)
+        part = JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
+                           queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
+                           labels=pairs.labels[rows])
+        out[value] = compare(part, [SystemPrediction(s.name, _take(s.prediction, rows), None) for s in scored], scale)
+    return out
+
+
+def _take(prediction: Prediction, rows: np.ndarray) -> Prediction:
+    """The prediction of the pairs at `rows`."""
+    if prediction.proba is None:
+        return Prediction(scores=prediction.scores[rows])
+    return Prediction(proba=prediction.proba[rows],
+                      levels=None if prediction.levels is None else prediction.levels[rows])

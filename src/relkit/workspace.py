@@ -435,6 +435,9 @@ class Workspace:
         added = self.fetchall("""
             SELECT extra->>'source' AS source, count(*) FROM queries
             WHERE extra->>'source' IS NOT NULL GROUP BY ALL ORDER BY source""")
+        languages = {table: dict(self.fetchall(f"""
+            SELECT coalesce(language, 'none') AS language, count(*) AS n FROM {table}
+            GROUP BY ALL ORDER BY n DESC, language""")) for table in ("queries", "items")}
         return Summary(
             path=self.path, scale=self.scale,
             rows={table: self.count(table) for table in ("items", "queries", "judgments", "pairs", "engagement")},
@@ -442,7 +445,7 @@ class Workspace:
             annotations=annotations, annotators=annotators, disagreements=disagreements,
             models=tuple(m["id"] for m in self.models()), active_student=active["student"] if active else None,
             judgments={(level, split): n for level, split, n in judgments}, queries=dict(queries),
-            added_queries={source: n for source, n in added if source in ADDED_QUERIES})
+            added_queries={source: n for source, n in added if source in ADDED_QUERIES}, languages=languages)
 
 
 @dataclass(frozen=True)
@@ -463,6 +466,7 @@ class Summary:
     judgments: dict[tuple[int, str], int]      # (level, split or 'unassigned') -> judgments
     queries: dict[str, int]                    # split or 'unassigned' -> queries
     added_queries: dict[str, int]              # source (ADDED_QUERIES) -> queries `relkit pairs` added
+    languages: dict[str, dict[str, int]] = field(default_factory=dict)   # queries/items -> language -> rows
 
     def __rich__(self):
         from rich.console import Group
@@ -480,6 +484,9 @@ class Summary:
                            + (f" ({self.disagreements:,} pairs they disagree on)" if self.disagreements else ""))
         counts.add_row("models", f"{len(self.models):,}" + (f" ({', '.join(self.models)})" if self.models else ""))
         counts.add_row("active student", self.active_student or "none (relkit promote NAME)")
+        for table, by_language in self.languages.items():
+            if by_language:   # 'none': texts without a letter, which have no language
+                counts.add_row(f"languages of {table}", ", ".join(f"{lang} {n:,}" for lang, n in by_language.items()))
         columns = [*SPLITS, "unassigned"]
         judged = Table(title="judgments per level and split")
         judged.add_column("level")

@@ -18,15 +18,19 @@ def eval_(
         "--system", "-s", help="A system to score: bm25, embedding[:MODEL], teacher:NAME, student:NAME or judge:NAME "
                                "(repeatable).")],
     split: Annotated[str | None, typer.Option(help="Split to evaluate on.")] = None,
+    by: Annotated[str | None, typer.Option(
+        "--by", help="Also score each group of queries apart, each against the first system: language (the "
+                     "queries' language).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Score systems on the same judged queries and print them side by side."""
-    from relkit.evaluate import evaluate  # lazy: duckdb, scikit-learn
+    from relkit.evaluate import check_by, evaluate  # lazy: duckdb, scikit-learn
     from relkit.systems import make_system  # lazy: duckdb
 
+    check_by(by)  # before any system loads its model
     with _open(workspace) as ws:
-        report = evaluate(ws, [make_system(s, ws) for s in system], **_given(split=split))
+        report = evaluate(ws, [make_system(s, ws) for s in system], **_given(split=split, by=by))
     if json_:
         typer.echo(report.to_json())
     else:
