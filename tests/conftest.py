@@ -1,6 +1,9 @@
 import csv
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -30,6 +33,25 @@ def ws3(tmp_path):
     scale = LabelScale(names=("bad", "fair", "good"), gains=(0, 1, 3))
     with Workspace.create(tmp_path / "ws3", scale) as workspace:
         yield workspace
+
+
+def relkit_command(*args) -> list[str]:
+    """The command line of `relkit ARGS`, run by this interpreter."""
+    return [sys.executable, "-m", "relkit", *map(str, args)]
+
+
+def relkit(*args, cwd=None, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`relkit ARGS` in a process of its own, as from a shell: exit status, stdout and stderr as text.
+    `env` adds to this process's environment; 200 columns, so that tables do not wrap."""
+    return subprocess.run(relkit_command(*args), capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_csv(path: Path, header: list[str], rows: list[list], encoding: str = "utf-8") -> Path:

