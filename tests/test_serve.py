@@ -1,7 +1,9 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
 import functools
+import json
 import logging
-import socket
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,19 +17,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from conftest import ITEMS, make_shop, write_csv, write_teacher_labels
+from conftest import ITEMS, free_port, make_shop, write_csv, write_teacher_labels
+import relkit.serve.state
 from relkit import RelkitError, Workspace, import_file
-from relkit.serve import ACTIVE_FILE, Limits, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
+from relkit.features.embeddings import DEFAULT_ENCODER
+from relkit.features.onnx_encoder import encoder_folder, has_export
+from relkit.serve import ACTIVE_FILE, Limits, Metrics, QueryVectors, active_student, create_app, known_queries, load_model, promote, serve
 from relkit.student import FastScorer, FeatureBuilder, FeatureConfig, Student, StudentConfig
 from relkit.student.distill import Distiller
 
 GROUPS = ("embedding", "bm25", "text_match")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -69,10 +68,24 @@ def serving_workspace(shop) -> Path:
     distiller.train(None, StudentConfig(epochs=2, hidden=(8,), seed=5)).save(shop.artifacts / "student-b")
     other = Distiller(shop, "rule", FeatureConfig(groups=("bm25", "text_match")))
     other.train(None, StudentConfig(epochs=2, hidden=(8,))).save(shop.artifacts / "student-c")
+    share_encoder_export(shop)
     promote(shop, "a")
     path = shop.path
     shop.close()   # the service opens the workspace read-only, as it would beside other relkit commands
     return path
+
+
+EXPORTS: list[Path] = []
+
+
+def share_encoder_export(shop) -> None:
+    """The default encoder's ONNX export, which `promote` makes, is made once per test run: later
+    workspaces get hard links to its files."""
+    folder = encoder_folder(shop.artifacts, DEFAULT_ENCODER)
+    if EXPORTS and has_export(EXPORTS[0]):
+        shutil.copytree(EXPORTS[0], folder, copy_function=os.link)
+    else:
+        EXPORTS[:] = [folder]
 
 
 def test_rerank_search_health_and_metrics(served):
@@ -127,18 +140,24 @@ def test_query_misses_that_arrive_together_share_one_encoder_call(served):
     async def burst(cache):
         return await asyncio.gather(*(cache.get(model, q) for q in queries))
 
-    cache = QueryVectors(max_batch=3)
+    metrics = Metrics()
+    cache = QueryVectors(max_batch=3, batch_sizes=metrics.encode_batch, waits=metrics.encode_wait)
     vectors = asyncio.run(burst(cache))
     # the six requests wait together: five distinct queries, in batches of at most three, the
     # repeated query encoded once; every vector is the encoder's own
     assert calls == [["red chair", "blue lamp", "green sofa"], ["oak table", "steel shelf"]]
+    exposition = metrics.exposition()      # two encoder calls of 3 and 2 queries; five queries waited
+    for line in ("relkit_query_encode_batch_count 2.0", "relkit_query_encode_batch_sum 5.0",
+                 'relkit_query_encode_batch_bucket{le="2.0"} 1.0', 'relkit_query_encode_batch_bucket{le="4.0"} 2.0',
+                 "relkit_query_encode_wait_seconds_count 5.0"):
+        assert line in exposition, line
     np.testing.assert_allclose(np.stack(vectors), encode(queries), atol=1e-5)
     assert (cache.hits, cache.misses) == (0, 6)
     asyncio.run(burst(cache))                # all cached now: no encoder call
     assert len(calls) == 2 and cache.hits == 6
 
 
-def test_known_queries_are_encoded_before_the_service_answers(shop, tmp_path):
+def test_known_queries_are_encoded_once_the_service_answers(shop, tmp_path, monkeypatch):
     # the engagement log's queries first (most impressions first, as requests carry them: trimmed),
     # then the workspace's other queries by how many items they are paired with
     log = write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"], [
@@ -157,10 +176,17 @@ def test_known_queries_are_encoded_before_the_service_answers(shop, tmp_path):
     assert len(known) == len(set(known)) == n_queries + 2     # + the two logged queries nobody judged
     assert known_queries(path, 3) == known[:3] and known_queries(path, 0) == []
 
+    # the warming waits here until the service has answered: it starts healthy, with the cache empty
+    answered = threading.Event()
+    monkeypatch.setattr(relkit.serve.state, "known_queries",
+                        lambda *args: answered.wait(60) and known_queries(*args))
     app = create_app(path, warm_queries=5)
     with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         cache: QueryVectors = app.state.relkit.queries
         model = app.state.relkit.model
+        assert http.get("/healthz").status_code == 200 and not cache.cache
+        answered.set()
+        wait_warmed(app)
         assert [q for _, q in cache.cache] == known[:5] and (cache.hits, cache.misses) == (0, 0)
         np.testing.assert_allclose(cache.cache[(model.builder.config.encoder, "red chair")],
                                    model.builder.query_vectors(["red chair"])[0], atol=1e-5)
@@ -239,6 +265,14 @@ def test_promotion_switches_models_without_dropping_requests(served):
         assert 'relkit_model_reloads_total{outcome="ok"} 2.0' in metrics
 
 
+def wait_warmed(app, seconds: float = 60) -> None:
+    """Until the query cache's warming, which starts once the service answers, is done."""
+    deadline = time.time() + seconds
+    while not app.state.relkit.warming.done():
+        assert time.time() < deadline, "the query cache was not warmed"
+        time.sleep(0.05)
+
+
 def wait_for(http, prefix: str, seconds: float = 60) -> None:
     deadline = time.time() + seconds
     while not http.get("/healthz").json()["model"].startswith(prefix):
@@ -300,7 +334,9 @@ def test_the_api_key_is_compared_in_constant_time(served, monkeypatch):
 
 
 def test_a_removed_active_student_file_is_reported_once_and_the_model_kept(served, caplog):
-    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+    app = create_app(served, poll_seconds=0.05)
+    with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        wait_warmed(app)                                      # its log line comes before
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="relkit.serve"):
             (served / ACTIVE_FILE).unlink()
@@ -366,8 +402,11 @@ def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
     path = str(shop.path)
     shop.close()
     seen = {}
-    monkeypatch.setattr(relkit.serve, "serve", lambda workspace, limits, **kw: seen.setdefault("serve", []).append(
-        limits.max_body_bytes))
+    @functools.wraps(relkit.serve.serve)   # the real signature: `relkit serve` shows its defaults
+    def serve(workspace, limits=None, **kw):
+        seen.setdefault("serve", []).append(limits.max_body_bytes)
+
+    monkeypatch.setattr(relkit.serve, "serve", serve)
     real = relkit.captions.caption_items
 
     @functools.wraps(real)   # its signature stays the real one: `relkit caption --help` shows its defaults
@@ -381,3 +420,84 @@ def test_megabytes_are_one_unit_across_commands(shop, monkeypatch):
         assert result.exit_code == 0, result.output
     assert seen == {"serve": [2_000_000, Limits().max_body_bytes], "caption": [2_000_000]}
     assert Limits().max_body_bytes == 4_000_000
+
+
+NO_TORCH_SERVICE = """
+import json, sys, threading, time, uvicorn
+from relkit.serve import create_app
+server = uvicorn.Server(uvicorn.Config(create_app({path!r}, poll_seconds=0.05, warm_queries=10), host="127.0.0.1",
+                                       port={port}, log_level="warning"))
+thread = threading.Thread(target=server.run)
+thread.start()
+while not server.started:
+    assert thread.is_alive()
+    time.sleep(0.05)
+print("ready", flush=True)
+sys.stdin.readline()                      # the test's requests and promotions are done
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
+print(json.dumps(heavy), flush=True)
+server.should_exit = True
+thread.join()
+"""
+
+
+def service_process(path: Path, requests) -> tuple[list[str], str]:
+    """Run the service on `path` in a process of its own, call `requests(http)`, and return the torch,
+    sentence-transformers and transformers modules the process had imported, and what it logged."""
+    port = free_port()
+    service = subprocess.Popen([sys.executable, "-c", NO_TORCH_SERVICE.format(path=str(path), port=port)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout.readline().strip() == "ready", service.stderr.read()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            requests(http)
+        out, err = service.communicate("done\n", timeout=120)
+    finally:
+        service.kill()
+    assert service.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1]), err
+
+
+INLINE = {"title": "green hose", "description": "a hose"}
+
+
+def test_the_service_process_imports_no_torch(served):
+    """The service encodes queries, inline items and catalog items whose vectors the workspace has
+    not cached with the ONNX export `promote` made, and follows promotions, all without torch."""
+    with Workspace.open(served) as ws:         # two catalog items lose their cached vectors
+        ws.run("DELETE FROM text_vectors WHERE text_hash IN (SELECT text_hash FROM text_vectors LIMIT 2)")
+
+    def requests(http):
+        body = {"query": "red chair", "items": ["red-chair", "blue-lamp", INLINE]}
+        assert http.post("/v1/rerank", json=body).status_code == 200
+        assert http.post("/v1/search", json={"query": "oak door", "k": 3}).status_code == 200
+        with Workspace.open(served) as ws:
+            promote(ws, "c")                      # other features: the catalog read again
+        wait_for(http, "student-c@")
+        with Workspace.open(served) as ws:
+            promote(ws, "b")                      # back to the encoder: its catalog vectors rebuilt
+        wait_for(http, "student-b@")
+        r = http.post("/v1/rerank", json={**body, "query": "a query never seen"})
+        assert r.status_code == 200 and r.json()["model"].startswith("student-b@")
+
+    heavy, log = service_process(served, requests)
+    assert heavy == [], log[-2000:]
+    assert "torch instead" not in log
+
+
+def test_a_student_promoted_before_encoder_exports_is_served_with_torch(served):
+    """A workspace whose encoder has no ONNX export (promoted by an older relkit) is served with the
+    torch encoder, and the log says so once, with the command that fixes it."""
+    shutil.rmtree(served / "artifacts" / "encoders")
+
+    def requests(http):
+        r = http.post("/v1/rerank", json={"query": "red chair", "items": ["red-chair", INLINE]})
+        assert r.status_code == 200 and r.json()["results"][0]["item_id"] in ("red-chair", "inline-1")
+
+    heavy, log = service_process(served, requests)
+    assert "torch" in heavy and "sentence_transformers" in heavy
+    said = [line for line in log.splitlines() if "no ONNX export" in line]
+    assert len(said) == 1 and "encoding with torch instead" in said[0] and "run `relkit promote a` again" in said[0]
+    with Workspace.open(served) as ws:
+        promote(ws, "a")                          # promoting again exports it
+    assert has_export(encoder_folder(served / "artifacts", DEFAULT_ENCODER))

@@ -77,7 +77,8 @@ def promote(
     student: Annotated[str, typer.Argument(help="The student: NAME (artifacts/student-NAME), a folder name or a path.")],
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
-    """Make a student the one `relkit serve` serves; a running service switches to it without dropping requests."""
+    """Make a student the one `relkit serve` serves (its query encoder exported to ONNX first); a running service
+    switches to it without dropping requests."""
     from relkit.promotion import promote as make_active  # lazy: duckdb
 
     with _open(workspace) as ws:
@@ -99,7 +100,8 @@ def serve(
         = None,
     warm_queries: Annotated[int | None, typer.Option(
         min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
-                    "before answering, so a restart does not start with an empty query cache; 0: none.")] = None,
+                    "as soon as the service answers, so a restart does not stay with an empty query cache; "
+                    "0: none.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""

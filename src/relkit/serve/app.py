@@ -32,7 +32,7 @@ ERRORS = {400: {"description": "the body is not readable (not UTF-8 JSON)"},
 def create_app(workspace: str | os.PathLike, limits: Limits | None = None, api_key: str | None = None,
                poll_seconds: float = 1.0, warm_queries: int = WARM_QUERIES) -> FastAPI:
     """The FastAPI app for `workspace` (its models load when the app starts, and the vectors of
-    up to `warm_queries` of the workspace's known queries are encoded before it answers)."""
+    up to `warm_queries` of the workspace's known queries are encoded once it answers)."""
     limits = limits or Limits()
     metrics = Metrics()
     service = Service(Path(workspace), metrics, poll_seconds, warm_queries)

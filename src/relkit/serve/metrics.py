@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Metrics:
@@ -24,6 +25,11 @@ class Metrics:
                                registry=registry)
         self.query_cache = Counter("relkit_query_vectors", "Query embeddings from the cache (hit) or the encoder (miss)",
                                    ["result"], registry=registry)
+        self.encode_batch = Histogram("relkit_query_encode_batch", "Queries per encoder call for cache misses",
+                                      registry=registry, buckets=BATCH_BUCKETS)
+        self.encode_wait = Histogram("relkit_query_encode_wait_seconds",
+                                     "Wait of a cache miss from its first request to the start of its encoder call",
+                                     registry=registry, buckets=LATENCY_BUCKETS)
 
     def serving(self, version: str, replaced: str | None = None) -> None:
         """The model info gauge names `version` (and no longer `replaced`)."""

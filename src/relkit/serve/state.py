@@ -1,5 +1,5 @@
 """What the service serves, and how that changes: the loaded model, swapped by one assignment when
-a student is promoted; the query cache, warmed before the service answers; the lifespan that loads
+a student is promoted; the query cache, warmed while the service answers; the lifespan that loads
 both and then follows the workspace's `active-student` file."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from relkit.student.fast import FastScorer
     from relkit.student.features import FeatureBuilder
 
-WARM_QUERIES = 2000    # known queries encoded before the service answers (see known_queries)
+WARM_QUERIES = 2000    # known queries encoded into the cache once the service answers (see known_queries)
 logger = logging.getLogger(__name__)
 
 
@@ -45,6 +45,7 @@ class Model:
 def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Model:
     """Build a Model for the student in `record`; the features and indexes of `reuse` are kept when
     the new student uses the same feature config."""
+    from relkit.features.onnx_encoder import service_encoder
     from relkit.student.fast import FastScorer
     from relkit.student.features import FeatureBuilder
     from relkit.student.model import Student
@@ -54,9 +55,13 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
     if not path.is_dir():
         path = Path(workspace) / "artifacts" / record["student"]
     student = Student.load(path)
-    if reuse is not None and reuse.builder.config == student.feature_config():
+    config = student.feature_config()
+    if reuse is not None and reuse.builder.config == config:
         builder, ann = reuse.builder, reuse.ann
     else:
+        # the ONNX export (no torch in the process); None, when the workspace has none: torch, said in the log
+        encoder = (service_encoder(Path(workspace) / "artifacts", config.encoder, path.name)
+                   if "embedding" in config.groups else None)
         try:
             ws = Workspace.open(workspace, read_only=True)
         except RelkitError:
@@ -64,7 +69,7 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
         except Exception as e:  # DuckDB refuses while another process writes the workspace
             raise WorkspaceBusy(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
         with ws:
-            builder = FeatureBuilder.from_workspace(ws, student.feature_config())
+            builder = FeatureBuilder.from_workspace(ws, config, encoder=encoder)
         ann = build_ann(builder.items.vectors)
     version = f"{path.name}@{int(path.stat().st_mtime)}"
     scorer = FastScorer(student, builder)
@@ -88,29 +93,33 @@ def build_ann(vectors: np.ndarray | None):
 class Service:
     """The app's state: the served `model` (a request holds whichever it read first), the query
     cache, and the lifespan (`FastAPI(lifespan=service.lifespan)`) that loads the active student,
-    warms the cache, and follows promotions until the app stops."""
+    starts warming the cache (in the background: the service answers meanwhile), and follows
+    promotions until the app stops."""
 
     def __init__(self, workspace: Path, metrics: Metrics, poll_seconds: float = 1.0,
                  warm_queries: int = WARM_QUERIES):
         self.workspace, self.metrics = Path(workspace), metrics
         self.poll_seconds, self.warm_queries = poll_seconds, warm_queries
         self.model: Model | None = None
-        self.queries = QueryVectors()
+        self.queries = QueryVectors(batch_sizes=metrics.encode_batch, waits=metrics.encode_wait)
         self.mtime: float | None = None     # of the active-student file last acted on (None: removed)
         self.waiting: float | None = None   # of a promotion that waits for a busy workspace
+        self.warming: asyncio.Task | None = None   # the cache's warming at start, done or under way
 
     @asynccontextmanager
     async def lifespan(self, app):
         record, mtime = self.read_active()
         model = await asyncio.to_thread(load_model, self.workspace, record)
-        await self.warm(model)
         self.set_model(model)
         self.mtime = mtime
+        # the cache warms while the service answers: a restart is healthy as soon as the model is loaded
+        self.warming = asyncio.create_task(self.warm(model))
         task = asyncio.create_task(self.follow_promotions())
         try:
             yield
         finally:
             task.cancel()
+            self.warming.cancel()
             # what set_model froze goes back to the collector: frozen objects are never collected,
             # not even when the interpreter exits, and DuckDB's bindings then report them as leaked
             gc.unfreeze()
