@@ -78,7 +78,7 @@ def main() -> None:
         aurocs = [f"auroc@{t}" for t in range(2, k + 1)]
         distiller = Distiller(ws, args.teacher)
         print(f"{report.headline()}\n{distiller.available:,} teacher-labeled train pairs of "
-              f"{len(set(distiller.labels.queries)):,} queries, {len(distiller.human_x):,} human ones of "
+              f"{distiller.teacher_queries:,} queries, {distiller.human_pairs:,} human ones of "
               f"{len(set(distiller.human.queries)):,}", flush=True)
 
         header = (f"{'system':<30}{'teacher':>8}{'human':>7}" + "".join(f"{a:>10}" for a in aurocs)

@@ -90,7 +90,7 @@ def main() -> None:
         print(label_pairs(ws, args.teacher).summary(), flush=True)
         started = time.perf_counter()
         distiller = Distiller(ws, args.teacher)
-        print(f"features of {distiller.available:,} teacher-labeled and {len(distiller.human_x):,} human train "
+        print(f"features of {distiller.available:,} teacher-labeled and {distiller.human_pairs:,} human train "
               f"pairs, {len(distiller.dev.x):,} dev pairs: {time.perf_counter() - started:.0f} s", flush=True)
         rows = scaling_curve(distiller, parse_sizes(args.sizes), config, prefix)
         print(f"\nscaling curve ({ws.path.name}, test split, {len(distiller.test_pairs):,} pairs)")

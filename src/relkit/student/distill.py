@@ -1,6 +1,8 @@
-"""Distillation: students trained on the teacher's soft labels (the `teacher_labels` view of
-`relkit label`) of train-split pairs, optionally mixed with the train split's human labels,
-early-stopped on the dev split's human labels and scored on the test split's.
+"""Distillation: students trained on the teacher's soft labels (the label shards of `relkit
+label`) of train-split pairs, optionally mixed with the train split's human labels, early-stopped
+on the dev split's human labels and scored on the test split's. The labels are read in chunks and
+kept on disk as training rows that batches are assembled from (`relkit.student.stream`): memory
+does not grow with the number of teacher-labeled pairs.
 
 `scaling_curve` trains one student per number of teacher-labeled pairs (nested random subsets of
 the same order) next to one trained on human labels alone: how much the teacher's labels add as
@@ -16,11 +18,12 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.evaluate import Prediction, score_prediction
-from relkit.labels import (JUDGE_PREFIX, JudgedPairs, LabeledPairs, judge_name, judged_split, load_judged_pairs,
-                           teacher_labels)
+from relkit.labels import JUDGE_PREFIX, JudgedPairs, LabeledPairs, judge_name, judged_split, load_judged_pairs
 from relkit.student.fast import measure_speed
 from relkit.student.features import FeatureBuilder, FeatureConfig
-from relkit.student.model import DevSet, Student, StudentConfig, TrainingSet, assemble, fit_student
+from relkit.student.model import DevSet, Student, StudentConfig, assemble, fit_student
+from relkit.student.stream import SHUFFLE_ROWS, StudentRows, TrainingStream
+from relkit.student.stream import sharpen  # noqa: F401 (importable from here, as before)
 from relkit.workspace import Workspace
 
 HUMAN_ONLY = "human"
@@ -85,9 +88,14 @@ class ScalingCurve:
 
 
 class Distiller:
-    """Holds the features of every split's pairs, so several students can be trained on them."""
+    """Holds what several students can be trained on: the teacher's labels of train pairs and
+    people's, as training rows on disk (`relkit.student.stream`: each pair's query and item rows and
+    pair scalars, read back in batches, so memory does not grow with the labels), and the dev and
+    test pairs' features. `shuffle_rows`: a training set this small is shuffled whole, a larger one
+    by windows of this many rows."""
 
-    def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None):
+    def __init__(self, ws: Workspace, teacher: str | None, features: FeatureConfig | None = None,
+                 shuffle_rows: int = SHUFFLE_ROWS):
         if teacher and teacher.startswith(JUDGE_PREFIX):
             teacher = JUDGE_PREFIX + judge_name(teacher)   # a judge's labels
         elif teacher:  # labels are kept under the teacher's name: `demo`, `teacher-demo` and a path name the same
@@ -111,41 +119,48 @@ class Distiller:
             self.dev_pairs = load_judged_pairs(ws, "dev")
         if judged["test"] or not hasattr(self, "test_pairs"):
             self.test_pairs = load_judged_pairs(ws, "test")
-        self.labels = teacher_labels(ws, teacher) if teacher else None
-        self.human_x = (inputs(self.builder, self.human.queries, self.human.item_ids)
-                        if self.human is not None else None)
         self.dev = DevSet(inputs(self.builder, self.dev_pairs.queries, self.dev_pairs.item_ids),
                           self.dev_pairs.labels, self.dev_pairs.query_ids, self.dev_pairs.item_ids)
-        self.teacher_x = (inputs(self.builder, self.labels.queries, self.labels.item_ids)
-                          if self.labels else None)
+        self.rows = StudentRows.from_workspace(ws, self.builder, teacher, self.human, directory=ws.path)
+        self.shuffle_rows = shuffle_rows
 
     @property
     def available(self) -> int:
-        return 0 if self.labels is None else len(self.labels.targets)
+        """Teacher-labeled train pairs."""
+        return self.rows.teacher_rows
+
+    @property
+    def human_pairs(self) -> int:
+        """Human-labeled train pairs."""
+        return self.rows.human_rows
+
+    @property
+    def teacher_queries(self) -> int:
+        """Distinct queries of the teacher-labeled train pairs."""
+        return self.rows.teacher_queries
+
+    def close(self) -> None:
+        """Remove the training rows from disk now (they also go with the object)."""
+        self.rows.close()
 
     def train(self, n_teacher: int | None, config: StudentConfig, human: bool = True) -> Student:
         """A student on the first `n_teacher` teacher-labeled pairs of a fixed random order (all when
         None), plus the human train labels when `human` (weighted by config.human_weight)."""
-        parts_x, parts_y, parts_w = [], [], []
         n_teacher = self.available if n_teacher is None else n_teacher
         if n_teacher > self.available:
             raise RelkitError(f"asked for {n_teacher:,} teacher-labeled pairs; there are {self.available:,}")
-        if n_teacher:
-            order = np.random.default_rng(config.seed).permutation(self.available)[:n_teacher]
-            parts_x.append(self.teacher_x[order])
-            parts_y.append(sharpen(self.labels.targets[order], config.label_temperature))
-            parts_w.append(np.ones(n_teacher, dtype=np.float32))
-        n_human = len(self.human_x) if human and config.human_weight > 0 and self.human_x is not None else 0
-        if n_human:
-            parts_x.append(self.human_x)
-            parts_y.append(self.human.targets)
-            parts_w.append(np.full(n_human, config.human_weight, dtype=np.float32))
-        if not parts_x:
+        n_human = self.human_pairs if human and config.human_weight > 0 else 0
+        if not n_teacher and not n_human:
             raise RelkitError("nothing to train the student on: no teacher-labeled pairs and no human labels")
-        train = TrainingSet(np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w))
+        # the rows in the order an in-memory set had them: a random order of the teacher's (its first
+        # n_teacher when fewer), then people's; the teacher's rows come first in the file
+        order = np.random.default_rng(config.seed).permutation(self.available)[:n_teacher]
+        train = TrainingStream(self.rows, np.concatenate([order, np.arange(self.available, self.available + n_human)]),
+                               config.human_weight, config.label_temperature, self.shuffle_rows)
+        del order   # the permutation, 8 bytes a pair, is not kept while training
         data = {"teacher_pairs": int(n_teacher), "human_pairs": int(n_human),
                 # queries count as much as pairs: a student learns the teacher from many queries
-                "teacher_queries": len({self.labels.queries[i] for i in order}) if n_teacher else 0,
+                "teacher_queries": train.stats.teacher_queries if n_teacher else 0,
                 "human_queries": len(set(self.human.queries)) if n_human else 0}
         student = fit_student(train, self.dev, self.ws.scale, self.builder, config, teacher=self.teacher, data=data)
         # the model card's figures: held-out test metrics and the fast scorer's time per query
@@ -173,18 +188,6 @@ def _judge_behind(ws: Workspace, teacher: str | None) -> str | None:
         return None
     labels = (meta.get("config") or {}).get("labels", "human")
     return labels if isinstance(labels, str) and labels.startswith(JUDGE_PREFIX) else None
-
-
-def sharpen(targets: np.ndarray, temperature: float) -> np.ndarray:
-    """Soft labels at another temperature: p^(1/T), renormalised per row (T = 1 leaves them as they are).
-
-    >>> sharpen(np.array([[0.5, 0.5, 0.0], [0.8, 0.2, 0.0]]), 0.5).astype(float).round(3).tolist()
-    [[0.5, 0.5, 0.0], [0.941, 0.059, 0.0]]
-    """
-    if temperature == 1.0:
-        return targets
-    powered = np.power(np.asarray(targets, dtype=np.float64), 1.0 / temperature)
-    return (powered / powered.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def parse_sizes(spec: str) -> list[int | None]:

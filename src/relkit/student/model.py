@@ -12,14 +12,21 @@ import copy
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from relkit import __version__
 from relkit.errors import RelkitError
+from relkit.logs import progress
 from relkit.scale import LabelScale
 from relkit.student.features import FeatureBuilder, FeatureConfig, PairFeatures
+
+if TYPE_CHECKING:
+    from relkit.student.stream import TrainingStream
 
 META_FILE = "relkit.json"
 WEIGHTS_FILE = "weights.npz"
@@ -84,8 +91,6 @@ class StudentMeta:
     relkit_version: str = ""
 
     def to_json(self) -> str:
-        from relkit import __version__
-
         d = asdict(self)
         d["relkit_version"] = __version__
         d["scale"] = {"names": list(self.scale.names), "gains": list(self.scale.gains)}
@@ -139,7 +144,22 @@ class Student:
         return [(self.weights[f"w{i}"], self.weights[f"b{i}"]) for i in range(n)]
 
     def feature_config(self) -> FeatureConfig:
-        return FeatureConfig(**self.meta.features)
+        return FeatureConfig.from_dict(self.meta.features)
+
+    def to_dict(self) -> dict:
+        """A saved student as `relkit distill --json` prints it: its folder, data, decision, dev figures."""
+        return {"student": self.path.name, **self.meta.data, "cutpoints": self.meta.cutpoints,
+                "dev": self.meta.metrics["dev"], "best_epoch": self.meta.metrics["best_epoch"]}
+
+    def summary(self) -> str:
+        """One line on a saved student, as `relkit distill` prints it."""
+        d = self.to_dict()
+        dev = {k: "-" if v is None else f"{v:.4f}" for k, v in d["dev"].items()}
+        return (f"{d['student']}: {d['teacher_pairs']:,} teacher-labeled pairs of {d['teacher_queries']:,} queries + "
+                f"{d['human_pairs']:,} human ones of {d['human_queries']:,}, best epoch {d['best_epoch']}, dev nDCG@10 "
+                f"{dev['ndcg@10']}, {'argmax' if d['cutpoints'] is None else 'cutpoints'} accuracy {dev['accuracy']} "
+                f"QWK {dev['qwk']} (argmax: {dev['argmax_accuracy']}, {dev['argmax_qwk']}) ({d['seconds']:.1f} s); "
+                f"evaluate with `relkit eval --system student:{d['student'].removeprefix('student-')}`")
 
     def check_builder(self, builder: FeatureBuilder) -> None:
         """Refuse features laid out differently from the ones the student was trained on."""
@@ -271,7 +291,7 @@ query's embedding known, on the machine it was trained on.
 
 def decide(proba: np.ndarray, cutpoints: list[float] | None) -> np.ndarray:
     """Levels 1..K from probabilities: cut the expected level at `cutpoints`, or argmax when None."""
-    from relkit.metrics import apply_cutpoints, expected_level
+    from relkit.metrics import apply_cutpoints, expected_level   # lazy: scikit-learn, which serving does without
 
     if cutpoints is None:
         return np.asarray(proba).argmax(axis=1) + 1
@@ -287,11 +307,36 @@ def softmax(z: np.ndarray) -> np.ndarray:
 # -- training ---------------------------------------------------------------------------------
 @dataclass
 class TrainingSet:
-    """Model inputs and targets: x (n, F), targets (n, K) distributions, weights (n,)."""
+    """Model inputs and targets in memory: x (n, F), targets (n, K) distributions, weights (n,).
+    `fit_student` also takes a `relkit.student.stream.TrainingStream`, which has the same length,
+    width and methods, for training sets kept on disk."""
 
     x: np.ndarray
     targets: np.ndarray
     weights: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def width(self) -> int:
+        return self.x.shape[1]
+
+    def standardization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of every input column; a std below 1e-6 is taken as 1."""
+        mean = self.x.mean(axis=0)
+        std = self.x.std(axis=0)
+        std[std < 1e-6] = 1.0
+        return mean, std
+
+    def batches(self, batch_size: int, rng: np.random.Generator, mean: np.ndarray, std: np.ndarray
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One epoch: (standardised inputs, targets, weights) float32 batches in a random order."""
+        order = rng.permutation(len(self.x))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield ((self.x[idx] - mean) / std, self.targets[idx].astype(np.float32),
+                   self.weights[idx].astype(np.float32))
 
 
 @dataclass
@@ -370,7 +415,7 @@ def torch_student(student: Student):
 
 
 def dev_metrics(proba: np.ndarray, dev: DevSet, scale: LabelScale) -> dict[str, float]:
-    from relkit.metrics import accuracy, auroc_at, ndcg_per_query
+    from relkit.metrics import accuracy, auroc_at, ndcg_per_query   # lazy: scikit-learn (see decide)
 
     scores = proba @ np.asarray(scale.gains, dtype=np.float64)
     per_query = ndcg_per_query(dev.query_ids, dev.item_ids, dev.labels, scores, scale.gains, cutoffs=(10,))[10]
@@ -395,7 +440,7 @@ def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: st
     decisions: the argmax of a soft-label student mostly says the majority level, while the
     expected level still orders pairs well; cutting it where dev QWK is best gives levels that
     spread as the human ones do."""
-    from relkit.metrics import accuracy, expected_level, fit_cutpoints, quadratic_kappa
+    from relkit.metrics import accuracy, expected_level, fit_cutpoints, quadratic_kappa   # lazy: as in decide
 
     cuts = (fit_cutpoints(expected_level(proba), dev.labels, scale.levels).tolist()
             if decision == "cutpoints" else None)
@@ -406,35 +451,28 @@ def fit_decision(proba: np.ndarray, dev: DevSet, scale: LabelScale, decision: st
                   "argmax_accuracy": accuracy(dev.labels, argmax), "argmax_qwk": nan_free(kappa(argmax))}
 
 
-def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
+def fit_student(train: TrainingSet | TrainingStream, dev: DevSet, scale: LabelScale, builder: FeatureBuilder | None,
                 config: StudentConfig | None = None, teacher: str | None = None, data: dict | None = None) -> Student:
-    """Train an MLP on `train` (soft targets), keep the epoch with the best dev figure `config.select`
-    (accuracy breaks ties)."""
+    """Train an MLP on `train` (soft targets; in memory, or a stream of batches from disk), keep the
+    epoch with the best dev figure `config.select` (accuracy breaks ties)."""
     import torch
 
-    from relkit.logs import progress
-
     config = config or StudentConfig()
-    if len(train.x) == 0:
+    if len(train) == 0:
         raise RelkitError("the student has no training pairs")
     if len(dev.x) == 0:
         raise RelkitError("the student needs judged dev pairs for early stopping: run `relkit split` with --dev > 0")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    mean = train.x.mean(axis=0)
-    std = train.x.std(axis=0)
-    std[std < 1e-6] = 1.0
-    sizes = [train.x.shape[1], *config.hidden, scale.k]
-    blocks = builder.blocks() if builder is not None else [("features", train.x.shape[1])]
+    mean, std = train.standardization()
+    sizes = [train.width, *config.hidden, scale.k]
+    blocks = builder.blocks() if builder is not None else [("features", train.width)]
     offsets = np.cumsum([0] + [w for _, w in blocks])
     names = [name for name, _ in blocks]
     product = ((int(offsets[names.index("query_item_product")]), int(offsets[names.index("query_item_product") + 1]))
                if "query_item_product" in names else None)
     net = torch_net(sizes, config.dropout, product, config.product_rank)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    x = torch.from_numpy((train.x - mean) / std)
-    y = torch.from_numpy(train.targets.astype(np.float32))
-    w = torch.from_numpy(train.weights.astype(np.float32))
     dev_x = torch.from_numpy((dev.x - mean) / std)
     weights_of = lambda: {f"{kind}{i}": p.detach().numpy().copy()  # noqa: E731
                           for i, m in enumerate(linear_layers(net))
@@ -444,23 +482,22 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
     bar = progress(range(config.epochs), desc="training student", unit="epoch")
     for epoch in bar:
         net.train()
-        order = torch.from_numpy(rng.permutation(len(x)))
         total = 0.0
-        for start in range(0, len(x), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            logp = torch.log_softmax(net(x[idx]), dim=-1)
-            loss = (-(y[idx] * logp).sum(1) * w[idx]).sum() / w[idx].sum().clamp_min(1e-9)
+        for batch in train.batches(config.batch_size, rng, mean, std):
+            x, y, w = (torch.from_numpy(a) for a in batch)
+            logp = torch.log_softmax(net(x), dim=-1)
+            loss = (-(y * logp).sum(1) * w).sum() / w.sum().clamp_min(1e-9)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(x)
         net.eval()
         with torch.no_grad():
             proba = torch.softmax(net(dev_x), dim=-1).numpy()
         metrics = dev_metrics(proba, dev, scale)
-        history.append({"epoch": epoch + 1, "loss": total / len(x), **metrics})
+        history.append({"epoch": epoch + 1, "loss": total / len(train), **metrics})
         key = selection_key(metrics, config.select)
-        bar.set_postfix(loss=f"{total / len(x):.4f}", dev_ndcg=f"{metrics['ndcg@10']:.4f}")
+        bar.set_postfix(loss=f"{total / len(train):.4f}", dev_ndcg=f"{metrics['ndcg@10']:.4f}")
         if key > best_key:
             best, best_key, stale = copy.deepcopy(weights_of()), key, 0
         else:
@@ -473,7 +510,7 @@ def fit_student(train: TrainingSet, dev: DevSet, scale: LabelScale, builder: Fea
     meta = StudentMeta(scale=scale, features=builder.config.to_dict() if builder is not None else {}, blocks=blocks,
                        hidden=list(config.hidden), teacher=teacher,
                        config={**asdict(config), "hidden": list(config.hidden)},
-                       data={**(data or {}), "train_rows": len(train.x), "seconds": time.perf_counter() - started},
+                       data={**(data or {}), "train_rows": len(train), "seconds": time.perf_counter() - started},
                        metrics={"best_epoch": best_epoch["epoch"], "history": history})
     student = Student(meta, weights)
     meta.cutpoints, decided = fit_decision(softmax(student.logits(dev.x)), dev, scale, config.decision)
