@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relkit.data.readers import whitespace_rows
 from relkit.errors import InputError, RelkitError
 from relkit.text import normalize_space
 
@@ -110,15 +111,8 @@ def read_run(path: str | Path, name: str, query_ids: set[str], by_text: dict[str
 
 
 def _trec_rows(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            parts = text.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise InputError(f"expected 6 whitespace-separated fields (qid Q0 docno rank score tag), got "
-                                 f"{len(parts)}; a CSV run file needs a .csv name", file=path, line=line)
-            yield line, parts[0], parts[2], parts[3]
+    for line, parts in whitespace_rows(path, 6, "qid Q0 docno rank score tag"):
+        yield line, parts[0], parts[2], parts[3]
 
 
 def _table_rows(path: Path):

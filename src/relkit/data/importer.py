@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from relkit.data.adapters import ADAPTERS, Adapter
-from relkit.data.readers import Records, detect_format, read_records
+from relkit.data.readers import Records, detect_format, read_records, whitespace_rows
 from relkit.data.splits import pin_queries
 from relkit.errors import InputError, RelkitError
 from relkit.languages import detect_languages, language_among, normalize_code
@@ -160,22 +160,14 @@ def read_qrels(path: str | Path, k: int) -> Records:
         raise InputError("no such file", file=path)
     columns: dict[str, list] = {"query_id": [], "item_id": [], "label": []}
     lines = []
-    with open(path, encoding="utf-8") as f:
-        for line, text in enumerate(f, start=1):
-            parts = text.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise InputError(f"expected 4 whitespace-separated fields of TREC qrels (query_id iteration item_id "
-                                 f"relevance), got {len(parts)}; a CSV of judgments needs a .csv name", file=path,
-                                 line=line)
-            if not re.fullmatch(r"-?\d+", parts[3]) or not 0 <= int(parts[3]) < k:
-                raise InputError(f"relevance {parts[3]!r} is not a grade 0..{k - 1} (grade r is level r + 1 of the "
-                                 f"workspace's {k} levels)", file=path, line=line, field="label")
-            columns["query_id"].append(parts[0])
-            columns["item_id"].append(parts[2])
-            columns["label"].append(int(parts[3]) + 1)
-            lines.append(line)
+    for line, parts in whitespace_rows(path, 4, "TREC qrels: query_id iteration item_id relevance"):
+        if not re.fullmatch(r"-?\d+", parts[3]) or not 0 <= int(parts[3]) < k:
+            raise InputError(f"relevance {parts[3]!r} is not a grade 0..{k - 1} (grade r is level r + 1 of the "
+                             f"workspace's {k} levels)", file=path, line=line, field="label")
+        columns["query_id"].append(parts[0])
+        columns["item_id"].append(parts[2])
+        columns["label"].append(int(parts[3]) + 1)
+        lines.append(line)
     if not lines:
         raise InputError("the qrels file has no judgments", file=path)
     return Records(path, columns, lines)

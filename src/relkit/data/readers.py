@@ -186,3 +186,17 @@ def _locate_decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -
                                   f"(give the file's encoding with --encoding, e.g. latin-1)",
                                   file=path, line=number)
     return InputError(f"not valid {encoding}: {error.reason}", file=path)
+
+
+def whitespace_rows(path: Path, fields: int, layout: str):
+    """(line number, fields) of each non-blank line of a whitespace-separated TREC file (qrels, run
+    files), refusing a line without exactly `fields` fields, named by `layout`."""
+    with open(path, encoding="utf-8") as f:
+        for line, text in enumerate(f, start=1):
+            parts = text.split()
+            if not parts:
+                continue
+            if len(parts) != fields:
+                raise InputError(f"expected {fields} whitespace-separated fields ({layout}), got {len(parts)}; "
+                                 f"a CSV needs a .csv name", file=path, line=line)
+            yield line, parts
