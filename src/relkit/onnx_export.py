@@ -1,7 +1,8 @@
 """torch modules to ONNX with the exporter current for torch 2.x (`torch.onnx.export(dynamo=True)`):
 one helper for the teacher (`relkit.teacher.export`) and the query encoder
 (`relkit.features.onnx_encoder`), both models of `(input_ids, attention_mask)` with the batch and
-the length dynamic. Imports torch: only exporting code uses it, never the service."""
+the length dynamic; and the ONNX Runtime session both run in. torch is imported only by the
+exporting functions, never by the service."""
 from __future__ import annotations
 
 import logging
@@ -46,3 +47,16 @@ def save_program(program, file: Path) -> Path:
         part.rename(folder / part.name)
     tmp.rmdir()
     return file
+
+
+def cpu_session(file: Path, threads: int | None = None):
+    """An ONNX Runtime session of `file` on the CPU, fully optimised, its threads not busy-waiting
+    between runs (they would spin on the cores the Python side and the event loop need)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])

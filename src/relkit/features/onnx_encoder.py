@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.onnx_export import cpu_session
 
 ENCODERS_DIR = "encoders"
 META_FILE = "encoder.json"
@@ -182,7 +183,7 @@ class OnnxEncoder:
     def __init__(self, folder: Path, batch_size: int = 64, threads: int | None = None,
                  meta: EncoderExport | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (cpu_session's)
             from tokenizers import Tokenizer
         except ImportError as e:
             raise RelkitError(f"the ONNX encoder needs onnxruntime and tokenizers (pip install onnxruntime "
@@ -197,14 +198,7 @@ class OnnxEncoder:
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(meta.max_tokens)
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: the threads would spin on the cores the event loop needs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.folder / "model.onnx"), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.folder / "model.onnx", threads)
 
     def encode(self, texts: Sequence[str], bar: bool = False) -> np.ndarray:
         """Unit vectors of `texts`, (len(texts), dim) float32; `bar` is accepted as `Encoder.encode` does."""

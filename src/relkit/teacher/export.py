@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from relkit.errors import RelkitError
-from relkit.onnx_export import export_program, save_program
+from relkit.onnx_export import cpu_session, export_program, save_program
 
 ONNX_DIR = "onnx"
 
@@ -62,16 +62,8 @@ class OnnxScorer:
     """Softmax over a teacher's ONNX logits for encoded pairs; the same batching as the torch path."""
 
     def __init__(self, teacher, int8: bool = False, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: the threads would spin on the cores the Python side needs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = export_onnx(teacher, int8)
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.path, threads)
         self.pad = teacher.tokenizer.pad_token_id or 0
         self.k = teacher.scale.k
 
