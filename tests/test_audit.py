@@ -26,6 +26,12 @@ def queries_of(ws) -> dict[str, str]:
     return dict(ws.fetchall("SELECT query_id, query FROM queries ORDER BY query_id"))
 
 
+def import_engagement_log(ws, texts: list[str], tmp_path) -> None:
+    """An engagement log of the first 24 `texts`, with impressions 1..24; the other queries are not in it."""
+    log = [[t, "red-chair", n + 1, "2025-01-01T00:00:00Z"] for n, t in enumerate(texts[:24])]
+    import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"], log))
+
+
 def write_trec(path, ranking: dict[str, list[str]], tag="run"):
     with open(path, "w") as f:
         for qid, items in ranking.items():
@@ -207,10 +213,7 @@ def test_strata_by_the_engagement_log_and_neyman_allocation_from_a_pilot(served,
     with Workspace.open(served) as ws:
         qs = queries_of(ws)
         texts = sorted(qs.values())
-        # impressions 1..24 for 24 queries; 8 queries are not in the log
-        log = [[t, "red-chair", n + 1, "2025-01-01T00:00:00Z"] for n, t in enumerate(texts[:24])]
-        import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"],
-                                                log))
+        import_engagement_log(ws, texts, tmp_path)
         strata = query_strata(ws, list(qs))
         counts = {h: sum(v == h for v in strata.values()) for h in set(strata.values())}
         assert counts == {"head": 8, "torso": 8, "tail": 8, "not in the log": 8}
@@ -692,9 +695,7 @@ def test_a_stratified_slice_and_its_stratified_estimate(served, tmp_path):
     with Workspace.open(served) as ws:
         qs = queries_of(ws)
         texts = sorted(qs.values())
-        log = [[t, "red-chair", n + 1, "2025-01-01T00:00:00Z"] for n, t in enumerate(texts[:24])]
-        import_file(ws, "engagement", write_csv(tmp_path / "log.csv", ["query", "item_id", "impressions", "timestamp"],
-                                                log))
+        import_engagement_log(ws, texts, tmp_path)
         tops = {"good": {q: by_rule(t, True) for q, t in qs.items()}}
         run = write_trec(tmp_path / "good.trec", tops["good"])
         s = audit(ws, "student:a", runs=[f"good={run}"], k=10, name="strata", people=90, seed=1).people
