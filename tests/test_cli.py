@@ -280,6 +280,7 @@ def test_option_defaults_are_the_librarys():
     from relkit.report.data import build
     from relkit.scale import LabelScale
     from relkit.serve.app import serve
+    from relkit.serve.replicas import serve_on_ray
     from relkit.serve.schemas import Limits
     from relkit.student.features import FeatureConfig
     from relkit.student.model import StudentConfig
@@ -312,6 +313,7 @@ def test_option_defaults_are_the_librarys():
         "distill": {**{name: field(StudentConfig, name) for name in ("hidden", "human_weight")},
                     **{name: field(FeatureConfig, name) for name in ("groups", "encoder", "graph_dim", "image_encoder")}},
         "serve": {**{name: param(serve, name) for name in ("host", "port", "poll_seconds", "warm_queries")},
+                  "replicas": param(serve_on_ray, "replicas"),
                   "max_candidates": field(Limits, "max_candidates"),
                   "max_body_mb": field(Limits, "max_body_bytes") / 1_000_000},
     }

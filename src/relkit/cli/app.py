@@ -109,8 +109,10 @@ def library_defaults(command: str) -> dict[str, object]:
                     **defaults(FeatureConfig, "groups", "encoder", "graph_dim", "image_encoder")}
         case "serve":
             from relkit.serve import Limits, serve  # lazy: duckdb, fastapi
+            from relkit.serve.replicas import serve_on_ray
             limits = defaults(Limits, "max_candidates", "max_body_bytes")
             return {**defaults(serve, "host", "port", "poll_seconds", "warm_queries"),
+                    **defaults(serve_on_ray, "replicas"),
                     "max_candidates": limits["max_candidates"], "max_body_mb": _megabytes(limits["max_body_bytes"])}
     return {}
 

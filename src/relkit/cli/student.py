@@ -102,6 +102,16 @@ def serve(
         min=0, help="Encode this many of the workspace's known queries (most engaged, then most paired) "
                     "as soon as the service answers, so a restart does not stay with an empty query cache; "
                     "0: none.")] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Run replicas of the service on Ray Serve, behind its HTTP proxies; every Ray node needs "
+                      "the workspace at the same path (see the docs: Replicas with Ray Serve).")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --ray: a Ray cluster to join, or auto for the one `ray start` began here (default: "
+             "$RAY_ADDRESS, else a local Ray started for the service).")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="With --ray: replicas of the service.")] = None,
+    max_replicas: Annotated[int | None, typer.Option(
+        min=1, help="With --ray: let Ray Serve scale between --replicas and this many by the requests in flight.")]
+        = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
@@ -109,8 +119,16 @@ def serve(
     from relkit.serve import serve as run_service
     from relkit.workspace import Workspace
 
+    if not ray and (ray_address is not None or replicas is not None or max_replicas is not None):
+        raise RelkitError("--ray-address, --replicas and --max-replicas go with --ray")
     Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
     limits = Limits(**_given(max_candidates=max_candidates,   # MB as in caption
                              max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1e6)))
-    run_service(workspace, api_key=api_key, limits=limits,
-                **_given(host=host, port=port, poll_seconds=poll_seconds, warm_queries=warm_queries))
+    options = _given(host=host, port=port, poll_seconds=poll_seconds, warm_queries=warm_queries)
+    if ray:
+        from relkit.serve.replicas import serve_on_ray  # lazy: ray, when it runs
+
+        serve_on_ray(workspace, address=ray_address, max_replicas=max_replicas, api_key=api_key, limits=limits,
+                     **_given(replicas=replicas), **options)
+    else:
+        run_service(workspace, api_key=api_key, limits=limits, **options)
