@@ -1,6 +1,7 @@
-"""The LLM judge command: judge."""
+"""The LLM judge command: judge (and --probe: how a judge's levels move under tampering)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from relkit.errors import RelkitError
 
 @app.command()
 def judge(
-    name: Annotated[str, typer.Option(help="The judge: stored as artifacts/judge-NAME, its labels as judge:NAME.")],
+    name: Annotated[str, typer.Option(
+        help="The judge: stored as artifacts/judge-NAME, its labels as judge:NAME. With --probe also teacher:NAME or "
+             "student:NAME.")],
     model: Annotated[str | None, typer.Option(
         help="The LLM: the endpoint's model name, or (local) a causal LM folder, hub id or 'smollm2'. Omit to run "
              "the stored judge NAME again.")] = None,
@@ -45,11 +48,27 @@ def judge(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Local: prompts per forward pass.")] = None,
     shard_size: Annotated[int | None, typer.Option(min=1, help="Labels per Parquet shard (kept as they arrive).")]
         = None,
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Probe the stored judge NAME (or teacher:NAME, student:NAME): how often its level moves under "
+                        "keyword stuffing, an injected instruction and (LLM judges) a reworded prompt.")] = False,
+    sample: Annotated[int, typer.Option(min=1, help="With --probe: judged pairs drawn per probe.")] = 50,
+    seed: Annotated[int, typer.Option(help="With --probe: the seed of the draw of probed pairs.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="With --probe: print the probes as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """An LLM puts pairs on the workspace's scale; labels are cached, resumable and usable as a teacher's (judge:NAME)."""
     from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs  # lazy: duckdb
 
+    if probe:
+        given = [flag for flag, value in (("--model", model), ("--endpoint", endpoint), ("--gguf-file", gguf_file),
+                                          ("--prompt", prompt), ("--guidelines", guidelines), ("--fields", fields),
+                                          ("--file", file)) if value]
+        if given:
+            raise RelkitError(f"--probe probes a stored judge on judged pairs; it takes no {', '.join(given)}")
+        _probe(name, split, sample, seed, json_, workspace)
+        return
+    if json_:
+        raise RelkitError("--json prints the probes: give it with --probe")
     with _open(workspace) as ws:
         if model is None:
             given = [flag for flag, value in (("--endpoint", endpoint), ("--gguf-file", gguf_file), ("--prompt", prompt),
@@ -67,3 +86,16 @@ def judge(
         pairs = select_pairs(ws, split, file)
         result = judge.run(ws, pairs, **_given(shard_size=shard_size))
     console.print(result.summary(), highlight=False)
+
+
+def _probe(name: str, split: str | None, sample: int, seed: int, json_: bool, workspace: Path) -> None:
+    from relkit.audit import JUDGES, make_judge  # lazy: duckdb, numpy
+    from relkit.audit.probes import probe
+
+    spec = name if name.partition(":")[0] in JUDGES else f"judge:{name}"   # a plain NAME is the LLM judge
+    with _open(workspace) as ws:
+        report = probe(ws, make_judge(spec, ws), sample=sample, seed=seed, split=split)
+    if json_:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(report)

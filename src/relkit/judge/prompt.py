@@ -5,7 +5,9 @@ placeholders: `rubric` (the workspace scale, one level a line), `guidelines` (th
 `--guidelines FILE`, or nothing), `examples` (few-shot train judgments, or nothing), `k`, and for
 each pair `query` and `item` (the item text from `relkit.text`, the template the teacher uses).
 The prompt's hash covers everything in it but the pair, so a label is cached and reused only
-under the same prompt.
+under the same prompt. A second template, `prompt-reworded.txt`, says the same (the rubric, the
+guidelines, the examples, the pair) in other words: `relkit judge --probe` asks a judge under both
+to see how far its levels hang on the wording.
 
 The answer is a level number. Where the server gives the log-probabilities of the answer token,
 the label is the distribution over the level tokens; otherwise the level the text names, one-hot;
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -29,10 +31,14 @@ from relkit.text import ItemTextTemplate
 
 PLACEHOLDERS = ("rubric", "guidelines", "examples", "k", "query", "item")
 MAX_LEVELS = 9      # the answer is one digit token: 1..9
+TEMPLATES = {"default": "prompt.txt", "reworded": "prompt-reworded.txt"}   # relkit's own, package data
 
 
-def default_template_text() -> str:
-    return resources.files("relkit.judge").joinpath("prompt.txt").read_text()
+def default_template_text(which: str = "default") -> str:
+    """The text of relkit's prompt template `which` (default, or reworded: the same in other words)."""
+    if which not in TEMPLATES:
+        raise RelkitError(f"unknown prompt template '{which}'; one of {', '.join(TEMPLATES)}")
+    return resources.files("relkit.judge").joinpath(TEMPLATES[which]).read_text()
 
 
 def check_template(text: str, origin: str) -> None:
@@ -71,6 +77,10 @@ class PromptBuilder:
 
     frame: str
     item_template: ItemTextTemplate
+    # what filled the frame, kept to say the same under another template (`with_template`)
+    scale: LabelScale | None = field(default=None, compare=False, repr=False)
+    guidelines: str = field(default="", compare=False, repr=False)
+    shots: tuple[Shot, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def build(cls, scale: LabelScale, item_template: ItemTextTemplate, template: str | None = None,
@@ -87,7 +97,19 @@ class PromptBuilder:
         guide = f"\nGuidelines:\n{guidelines.strip()}\n" if guidelines.strip() else ""
         frame = Template(text).safe_substitute(rubric=scale.describe().replace(", ", "\n"), guidelines=guide,
                                                examples=examples, k=str(scale.k))
-        return cls(frame=frame, item_template=item_template)
+        return cls(frame=frame, item_template=item_template, scale=scale, guidelines=guidelines, shots=shots)
+
+    def with_template(self, template: str, origin: str = "the prompt template") -> "PromptBuilder":
+        """The same rubric, guidelines, examples and item text under another template.
+
+        >>> b = PromptBuilder.build(LabelScale.default(2), ItemTextTemplate.parse("title"))
+        >>> r = b.with_template(default_template_text("reworded"))
+        >>> r.hash != b.hash, "1 = not relevant" in r.render("red chair", {"title": "Red oak chair"})
+        (True, True)
+        """
+        if self.scale is None:
+            raise RelkitError("this prompt was not built with PromptBuilder.build: it cannot be reworded")
+        return PromptBuilder.build(self.scale, self.item_template, template, self.guidelines, self.shots, origin)
 
     @property
     def hash(self) -> str:
