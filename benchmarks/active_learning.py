@@ -3,8 +3,10 @@ chosen pairs for the same number of human labels?
 
     nice python benchmarks/active_learning.py [--workdir /tmp/wt-queue-bench] [--seeds 3]
         [--seed-size 200] [--batch 200] [--rounds 5] [--arms "uncertain;random"] [--vectors-from WS]
+        [--data FILE]
 
-CrowdFlower (../shared/data/crowdflower/pairs.csv) is imported into a fresh workspace and split by
+CrowdFlower (../shared/data/crowdflower/pairs.csv, or `--data`: a file in its format, e.g. the rows
+of a few of its queries to check the script in seconds) is imported into a fresh workspace and split by
 query. The dev and test judgments stay; the train judgments are hidden: their pairs become the
 `pairs` table (unlabeled candidates) and a simulated annotator reveals a pair's label only when it
 is asked for. Each run starts from the same random seed set of train pairs, then repeats: train a
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "crowdflower" / "pairs.csv"
 
 
-def prepare(workdir: Path, split_seed: int, vectors_from: Path | None) -> tuple[Workspace, dict]:
+def prepare(workdir: Path, split_seed: int, vectors_from: Path | None, data: Path = DATA) -> tuple[Workspace, dict]:
     """A fresh CrowdFlower workspace whose train judgments are moved out: {(query_id, item_id): level}."""
     shutil.rmtree(workdir, ignore_errors=True)
     ws = Workspace.create(workdir / "ws", LabelScale.default(4))
@@ -49,7 +51,7 @@ def prepare(workdir: Path, split_seed: int, vectors_from: Path | None) -> tuple[
         ws.run("INSERT OR IGNORE INTO text_vectors SELECT * FROM other.text_vectors")
         ws.run("DETACH other")
         print(f"{ws.count('text_vectors'):,} cached item vectors from {vectors_from}", flush=True)
-    import_file(ws, "judgments", DATA, format="crowdflower")
+    import_file(ws, "judgments", data, format="crowdflower")
     split_queries(ws, SplitConfig(seed=split_seed, dev=0.2, test=0.1))
     hidden = {(q, i): int(label) for q, i, label in ws.fetchall(
         "SELECT query_id, item_id, label FROM judgments JOIN splits USING (query_id) WHERE split = 'train'")}
@@ -155,15 +157,16 @@ def main() -> None:
                         help="';'-separated: queue mixes (uncertain, uncertain=3,diverse=1, ...) or random")
     parser.add_argument("--vectors-from", type=Path, default=None,
                         help="a workspace of the same dataset whose cached item vectors to reuse (CPU time)")
+    parser.add_argument("--data", type=Path, default=DATA, help="the judgments, in CrowdFlower's format")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(";") if a.strip()]
     for arm in arms:
         if arm != "random":
             parse_weights(arm)
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} is not here")
+    if not args.data.exists():
+        raise SystemExit(f"{args.data} is not here")
     started = time.perf_counter()
-    ws, hidden = prepare(args.workdir, split_seed=0, vectors_from=args.vectors_from)
+    ws, hidden = prepare(args.workdir, split_seed=0, vectors_from=args.vectors_from, data=args.data)
     pool = sorted(hidden)
     print(f"CrowdFlower: {len(pool):,} train pairs hidden, {ws.count('judgments'):,} dev/test judgments kept",
           flush=True)

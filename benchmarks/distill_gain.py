@@ -88,7 +88,8 @@ def main() -> None:
         def line(name: str, m: dict, n_teacher: str = "", n_human: str = "") -> None:
             shares = [kept(m[a], teacher[a], embedding[a]) for a in aurocs]
             qwk = m.get("qwk")
-            print(f"{name:<30}{n_teacher:>8}{n_human:>7}" + "".join(f"{m[a]:>10.4f}" for a in aurocs)
+            print(f"{name:<30}{n_teacher:>8}{n_human:>7}"
+                  + "".join(f"{'-':>10}" if m[a] is None else f"{m[a]:>10.4f}" for a in aurocs)
                   + f"{shares[0]:>8.1%}{np.nanmean(shares):>9.1%}"
                   + (f"{qwk:>8.4f}{qwk / teacher['qwk']:>7.1%}" if qwk is not None else f"{'-':>8}{'-':>7}")
                   + (f"{m['argmax_qwk']:>8.4f}" if m.get("argmax_qwk") is not None else f"{'-':>8}")

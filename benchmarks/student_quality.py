@@ -92,7 +92,7 @@ def main() -> None:
         distiller = Distiller(ws, args.teacher)
         print(f"features of {distiller.available:,} teacher-labeled and {distiller.human_pairs:,} human train "
               f"pairs, {len(distiller.dev.x):,} dev pairs: {time.perf_counter() - started:.0f} s", flush=True)
-        rows = scaling_curve(distiller, parse_sizes(args.sizes), config, prefix)
+        rows = list(scaling_curve(distiller, parse_sizes(args.sizes), config, prefix))
         print(f"\nscaling curve ({ws.path.name}, test split, {len(distiller.test_pairs):,} pairs)")
         print(f"{'trained on':<24}{'teacher':>9}{'human':>8}{'accuracy':>10}{'qwk':>8}{'ndcg@10':>9}{'dev ndcg':>10}"
               f"{'seconds':>9}")

@@ -2,7 +2,8 @@
 judge, a student from the teacher, the service serves it; people's labels only score the result.
 
     python benchmarks/zero_labels.py --workdir /tmp/zero --endpoint http://127.0.0.1:8080/v1 --model smollm2
-        [--data data/sample/homedepot-sample.csv] [--format homedepot] [--limit 600]
+        [--data data/sample/homedepot-sample.csv] [--format homedepot] [--limit 600] [--teacher-model M]
+        [--k 15] [--min-queries N]
 
 The judgments file is imported and split by query as `make demo` does; then every human label of
 the train and dev queries is deleted from the workspace (kept aside only as the list of pairs to
@@ -13,7 +14,10 @@ pairs` and `relkit label` give the teacher more pairs, `relkit distill --human-w
 the student (early stopping on the judge's dev labels), `relkit promote` and `relkit serve` serve
 it, and `relkit eval` scores teacher, student and the baselines (and the judge, with
 `--eval-judge`) on the test queries' human labels. Every step is the CLI a user runs; the
-commands are printed as they go.
+commands are printed as they go. `--teacher-model` is the teacher's base (`relkit teach --model`;
+default MiniLM); `--k` and `--min-queries` go to `relkit pairs` (default: 15 and relkit's default).
+With a small local model, a small `--data` file, a small judge, `--limit` and `--min-queries 0`,
+the chain runs in seconds (a check of the script).
 """
 from __future__ import annotations
 
@@ -50,6 +54,10 @@ def main() -> None:
     parser.add_argument("--format", default="homedepot")
     parser.add_argument("--limit", type=int, default=0, help="judge at most N train pairs and N/4 dev pairs")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--teacher-model", default="default", help="the teacher's base (relkit teach --model)")
+    parser.add_argument("--k", type=int, default=15, help="candidates per train query and source (relkit pairs --k)")
+    parser.add_argument("--min-queries", type=int, default=None,
+                        help="relkit pairs --min-queries (default: relkit's)")
     parser.add_argument("--eval-judge", action="store_true",
                         help="also score the judge on the test queries (it judges their pairs: slow for a slow judge)")
     args = parser.parse_args()
@@ -88,9 +96,10 @@ def main() -> None:
     if args.endpoint:
         judge += ["--endpoint", args.endpoint, "--concurrency", str(args.concurrency), "--timeout", "300"]
     relkit(*judge)
-    relkit("teach", "--name", "zero", "--labels", "judge:llm", "--epochs", "1", "--max-length", "48",
-           "--batch-size", "16", "-w", ws)
-    relkit("pairs", "--k", "15", "-w", ws)
+    relkit("teach", "--name", "zero", "--labels", "judge:llm", "--model", args.teacher_model, "--epochs", "1",
+           "--max-length", "48", "--batch-size", "16", "-w", ws)
+    relkit("pairs", "--k", str(args.k), *([] if args.min_queries is None else ["--min-queries", str(args.min_queries)]),
+           "-w", ws)
     relkit("label", "--teacher", "zero", "-w", ws)
     relkit("distill", "--teacher", "zero", "--human-weight", "0", "--name", "zero", "-w", ws)
     relkit("promote", "zero", "-w", ws)
