@@ -47,3 +47,22 @@ def test_candidates_need_a_split_and_known_sources(tmp_path, ws):
     split_queries(ws)
     with pytest.raises(RelkitError, match="candidate sources are bm25, embedding; got logs"):
         make_pairs(ws, sources=["logs"])
+
+
+def test_blocks_of_queries_give_the_pairs_of_one_block(catalog_ws, tmp_path):
+    import shutil
+
+    from relkit import Workspace
+
+    ws = catalog_ws
+    ws.close()
+    shutil.copytree(ws.path, tmp_path / "copy")
+    with Workspace.open(ws.path) as one, Workspace.open(tmp_path / "copy") as many:
+        train = one.fetchone("SELECT count(*) FROM splits WHERE split = 'train'")[0]
+        whole = make_pairs(one, k=4, sources=["bm25"], min_queries=0, block=10_000)
+        blocks = make_pairs(many, k=4, sources=["bm25"], min_queries=0, block=2)   # ceil(train / 2) blocks
+        rows = "SELECT query_id, item_id, source FROM pairs ORDER BY ALL"
+        assert many.fetchall(rows) == one.fetchall(rows) and len(one.fetchall(rows)) == whole.added > train
+        assert (blocks.queries, blocks.found, blocks.added, blocks.by_source) == \
+            (whole.queries, whole.found, whole.added, whole.by_source) == (train, whole.added, whole.added,
+                                                                           {"bm25": whole.added})

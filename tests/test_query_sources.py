@@ -132,3 +132,35 @@ def test_nothing_to_add_is_not_an_error(tmp_path, ws, caplog):
     assert add_train_queries(ws, 10) is None and "none added" in caplog.text   # auto: nothing to draw from
     with pytest.raises(RelkitError, match="no item has a title"):
         add_train_queries(ws, 10, "titles")
+
+
+def test_no_dev_or_test_query_leaks_at_a_larger_size(tmp_path, ws):
+    """2,000 generated titles, 300 judged queries drawn from them: hundreds of title queries are
+    added, pairs are made in small blocks, and no dev or test query (nor its words in another order)
+    gets a pair or is added."""
+    import random
+
+    rng = random.Random(7)
+    words = ["oak", "pine", "steel", "brass", "chair", "table", "lamp", "hose", "drill", "door", "saw", "rug",
+             "shelf", "bench", "valve", "mirror", "faucet", "ladder", "grill", "heater", "cedar", "copper",
+             "walnut", "marble", "basket", "blanket", "candle", "carpet", "curtain", "drawer", "fence", "glove",
+             "hammer", "kettle", "pillow", "sink", "stool", "towel", "vase", "wrench"]
+    titles = [" ".join(rng.sample(words, 4)) for _ in range(2000)]
+    items = [[f"i{n}", title] for n, title in enumerate(titles)]
+    import_file(ws, "items", write_csv(tmp_path / "items.csv", ["item_id", "title"], items))
+    judged = sorted({frozenset(rng.sample(words, 2)) for _ in range(400)}, key=sorted)[:300]
+    judged = [" ".join(rng.sample(sorted(q), 2)) for q in judged]    # no two share their words
+    rows = [[q, f"i{rng.randrange(2000)}", str(rng.randint(1, 5))] for q in judged]
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label"], rows))
+    split_queries(ws)
+    held_out = {frozenset(q.split()) for (q,) in ws.fetchall(
+        "SELECT query FROM queries JOIN splits USING (query_id) WHERE split <> 'train'")}
+    assert len(held_out) >= 40
+    result = make_pairs(ws, k=5, sources=["bm25"], min_queries=2000, block=37)
+    new = added(ws, "titles")
+    assert result.new_queries.added == len(new) >= 300
+    assert not {frozenset(q.split()) for q in new} & held_out
+    with_pairs = ws.fetchall("SELECT DISTINCT q.query, s.split FROM pairs JOIN queries q USING (query_id) "
+                             "JOIN splits s USING (query_id)")
+    assert {s for _, s in with_pairs} == {"train"} and not {frozenset(q.split()) for q, _ in with_pairs} & held_out
+    assert len(with_pairs) == result.queries

@@ -26,7 +26,7 @@ from relkit.workspace import ITEM_RECORD_COLUMNS, SPLITS, Workspace
 
 LABELS_DIR = "labels"
 VIEW = "teacher_labels"
-PENDING = "pending-input.parquet"   # the ray engine's input: removed when a run ends, a stray if it was killed
+PENDING = "pending-input.parquet"   # a labeling run's input: removed when the run ends, a stray if it was killed
 JUDGE_PREFIX = "judge:"             # a judge's labels are the teacher labels of `judge:NAME`, in labels/judge-NAME
 
 

@@ -157,7 +157,7 @@ def label(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per forward pass.")] = None,
     backend: Annotated[str | None, typer.Option(
         help="torch, onnx (ONNX Runtime) or onnx-int8 (dynamic int8 weights).")] = None,
-    engine: Annotated[str | None, typer.Option(help="local (this process) or ray (Ray Data, the same output).")]
+    engine: Annotated[str | None, typer.Option(help="local (this process) or ray (a pool of Ray actors, the same output).")]
         = None,
     ray_address: Annotated[str | None, typer.Option(help="A Ray cluster to join (default: start a local Ray).")] = None,
     ray_actors: Annotated[int | None, typer.Option(min=1, help="Scoring actors in the Ray pool.")] = None,
