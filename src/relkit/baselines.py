@@ -5,7 +5,7 @@ import numpy as np
 
 from relkit.evaluate import JudgedPairs, Prediction
 from relkit.features.bm25 import BM25Index
-from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, pair_cosines
+from relkit.features.embeddings import DEFAULT_ENCODER, Encoder, pair_cosines, workspace_encoder
 from relkit.text import item_text
 from relkit.workspace import Workspace
 
@@ -44,9 +44,10 @@ class BM25System:
 
 
 class EmbeddingSystem:
-    """Cosine similarity of query and item text under a sentence-transformers bi-encoder."""
+    """Cosine similarity of query and item text under a sentence-transformers bi-encoder: `model`, or
+    when None the workspace's encoder (`relkit init --encoder`; `default` without a workspace)."""
 
-    def __init__(self, model: str | None = DEFAULT_ENCODER, name: str = "embedding", batch_size: int = 64,
+    def __init__(self, model: str | None = None, name: str = "embedding", batch_size: int = 64,
                  ws: Workspace | None = None):
         self.name = name
         self.model = model
@@ -56,7 +57,8 @@ class EmbeddingSystem:
     def predict(self, pairs: JudgedPairs) -> Prediction:
         from relkit.features.embeddings import workspace_vectors
 
-        encoder = Encoder(self.model, batch_size=self.batch_size)
-        cache = workspace_vectors(self.ws, self.model or DEFAULT_ENCODER, encoder) if self.ws is not None else None
+        model = workspace_encoder(self.ws, self.model) if self.ws is not None else self.model or DEFAULT_ENCODER
+        encoder = Encoder(model, batch_size=self.batch_size)
+        cache = workspace_vectors(self.ws, model, encoder) if self.ws is not None else None
         scores = pair_cosines(encoder, pairs.queries, pairs.item_texts(), text_vectors=cache, bar=True)
         return Prediction(scores=scores)

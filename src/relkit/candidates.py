@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from relkit.errors import RelkitError
+from relkit.logs import progress
 from relkit.query_sources import QueryResult, add_train_queries
 from relkit.workspace import Workspace
 
@@ -38,65 +39,96 @@ class CandidateResult:
                 f"{self.added:,} new pairs")
 
 
-def make_pairs(ws: Workspace, k: int = 30, sources: Sequence[str] = SOURCES, encoder: str = "default",
-               min_queries: int = 500, query_source: str = "auto") -> CandidateResult:
+def make_pairs(ws: Workspace, k: int = 30, sources: Sequence[str] = SOURCES, encoder: str = "workspace",
+               min_queries: int = 500, query_source: str = "auto", block: int = 2048) -> CandidateResult:
+    """Candidates for the train queries, `block` queries at a time: each block is retrieved, merged
+    and appended to the pairs table in a transaction of its own, so memory is a constant of the
+    block (and of the catalog), whatever the number of queries and pairs; an interrupted run keeps
+    the blocks it finished, and a rerun adds only what is missing."""
     from relkit.baselines import catalog, catalog_index
 
     unknown = [s for s in sources if s not in SOURCES]
     if unknown or not sources:
         raise RelkitError(f"candidate sources are {', '.join(SOURCES)}; got {', '.join(sources) or 'none'}")
-    if k < 1:
-        raise RelkitError("k must be at least 1")
+    if k < 1 or block < 1:
+        raise RelkitError("k and block must be at least 1")
     if ws.count("splits") == 0:
         raise RelkitError("no query has a split yet: run `relkit split` first, so that dev and test queries "
                           "get no candidates")
     new_queries = add_train_queries(ws, min_queries, query_source) if min_queries else None
-    queries = ws.fetchall("SELECT query_id, query FROM queries JOIN splits USING (query_id) "
-                          "WHERE split = 'train' ORDER BY query_id")
-    if not queries:
+    (total,) = ws.fetchone("SELECT count(*) FROM queries JOIN splits USING (query_id) WHERE split = 'train'")
+    if not total:
         raise RelkitError("the train split has no queries to find candidates for")
     item_ids, texts = catalog(ws)
     if not item_ids:
         raise RelkitError("the workspace has no items to draw candidates from")
-    found: dict[tuple[str, str], set[str]] = {}
-    q_ids, q_texts = [q for q, _ in queries], [t for _, t in queries]
-    if "bm25" in sources:
-        index = catalog_index(ws)
-        for qid, best in zip(q_ids, index.top_k(q_texts, k)):
-            for pos in best:
-                found.setdefault((qid, item_ids[pos]), set()).add("bm25")
-    if "embedding" in sources:
-        for qid, best in zip(q_ids, _embedding_top_k(ws, encoder, q_texts, texts, k)):
-            for pos in best:
-                found.setdefault((qid, item_ids[pos]), set()).add("embedding")
-    judged = set(ws.fetchall("SELECT query_id, item_id FROM judgments JOIN splits USING (query_id) "
-                             "WHERE split = 'train'"))
-    rows = {key: "+".join(s for s in SOURCES if s in got) for key, got in found.items() if key not in judged}
+    index = catalog_index(ws) if "bm25" in sources else None
+    embedding = _EmbeddingTopK(ws, encoder, texts) if "embedding" in sources else None
+    del texts
+    found = added = 0
     by_source: dict[str, int] = {}
-    for source in rows.values():
-        by_source[source] = by_source.get(source, 0) + 1
-    with ws.transaction():
-        before = ws.count("pairs")
-        with ws.registered("_candidates", {"query_id": [q for q, _ in rows], "item_id": [i for _, i in rows],
-                                           "source": list(rows.values())}):
-            ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _candidates")
-        added = ws.count("pairs") - before
-    return CandidateResult(queries=len(queries), found=len(rows), added=added,
+    bar = progress(total=total, desc="finding candidates", unit="query")
+    last = ""
+    while True:
+        queries = ws.fetchall("SELECT query_id, query FROM queries JOIN splits USING (query_id) "
+                              "WHERE split = 'train' AND query_id > ? ORDER BY query_id LIMIT ?", [last, block])
+        if not queries:
+            break
+        last = queries[-1][0]
+        rows = _candidates(queries, item_ids, k, index, embedding)
+        with ws.transaction(), ws.registered("_candidates", {"query_id": [q for q, _ in rows],
+                                                             "item_id": [i for _, i in rows],
+                                                             "source": list(rows.values())}):
+            # pairs people already judged have a human label: no candidate
+            ws.run("CREATE TEMP TABLE _unjudged AS SELECT * FROM _candidates c "
+                   "ANTI JOIN judgments j USING (query_id, item_id)")
+            for source, n in ws.fetchall("SELECT source, count(*) FROM _unjudged GROUP BY source"):
+                by_source[source] = by_source.get(source, 0) + n
+                found += n
+            before = ws.count("pairs")
+            ws.run("INSERT OR IGNORE INTO pairs SELECT query_id, item_id, source FROM _unjudged")
+            added += ws.count("pairs") - before
+            ws.run("DROP TABLE _unjudged")
+        bar.update(len(queries))
+    bar.close()
+    return CandidateResult(queries=total, found=found, added=added,
                            by_source=dict(sorted(by_source.items())), new_queries=new_queries)
 
 
-def _embedding_top_k(ws: Workspace, model: str, queries: list[str], texts: list[str], k: int,
-                     chunk: int = 256) -> list[list[int]]:
-    from relkit.features.embeddings import Encoder, cached_vectors
+def _candidates(queries: list[tuple[str, str]], item_ids: list[str], k: int, index, embedding) -> dict:
+    """(query_id, item_id) -> source (`bm25`, `embedding` or `bm25+embedding`) of one block of queries."""
+    found: dict[tuple[str, str], set[str]] = {}
+    q_ids, q_texts = [q for q, _ in queries], [t for _, t in queries]
+    tops = []
+    if index is not None:
+        tops.append(("bm25", index.top_k(q_texts, k)))
+    if embedding is not None:
+        tops.append(("embedding", embedding(q_texts, k)))
+    for source, top in tops:
+        for qid, best in zip(q_ids, top):
+            for pos in best:
+                found.setdefault((qid, item_ids[pos]), set()).add(source)
+    return {key: "+".join(s for s in SOURCES if s in got) for key, got in found.items()}
 
-    encoder = Encoder(model)
-    items = cached_vectors(ws, model, texts, encoder)  # shared with the student's features
-    q = encoder.encode(queries, bar=True)
-    out = []
-    k = min(k, len(texts))
-    for start in range(0, len(q), chunk):
-        sims = q[start:start + chunk] @ items.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        for row, cand in zip(sims, top):
-            out.append(cand[np.argsort(-row[cand], kind="stable")].tolist())
-    return out
+
+class _EmbeddingTopK:
+    """The catalog's top k by the bi-encoder's cosine for a block of queries; the item vectors are
+    encoded once (and shared with the student's features through the workspace cache)."""
+
+    def __init__(self, ws: Workspace, model: str, texts: list[str]):
+        from relkit.features.embeddings import Encoder, cached_vectors, workspace_encoder
+
+        model = workspace_encoder(ws, model)   # `workspace`: the workspace's encoder
+        self.encoder = Encoder(model)
+        self.items = cached_vectors(ws, model, texts, self.encoder)
+
+    def __call__(self, queries: list[str], k: int, chunk: int = 256) -> list[list[int]]:
+        q = self.encoder.encode_queries(queries)
+        out = []
+        k = min(k, len(self.items))
+        for start in range(0, len(q), chunk):
+            sims = q[start:start + chunk] @ self.items.T
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            for row, cand in zip(sims, top):
+                out.append(cand[np.argsort(-row[cand], kind="stable")].tolist())
+        return out

@@ -1,4 +1,5 @@
-"""Systems by name: `bm25`, `embedding[:MODEL]`, `teacher:NAME`, `student:NAME`, `judge:NAME`. One registry; each entry builds a System."""
+"""Systems by name: `bm25`, `embedding[:MODEL]` (the workspace's encoder without MODEL), `teacher:NAME`,
+`student:NAME`, `judge:NAME`. One registry; each entry builds a System."""
 from __future__ import annotations
 
 from collections.abc import Callable

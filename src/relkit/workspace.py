@@ -24,6 +24,7 @@ SCHEMA_VERSION = 1
 DEFAULT_WORKSPACE = "relkit-ws"
 SPLITS = ("train", "dev", "test")
 ARTIFACT_KINDS = ("teacher", "student")
+ENCODER_KEY = "encoder"          # meta: the bi-encoder every stage uses (relkit.features.embeddings); unset: default
 ACTIVE_FILE = "active-student"   # beside the database: the student `relkit serve` serves (relkit.promotion)
 # queries.extra's `source` of the train queries nobody judged that `relkit pairs` adds -> where they came from
 ADDED_QUERIES = {"log": "the engagement log", "titles": "item titles"}
@@ -186,7 +187,10 @@ class Workspace:
     _in_transaction: bool = field(default=False, repr=False)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, scale: LabelScale | None = None) -> "Workspace":
+    def create(cls, path: str | os.PathLike, scale: LabelScale | None = None,
+               encoder: str | None = None) -> "Workspace":
+        """A new workspace at `path` with the label `scale` and the bi-encoder `encoder` (a name
+        `relkit.features.embeddings.encoder_spec` knows; None: the default one)."""
         path = Path(path)
         if (path / DB_NAME).exists():
             raise RelkitError(f"{path} already holds a relkit workspace")
@@ -204,6 +208,7 @@ class Workspace:
                 ("schema_version", str(SCHEMA_VERSION)),
                 ("relkit_version", __version__),
                 ("scale", scale.to_json()),
+                *([(ENCODER_KEY, encoder)] if encoder else []),
             ])
             con.close()
         except BaseException:

@@ -343,7 +343,7 @@ def _diverse(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random
 def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Generator) -> list[Pair]:
     from relkit.baselines import catalog
     from relkit.features.bm25 import BM25Index
-    from relkit.features.embeddings import DEFAULT_ENCODER, cached_vectors
+    from relkit.features.embeddings import cached_vectors, workspace_encoder
 
     queries = ws.fetchall("SELECT query_id, query FROM queries ORDER BY query_id")
     item_ids, texts = catalog(ws)
@@ -354,7 +354,8 @@ def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Ge
     bm25 = BM25Index(item_ids, texts).top_k(q_texts, k)
     # the queries' vectors go to the workspace's cache with the items' (which `relkit pairs` filled):
     # encoding them is most of the work, and the next start finds them there and loads no encoder
-    vectors = cached_vectors(ws, DEFAULT_ENCODER, texts + q_texts, desc="encoding item and query texts")
+    vectors = cached_vectors(ws, workspace_encoder(ws), texts + q_texts, desc="encoding item and query texts",
+                             queries=[False] * len(texts) + [True] * len(q_texts))
     dense = nearest(vectors[len(texts):], vectors[:len(texts)], k)
     per_query: dict[str, list[Pair]] = {}
     for (qid, _), by_bm25, by_dense in zip(queries, bm25, dense):

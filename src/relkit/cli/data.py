@@ -1,6 +1,7 @@
-"""Commands that bring data in and show it: init, import, split, status."""
+"""Commands that bring data in and show it: init (and the workspace's encoder), import, split, status."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,11 +19,21 @@ def init(
     names: Annotated[str | None, typer.Option(help="Level names from 1 to K, comma-separated.")] = None,
     gains: Annotated[str | None, typer.Option(
         help="nDCG gain of each level from 1 to K, comma-separated non-negative integers (default 0..K-1).")] = None,
+    encoder: Annotated[str | None, typer.Option(
+        help="The bi-encoder every stage uses: default (all-MiniLM-L6-v2, English), multilingual-e5-small, a model "
+             "folder or a hub id. Given alone for an existing workspace, changes its encoder.")] = None,
 ) -> None:
-    """Create a workspace: a DuckDB database and an artifacts/ folder, with its label scale."""
-    from relkit.scale import LabelScale  # lazy: numpy
-    from relkit.workspace import Workspace  # lazy: duckdb
+    """Create a workspace: a DuckDB database and an artifacts/ folder, with its label scale and bi-encoder."""
+    from relkit.features.embeddings import encoder_name, encoder_spec  # lazy: numpy
+    from relkit.scale import LabelScale
+    from relkit.workspace import DB_NAME, Workspace  # lazy: duckdb
 
+    if (directory / DB_NAME).exists() and encoder is not None:
+        if levels is not None or names is not None or gains is not None:
+            raise RelkitError(f"{directory} already holds a relkit workspace, whose scale stays as it is: give "
+                              "--encoder alone to change its encoder")
+        _change_encoder(directory, encoder)
+        return
     name_list = tuple(n.strip() for n in names.split(",")) if names else None
     k = levels or (len(name_list) if name_list else None)
     if name_list and len(name_list) != k:
@@ -30,8 +41,37 @@ def init(
     default = LabelScale.default(**_given(k=k))
     scale = LabelScale(names=name_list or default.names,
                        gains=tuple(_csv_ints(gains, "--gains")) if gains else default.gains)
-    with Workspace.create(directory, scale) as ws:
-        console.print(f"created workspace {ws.path} with {ws.scale.k} levels: {ws.scale.describe()}")
+    if encoder is not None:
+        encoder = encoder_name(encoder)
+        encoder_spec(encoder)   # a folder's relkit-encoder.json is read now: a broken one is refused
+    with Workspace.create(directory, scale, encoder=encoder) as ws:
+        console.print(f"created workspace {ws.path} with {ws.scale.k} levels: {ws.scale.describe()}"
+                      + (f"; encoder {encoder}" if encoder else ""))
+
+
+def _change_encoder(directory: Path, encoder: str) -> None:
+    """`relkit init DIR --encoder NAME` on an existing workspace: set it, and say what must be made again."""
+    from relkit.features.embeddings import set_workspace_encoder  # lazy: numpy
+    from relkit.workspace import active_student
+
+    with _open(directory) as ws:
+        old, new = set_workspace_encoder(ws, encoder)
+        if old == new:
+            console.print(f"the encoder of {ws.path} is already {new}")
+            return
+        stale = []
+        for model in ws.models():
+            if model["kind"] == "student":
+                features = json.loads((Path(model["path"]) / "relkit.json").read_text()).get("features") or {}
+                if "embedding" in features.get("groups", ()) and features.get("encoder") != new:
+                    stale.append(model["id"])
+        active = active_student(ws.path)
+    console.print(f"the encoder of {ws.path} is now {new} (was {old}); its vectors are computed when first needed",
+                  highlight=False)
+    if stale:
+        console.print(f"made on another encoder, refused until distilled again (`relkit distill`): {', '.join(stale)}"
+                      + (f"; the served student {active['student']} too, then `relkit promote` one made on {new}"
+                         if active and active["student"] in stale else ""), highlight=False)
 
 
 @app.command(name="import")

@@ -10,8 +10,10 @@ Features come in four blocks, laid out so a scorer can split the work by what it
 - pair scalars (cosine, bm25, text match, query-item engagement): computed per candidate.
 
 Every block has a name and a width (`FeatureBuilder.blocks`); a saved student records them and its
-`FeatureConfig` (among it the tokenization bm25 and text_match read texts with), and refuses a
-builder whose blocks or config differ.
+`FeatureConfig` (among it the tokenization bm25 and text_match read texts with, and the bi-encoder),
+and refuses a builder whose blocks or config differ. The bi-encoder is the workspace's (`relkit init
+--encoder`): features on another one are refused when built (`check_encoder`), so a student made
+before the workspace's encoder changed must be distilled again.
 
 Groups (`FeatureConfig.groups`; each a class in groups.py, named in its `REGISTRY`):
   embedding   query and item vectors, their product, their cosine
@@ -32,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from relkit.errors import RelkitError
-from relkit.features.embeddings import DEFAULT_ENCODER, Encoder
+from relkit.features.embeddings import WORKSPACE_ENCODER, Encoder, check_encoder, workspace_encoder
 from relkit.features.images import DEFAULT_IMAGE_ENCODER
 from relkit.student.groups import REGISTRY, BM25, Catalog, Embedding, FeatureGroup
 from relkit.text import DEFAULT_TEMPLATE, item_text
@@ -45,7 +47,7 @@ DEFAULT_GROUPS = ("embedding", "bm25", "text_match", "engagement")
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    encoder: str = DEFAULT_ENCODER    # bi-encoder for query and item vectors (path or hub id)
+    encoder: str = WORKSPACE_ENCODER  # bi-encoder for query and item vectors: the workspace's (set when built)
     groups: tuple[str, ...] = DEFAULT_GROUPS
     ctr_prior: float = 20.0           # pseudo-impressions pulling a rate toward the global rate
     graph_dim: int = 32               # width of the item graph embedding
@@ -157,6 +159,9 @@ class FeatureBuilder:
     def from_workspace(cls, ws: Workspace, config: FeatureConfig | None = None, encoder: Encoder | None = None,
                        image_encoder=None) -> "FeatureBuilder":
         config = config or FeatureConfig()
+        config = replace(config, encoder=workspace_encoder(ws, config.encoder))
+        if "embedding" in config.groups:   # one encoder per workspace: its vectors, its ONNX export
+            check_encoder(ws, config.encoder, "features on the bi-encoder")
         cols = ", ".join(ITEM_RECORD_COLUMNS)
         rows = ws.fetchall(f"SELECT {cols} FROM item_records ORDER BY item_id")
         if not rows:
@@ -212,7 +217,7 @@ class FeatureBuilder:
     def query_vectors(self, queries: Sequence[str], bar: bool = False) -> np.ndarray:
         if not self.dim:
             return np.zeros((len(queries), 0), dtype=np.float32)
-        return self.encoder.encode(list(queries), bar)
+        return self.encoder.encode_queries(list(queries), bar)
 
     def pairs(self, queries: Sequence[str], item_ids: Sequence[str]) -> PairFeatures:
         """Features of the pairs (queries[i], item_ids[i])."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relkit.evaluate import JudgedPairs, Prediction
+from relkit.features.embeddings import check_encoder
 from relkit.student.model import Student
 from relkit.workspace import Workspace
 
@@ -16,6 +17,9 @@ class StudentSystem:
     def from_workspace(cls, ws: Workspace, ref: str) -> "StudentSystem":
         """`ref` is NAME (artifacts/student-NAME), a folder name in artifacts/, or a path."""
         path = ws.scaled_artifact("student", ref)
+        config = Student.load(path).feature_config()
+        if "embedding" in config.groups:   # a student of another encoder: refused, with the command that fixes it
+            check_encoder(ws, config.encoder, f"the student {path.name} was made on the bi-encoder")
         return cls(ws, path, name=f"student:{ref}")
 
     def predict(self, pairs: JudgedPairs) -> Prediction:

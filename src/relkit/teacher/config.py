@@ -29,7 +29,8 @@ class TrainConfig:
     listwise_weight: float = 0.0      # adds this x a ListNet loss over each query's items in a batch (batches are
                                       # then made of whole queries): the order within a query, which absolute
                                       # labels from a few hundred queries teach poorly
-    prior: str = "default"            # bi-encoder whose cosine gives the starting logits (see teacher/prior.py):
+    prior: str = "workspace"          # bi-encoder whose cosine gives the starting logits (see teacher/prior.py):
+                                      # 'workspace' (the workspace's encoder, `relkit init --encoder`),
                                       # 'default' (all-MiniLM-L6-v2), a path or hub id; 'none' = a plain
                                       # cross-encoder
     prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the

@@ -240,16 +240,17 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str) -> P
     train_texts, dev_texts = train.item_texts(item_template), dev.item_texts(item_template)
     prior = train_x = dev_x = None
     if config.prior != "none":
-        from relkit.features.embeddings import workspace_vectors
+        from relkit.features.embeddings import workspace_encoder, workspace_vectors
         from relkit.teacher.prior import features
 
         names = FEATURE_SETS[config.prior_features]
-        logger.info("prior (%s; bi-encoder '%s') of %s pairs", ", ".join(names), config.prior,
+        encoder = workspace_encoder(ws, config.prior)   # the prior records the encoder it was fit on
+        logger.info("prior (%s; bi-encoder '%s') of %s pairs", ", ".join(names), encoder,
                     f"{len(train) + len(dev):,}")
-        item_vectors = workspace_vectors(ws, config.prior)  # shared with labeling
-        train_x = features(names, config.prior, train.queries, train_texts, _titles(train), item_vectors)
-        dev_x = features(names, config.prior, dev.queries, dev_texts, _titles(dev), item_vectors)
-        prior = Prior.fit(config.prior, train_x, train.labels, ws.scale.k, names)
+        item_vectors = workspace_vectors(ws, encoder)  # shared with labeling
+        train_x = features(names, encoder, train.queries, train_texts, _titles(train), item_vectors)
+        dev_x = features(names, encoder, dev.queries, dev_texts, _titles(dev), item_vectors)
+        prior = Prior.fit(encoder, train_x, train.labels, ws.scale.k, names)
     return PreparedRun(
         scale=ws.scale, train=train, dev=dev, template=template,
         train_ids=encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length),
