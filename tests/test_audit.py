@@ -412,8 +412,11 @@ def ppi_by_hand(y, fl, fu) -> tuple[float, float, float]:
     return estimate, float(np.sqrt(lam ** 2 * fu.var(ddof=1) / big_n + (y - lam * fl).var(ddof=1) / n)), float(lam)
 
 
-def assert_interval(stored: dict, mean: float, se: float):
-    z = 1.959963984540054
+def assert_interval(stored: dict, mean: float, se: float, df: int):
+    """A Student t interval with `df` degrees of freedom."""
+    from scipy.stats import t
+
+    z = t.ppf(0.975, df)
     assert (stored["mean"], stored["low"], stored["high"], stored["standard_error"]) == pytest.approx(
         (mean, mean - z * se, mean + z * se, se), rel=1e-9, abs=1e-12)
     assert stored["width"] == pytest.approx(2 * z * se, rel=1e-9)
@@ -468,11 +471,11 @@ def test_a_people_slice_filled_as_a_csv_then_combined(served, tmp_path):
     for name in tops:
         y, fl, fu = split(people_view[name], judge_view[name])
         mean, se, lam = ppi_by_hand(y, fl, fu)
-        assert_interval(systems[name]["ndcg"]["ppi"], mean, se)
+        assert_interval(systems[name]["ndcg"]["ppi"], mean, se, len(y) - 1)
         assert systems[name]["ndcg"]["ppi"]["lambda"] == pytest.approx(lam, rel=1e-9)
-        assert_interval(systems[name]["ndcg"]["people"], np.mean(y), np.std(y, ddof=1) / np.sqrt(len(y)))
+        assert_interval(systems[name]["ndcg"]["people"], np.mean(y), np.std(y, ddof=1) / np.sqrt(len(y)), len(y) - 1)
         f = np.r_[fl, fu]
-        assert_interval(systems[name]["ndcg"]["judge"], f.mean(), f.std(ddof=1) / np.sqrt(len(f)))
+        assert_interval(systems[name]["ndcg"]["judge"], f.mean(), f.std(ddof=1) / np.sqrt(len(f)), len(f) - 1)
         # people's share at level >= 2 of the top 10 on the slice is the rule's
         share = [np.mean([level(qs[q], TITLES[i]) >= 2 for i in tops[name][q]]) for q in s.query_ids]
         assert systems[name]["share"]["people"]["mean"] == pytest.approx(np.mean(share), rel=1e-12)
@@ -483,9 +486,11 @@ def test_a_people_slice_filled_as_a_csv_then_combined(served, tmp_path):
             for who, view in (("people", people_view), ("judge", judge_view))}
     y, fl, fu = split(diff["people"], diff["judge"])
     mean, se, _ = ppi_by_hand(y, fl, fu)
-    assert_interval(c["ndcg"]["ppi"], mean, se)
+    assert_interval(c["ndcg"]["ppi"], mean, se, len(y) - 1)
     assert c["ndcg"]["ppi"]["mde"] == pytest.approx(MDE_FACTOR * se, rel=1e-9)
-    assert c["verdicts"]["ppi"] == ("good better" if mean + 1.959964 * se < 0 else "no difference")
+    from scipy.stats import t
+
+    assert c["verdicts"]["ppi"] == ("good better" if mean + t.ppf(0.975, len(y) - 1) * se < 0 else "no difference")
     assert c["agree"] == (c["verdicts"]["judge"] == c["verdicts"]["ppi"])
     # what planning needs: the per-query variances and covariance of people's and the judge's differences
     assert out["plan"]["var_people"] == pytest.approx(np.var(y, ddof=1), rel=1e-9)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
+from scipy.stats import t as student_t
 
 from relkit import RelkitError
 from relkit.audit.estimates import MDE_FACTOR
@@ -12,6 +13,7 @@ from relkit.audit.plan import floor, people_only, plan
 from relkit.audit.ppi import Moments, classical, ppi
 
 Z = 1.959963984540054          # the 97.5% quantile of the standard normal
+T3 = 3.182446305284263         # the 97.5% quantile of Student's t with 3 degrees of freedom
 
 
 def test_a_small_example_by_hand():
@@ -34,10 +36,16 @@ def test_a_small_example_by_hand():
     var_r = sum((x - sum(r) / 4) ** 2 for x in r) / 3
     se = math.sqrt(lam ** 2 * var_fu / 5 + var_r / 4)
     assert est.standard_error == pytest.approx(se, rel=1e-12)
-    assert (est.interval.low, est.interval.high) == pytest.approx((est.estimate - Z * se, est.estimate + Z * se),
+    # Student t with the slice's 4 - 1 degrees of freedom; normal when asked
+    assert (est.interval.low, est.interval.high) == pytest.approx((est.estimate - T3 * se, est.estimate + T3 * se),
                                                                   rel=1e-12)
+    z = ppi(y, fl, fu, interval="normal")
+    assert (z.estimate, z.standard_error) == (est.estimate, est.standard_error)
+    assert (z.interval.low, z.interval.high) == pytest.approx((est.estimate - Z * se, est.estimate + Z * se),
+                                                              rel=1e-12)
     assert est.interval.n == 9 and (est.people, est.judge) == (4, 5) and est.mde == pytest.approx(MDE_FACTOR * se)
     assert est.interval.method.startswith("PPI++ (lambda 0.60)")
+    assert est.interval.method.endswith("Student t interval, 3 df") and z.interval.method.endswith("normal interval")
 
     # lambda 1 is plain PPI: 0.62 + (3 - 2.4) / 4 = 0.77, variance Var(fu)/5 + Var(y - fl)/4
     plain = ppi(y, fl, fu, lam=1.0)
@@ -50,7 +58,9 @@ def test_a_small_example_by_hand():
     assert alone.estimate == pytest.approx(0.75) and alone.standard_error == pytest.approx(0.25, rel=1e-12)
     people = classical(y)
     assert (people.estimate, people.interval.low, people.interval.high) == pytest.approx(
-        (0.75, 0.75 - Z * 0.25, 0.75 + Z * 0.25), rel=1e-12)
+        (0.75, 0.75 - T3 * 0.25, 0.75 + T3 * 0.25), rel=1e-12)
+    people = classical(y, interval="normal")
+    assert (people.interval.low, people.interval.high) == pytest.approx((0.75 - Z * 0.25, 0.75 + Z * 0.25), rel=1e-12)
     assert (people.people, people.judge) == (4, 0) and classical(fu, by="judge").judge == 5
 
 
@@ -62,12 +72,12 @@ def test_the_same_as_ppi_python(seed):
     truth = rng.random(260)
     judge = np.clip(truth + 0.15 + rng.normal(0, 0.25, 260), 0, 1)      # lenient and noisy
     y, fl, fu = truth[:40], judge[:40], judge[40:]
-    est = ppi(y, fl, fu, ddof=0)
+    est = ppi(y, fl, fu, ddof=0, interval="normal")
     low, high = ppi_mean_ci(y, fl, fu, alpha=0.05)
     assert (est.interval.low, est.interval.high) == pytest.approx((low[0], high[0]), rel=1e-10)
     assert est.estimate == pytest.approx(ppi_mean_pointestimate(y, fl, fu)[0], rel=1e-10)
     for lam in (0.0, 0.35, 1.0):
-        fixed = ppi(y, fl, fu, lam=lam, ddof=0)
+        fixed = ppi(y, fl, fu, lam=lam, ddof=0, interval="normal")
         low, high = ppi_mean_ci(y, fl, fu, alpha=0.05, lam=lam)
         assert (fixed.interval.low, fixed.interval.high) == pytest.approx((low[0], high[0]), rel=1e-10)
 
@@ -94,6 +104,37 @@ def test_strata_weighted_by_their_share():
     assert est.estimate == pytest.approx(expected, rel=1e-10)
     assert est.standard_error == pytest.approx(math.sqrt(variance), rel=1e-10)
     assert "2 strata weighted by their share" in est.interval.method
+    # its t interval: the slice's 22 queries less the 2 strata, 20 degrees of freedom
+    q = student_t.ppf(0.975, 20)
+    assert q == pytest.approx(2.085963447265837, rel=1e-12)
+    assert (est.interval.low, est.interval.high) == pytest.approx(
+        (expected - q * math.sqrt(variance), expected + q * math.sqrt(variance)), rel=1e-10)
+    assert est.interval.method.endswith("Student t interval, 20 df")
+
+
+def test_the_t_interval_against_scipy():
+    """The default interval is the estimate plus or minus Student t's (1 + level) / 2 quantile with
+    the slice's queries - 1 degrees of freedom times the standard error, at any level; for people's
+    slice alone too, and it tends to the normal one as the slice grows."""
+    rng = np.random.default_rng(7)
+    truth = rng.random(300)
+    judge = np.clip(truth + rng.normal(0, 0.2, 300), 0, 1)
+    for n, level in ((12, 0.95), (30, 0.9), (250, 0.99)):
+        y, fl, fu = truth[:n], judge[:n], judge[n:]
+        est = ppi(y, fl, fu, level=level)
+        q = student_t.ppf((1 + level) / 2, n - 1)
+        assert (est.interval.low, est.interval.high) == pytest.approx(
+            (est.estimate - q * est.standard_error, est.estimate + q * est.standard_error), rel=1e-12)
+        assert est.interval.level == level and est.interval.method.endswith(f"Student t interval, {n - 1} df")
+        alone = classical(y, level=level)
+        se = np.std(y, ddof=1) / math.sqrt(n)
+        assert (alone.interval.low, alone.interval.high) == pytest.approx((y.mean() - q * se, y.mean() + q * se),
+                                                                          rel=1e-12)
+    wide, narrow = classical(truth[:5]), classical(truth[:5], interval="normal")
+    assert wide.width / narrow.width == pytest.approx(student_t.ppf(0.975, 4) / Z, rel=1e-12)   # 2.776 / 1.960
+    big, big_z = classical(truth), classical(truth, interval="normal")
+    assert big.width / big_z.width == pytest.approx(student_t.ppf(0.975, 299) / Z, rel=1e-12)
+    assert student_t.ppf(0.975, 299) / Z < 1.005
 
 
 def test_a_ratio_by_the_delta_method():
@@ -138,6 +179,8 @@ def test_bad_input_is_an_error():
         ppi([1.0, 0.0], [0.5, 0.4], [0.2, 0.4], lam=1.5)
     with pytest.raises(RelkitError, match="no people-judged query has a value"):
         ppi([np.nan, np.nan], [0.5, 0.4], [0.2, 0.4])
+    with pytest.raises(RelkitError, match="an interval is 't' or 'normal', not 'z'"):
+        classical([1.0, 0.0], interval="z")
 
 
 def test_planning_numbers_by_hand():

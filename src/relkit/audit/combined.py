@@ -186,9 +186,11 @@ class CombinedAudit:
         from rich.table import Table
 
         table = Table(title="judge only, people only and combined", caption=(
-            f"95% normal intervals. nDCG@{self.k}: per query, DCG over the ideal DCG of every system's pooled top "
-            f"{self.k}, both by the same labeller's gains, averaged over the queries with a relevant result (a ratio "
-            f"of means: delta method); share: of results at level >= {self.threshold}. Judge only: the audit's "
+            f"95% Student t intervals (degrees of freedom: the queries people judged, for people only and PPI++, or "
+            f"the judge did, for judge only, less the strata). nDCG@{self.k}: per query, DCG over the ideal DCG of "
+            f"every system's pooled top {self.k}, both by the same labeller's gains, averaged over the queries with a "
+            f"relevant result (a ratio of means: delta method); share: of results at level >= {self.threshold}. "
+            f"Judge only: the audit's "
             f"labels on every query (valid only if the judge is right); people only: the slice's complete queries; "
             f"PPI++: both, unbiased whatever the judge's errors, lambda weighing the judge."))
         table.add_column("measure", justify="left")

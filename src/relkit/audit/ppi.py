@@ -12,6 +12,13 @@ delta-method interval. With no NaN it is the plain mean, and `ppi(..., ddof=0)` 
 `ppi_py.ppi_mean_ci` exactly. Strata (the audit's) are estimated apart and weighted by their share of
 the population, with one lambda for all that minimises the variance of the weighted estimate.
 
+Intervals are Student t by default, with the slice's degrees of freedom: its queries less its
+strata (n - 1 with one stratum; n - H, as a stratified sample's variance estimate has). A slice is
+often a few dozen queries whose per-query values are skewed, and the normal (z) quantile then makes
+an interval too narrow to hold the truth 95% of the time; the t quantile widens it by the
+uncertainty of the variance estimated from those n queries, and tends to z as n grows.
+`interval="normal"` gives the normal interval (as `ppi_py.ppi_mean_ci`).
+
     ppi(people_on_slice, judge_on_slice, judge_on_the_rest).interval
 """
 from __future__ import annotations
@@ -23,6 +30,8 @@ import numpy as np
 from relkit.audit.estimates import MDE_FACTOR
 from relkit.errors import RelkitError
 from relkit.intervals import LEVEL, Interval, normal
+
+INTERVALS = ("t", "normal")       # Student t with the slice's degrees of freedom, or normal (z)
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,30 @@ def _tuned(strata: list[_Stratum], theta: float) -> float:
     return float(np.clip(top / bottom, 0.0, 1.0)) if bottom > 0 else 0.0
 
 
-def _estimate(strata: list[_Stratum], lam: float, level: float, ddof: int, method: str, prediction: bool) -> Estimate:
+def _checked(interval: str) -> None:
+    if interval not in INTERVALS:
+        raise RelkitError(f"an interval is {' or '.join(map(repr, INTERVALS))}, not {interval!r}")
+
+
+def _degrees(strata: list[_Stratum]) -> int:
+    """The t interval's degrees of freedom: the slice's queries less its strata (n - 1 for one)."""
+    return sum(len(s.y) for s in strata) - len(strata)
+
+
+def _interval(estimate: float, se: float, n: int, level: float, method: str, df: int | None) -> Interval:
+    """The estimate plus or minus a quantile times its standard error: Student t's with `df` degrees
+    of freedom, or the standard normal's (`df` None)."""
+    if df is None:
+        return normal(estimate, se, n, level, f"{method}; normal interval")
+    from scipy.stats import t
+
+    half = float(t.ppf((1 + level) / 2, df)) * se
+    return Interval(float(estimate), float(estimate - half), float(estimate + half), n, level,
+                    f"{method}; Student t interval, {df} df")
+
+
+def _estimate(strata: list[_Stratum], lam: float, level: float, ddof: int, method: str, prediction: bool,
+              interval: str = "t") -> Estimate:
     theta, den = _solve(strata, lam)
     var, mom = 0.0, np.zeros(3)
     for s in strata:
@@ -214,22 +246,25 @@ def _estimate(strata: list[_Stratum], lam: float, level: float, ddof: int, metho
     ratio = any(not np.isfinite(a).all() for s in strata for a in (s.y, s.fl, s.fu))
     method += "; ratio of means, delta method" if ratio else ""
     method += f"; {len(strata)} strata weighted by their share" if len(strata) > 1 else ""
-    return Estimate(normal(theta, se, people + judge, level, method), se, people, judge,
+    df = _degrees(strata) if interval == "t" else None
+    return Estimate(_interval(theta, se, people + judge, level, method, df), se, people, judge,
                     lam if prediction else None, Moments(*map(float, mom)) if prediction else None)
 
 
 def ppi(y, f_labeled, f_unlabeled, strata_labeled=None, strata_unlabeled=None, weights: dict | None = None,
-        lam: float | None = None, level: float = LEVEL, ddof: int = 1) -> Estimate:
+        lam: float | None = None, level: float = LEVEL, ddof: int = 1, interval: str = "t") -> Estimate:
     """The PPI++ mean of people's values: `y` on the slice (people judged these queries),
     `f_labeled` the judge's values on the same queries, `f_unlabeled` the judge's on the other
     audited queries. `lam` None tunes lambda (clipped to [0, 1]); `strata_*` give each query's
     stratum and `weights` each stratum's share of the population (default: its share of the
-    queries). The interval is normal, with variance
+    queries). The interval is Student t with the slice's queries less its strata as degrees of
+    freedom (`interval` "t"), or normal ("normal", as ppi_py), around the estimate with variance
     lambda^2 Var(f_unlabeled) / N + Var(y - lambda f_labeled) / n per stratum (`ddof` 1; 0 as ppi_py).
 
     >>> round(ppi([1.0, 0.0, 1.0], [0.8, 0.2, 0.6], [0.9, 0.1, 0.7, 0.3], lam=1.0).estimate, 4)
     0.6333
     """
+    _checked(interval)
     strata = _strata(y, f_labeled, f_unlabeled, strata_labeled, strata_unlabeled, weights)
     _check(strata, max(2, ddof + 1))
     if lam is None:
@@ -238,17 +273,19 @@ def ppi(y, f_labeled, f_unlabeled, strata_labeled=None, strata_unlabeled=None, w
         raise RelkitError(f"lambda is in [0, 1], got {lam}")
     people, judge = sum(len(s.y) for s in strata), sum(len(s.fu) for s in strata)
     return _estimate(strata, lam, level, ddof, f"PPI++ (lambda {lam:.2f}): people on {people} queries, the judge on "
-                                               f"those and {judge} more; normal interval", True)
+                                               f"those and {judge} more", True, interval)
 
 
 def classical(values, strata=None, weights: dict | None = None, level: float = LEVEL, ddof: int = 1,
-              by: str = "people") -> Estimate:
-    """The (stratified) mean of one labeller's values with its normal interval: people's on the
-    slice alone (`by` "people"), or the judge's on every audited query (`by` "judge").
+              by: str = "people", interval: str = "t") -> Estimate:
+    """The (stratified) mean of one labeller's values with its interval, Student t with n less the
+    strata degrees of freedom (`interval` "t") or normal ("normal"): people's on the slice alone
+    (`by` "people"), or the judge's on every audited query (`by` "judge").
 
-    >>> str(classical([0.2, 0.4, 0.6]).interval)
-    '0.4000 [0.1737, 0.6263]'
+    >>> str(classical([0.2, 0.4, 0.6]).interval), str(classical([0.2, 0.4, 0.6], interval="normal").interval)
+    ('0.4000 [-0.0968, 0.8968]', '0.4000 [0.1737, 0.6263]')
     """
+    _checked(interval)
     if by not in ("people", "judge"):
         raise RelkitError(f"values are by people or the judge, not {by!r}")
     values = np.asarray(values, dtype=np.float64)
@@ -256,5 +293,5 @@ def classical(values, strata=None, weights: dict | None = None, level: float = L
     _check(groups, max(2, ddof + 1))
     n = len(values)
     who = "people's" if by == "people" else "the judge's"
-    est = _estimate(groups, 0.0, level, ddof, f"{who} labels on {n} queries; normal interval", False)
+    est = _estimate(groups, 0.0, level, ddof, f"{who} labels on {n} queries", False, interval)
     return replace(est, people=n if by == "people" else 0, judge=n if by == "judge" else 0)
