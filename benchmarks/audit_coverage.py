@@ -2,7 +2,8 @@
 (PPI++) intervals hold people's true difference between two systems, over many simulated audits.
 
     python benchmarks/audit_coverage.py [--data ../shared/data/crowdflower/pairs.csv] [--workdir DIR] \
-        [--audits 2000] [--people-share 0.15] [--interval t|normal] [--json OUT] [--set KEY=VALUE ...]
+        [--audits 2000] [--people-share 0.15] [--interval t|normal] [--design simple|stratified|both] \
+        [--json OUT] [--set KEY=VALUE ...]
     python benchmarks/audit_coverage.py --tiny          # 16 queries, 40 audits: the plumbing, in seconds
 
 CrowdFlower is imported with relkit. Two systems rank each query's judged products: BM25 (relkit's,
@@ -20,7 +21,17 @@ to at most --people-share of the audit's results (two queries at least: a spread
 estimate is relkit's own (relkit.audit.ppi, as `relkit audit --combine` makes them): the judge alone
 on every audited query, people alone on the slice, and PPI++ from both, each with its 95% interval,
 Student t with the queries it rests on less one as degrees of freedom (--interval normal: the
-normal interval, z). Three imperfect judges, each judging every product:
+normal interval, z).
+
+--design stratified draws the slice as a stratified sample instead, on what the judge already
+says about every audited query: per judge and measure, the audit's queries fall in three strata,
+the thirds by the judge's own per-query difference between the systems (low, middle, high); each
+stratum's queries in a random order, the slice grows one query at a time, allocated in proportion
+to the strata's sizes (relkit.audit.sampling.allocate, two a stratum at least), while its results
+add up to at most --people-share of the audit's. People-only and PPI++ are then relkit's stratified
+estimates (each stratum weighted by its share of the audit's queries, Student t with the slice's
+queries less three degrees of freedom). --design both (the default) runs the two on the same
+audits and prints them side by side. Three imperfect judges, each judging every product:
 
 - bi-encoder: its cosine mapped to a distribution over the levels by a logistic regression fitted
   on people's labels of the other half of the queries (the halves below): never on the queries it
@@ -35,7 +46,8 @@ normal interval, z). Three imperfect judges, each judging every product:
 
 Printed per judge and measure: the judge-only estimate's bias against the truth; coverage of the
 truth by each interval (with the Monte Carlo margin of 95% at this many audits) and their mean
-widths; PPI++'s width over people-only's and its mean lambda. --json OUT writes the same figures.
+widths; PPI++'s width over people-only's and its mean lambda, per design. --json OUT writes the
+same figures: results[design][judge][measure][estimator] with coverage and width.
 """
 from __future__ import annotations
 
@@ -62,6 +74,7 @@ from relkit import LabelScale, Workspace, import_file, make_system  # noqa: E402
 from relkit.audit.core import default_threshold  # noqa: E402
 from relkit.audit.estimates import ideal_dcg, ndcg_by_query, share_by_query  # noqa: E402
 from relkit.audit.ppi import classical, ppi  # noqa: E402
+from relkit.audit.sampling import allocate  # noqa: E402
 from relkit.config import from_dict, parse_sets  # noqa: E402
 from relkit.data.splits import pin_queries, split_queries  # noqa: E402
 from relkit.errors import RelkitError  # noqa: E402
@@ -79,6 +92,8 @@ SYSTEMS = ("bm25", "bi-encoder")          # the difference is the second minus t
 JUDGES = ("bi-encoder", "teacher", "lenient on bm25")
 MEASURES = ("ndcg", "share")
 ESTIMATORS = ("judge", "people", "ppi")
+DESIGNS = ("simple", "stratified")
+STRATA = ("low", "middle", "high")       # thirds of the audit's queries by the judge's own difference
 # short: a teacher per half of the queries in about five minutes on a busy 2-core CPU (all six layers at
 # length 64 trained at about 0.4 s a pair there, nearly an hour for both halves; two layers at length 32,
 # about 0.2 s)
@@ -263,10 +278,54 @@ def slice_of(pool: np.ndarray, people_share: float, rng: np.random.Generator) ->
     return on
 
 
+def judge_strata(difference: np.ndarray) -> np.ndarray:
+    """Each of an audit's queries' stratum (0 low, 1 middle, 2 high): the thirds of the queries by
+    the judge's own per-query difference between the systems, known for every audited query before
+    people judge any (ties in the order the queries come; a difference the judge leaves undefined
+    counts as the lowest).
+
+    >>> judge_strata(np.array([0.3, -0.1, 0.0, 0.0, 0.2, np.nan])).tolist()
+    [2, 0, 1, 1, 2, 0]
+    """
+    order = np.argsort(np.nan_to_num(difference, nan=-np.inf), kind="stable")
+    stratum = np.empty(len(difference), dtype=np.int64)
+    stratum[order] = np.arange(len(difference)) * len(STRATA) // len(difference)
+    return stratum
+
+
+def stratified_slice_of(pool: np.ndarray, stratum: np.ndarray, people_share: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Whether each of the audit's queries is in people's slice, drawn stratified: each stratum's
+    queries in a random order, the slice of n queries allocated to the strata in proportion to their
+    size (relkit's `allocate`, two a stratum at least), n grown one query at a time while the slice's
+    results add up to at most `people_share` of all (two a stratum at least, whatever they add up to).
+    A random order's first n_h queries of a stratum are a simple random sample of n_h of it."""
+    members = {h: np.flatnonzero(stratum == h) for h in range(len(STRATA))}
+    members = {h: m[rng.permutation(len(m))] for h, m in members.items() if len(m)}
+    population = {h: len(m) for h, m in members.items()}
+    cap = people_share * pool.sum()
+    taken = None
+    for n in range(2 * len(members), len(pool) + 1):
+        alloc = allocate(population, n)
+        chosen = np.concatenate([members[h][:alloc[h]] for h in members])
+        if taken is not None and pool[chosen].sum() > cap:
+            break
+        taken = chosen
+    on = np.zeros(len(pool), dtype=bool)
+    on[taken] = True
+    return on
+
+
 def simulate(values: dict[str, dict[str, np.ndarray]], truth: dict[str, float], pool: np.ndarray, audits: int,
-             people_share: float, k: int, seed: int, interval: str = "t") -> tuple[dict, dict]:
+             people_share: float, k: int, seed: int, interval: str = "t", design: str = "simple"
+             ) -> tuple[dict, dict]:
     """`audits` audits: queries drawn with replacement, a slice of them for people; each judge's
-    three estimates per measure, whether their intervals hold the truth, and their widths."""
+    three estimates per measure, whether their intervals hold the truth, and their widths. `design`
+    "simple": one simple random slice per audit, estimated as one stratum. "stratified": per judge
+    and measure, a slice stratified by the thirds of the judge's own difference (proportional
+    allocation, the same cap), people-only and PPI++ estimated with relkit's stratified estimator
+    (each stratum weighted by its share of the audit's queries; t with the slice's queries less
+    three degrees of freedom)."""
     n_queries = len(pool)
     tally = {j: {m: {e: {"covered": 0, "width": [], "estimate": []} for e in ESTIMATORS} for m in MEASURES}
              for j in JUDGES}
@@ -275,18 +334,30 @@ def simulate(values: dict[str, dict[str, np.ndarray]], truth: dict[str, float], 
     for a in progress(range(audits), desc="audits", unit="audit"):
         rng = np.random.default_rng([seed, 3, a])
         audit = rng.integers(0, n_queries, size=n_queries)
-        on = slice_of(pool[audit], people_share, rng)
-        slice_, rest = audit[on], audit[~on]
-        slices.append(int(on.sum()))
-        shares.append(pool[slice_].sum() / pool[audit].sum())
+        simple = slice_of(pool[audit], people_share, rng)      # the same audits whatever the design
         try:
             found = {}
             for j in JUDGES:
                 for m in MEASURES:
                     y, f = values["people"][m], values[j][m]
+                    if design == "simple":
+                        on, strata, weights = simple, None, None
+                    else:
+                        stratum = judge_strata(f[audit])
+                        on = stratified_slice_of(pool[audit], stratum, people_share,
+                                                 np.random.default_rng([seed, 5, a, JUDGES.index(j),
+                                                                        MEASURES.index(m)]))
+                        strata = np.array(STRATA, dtype=object)[stratum]
+                        weights = {h: float(np.mean(strata == h)) for h in STRATA if np.any(strata == h)}
+                    slice_, rest = audit[on], audit[~on]
+                    if design == "stratified" or (j, m) == (JUDGES[0], MEASURES[0]):
+                        slices.append(int(on.sum()))
+                        shares.append(pool[slice_].sum() / pool[audit].sum())
+                    sl, su = (None, None) if strata is None else (strata[on], strata[~on])
                     found[j, m] = {"judge": classical(f[audit], by="judge", interval=interval),
-                                   "people": classical(y[slice_], interval=interval),
-                                   "ppi": ppi(y[slice_], f[slice_], f[rest], interval=interval)}
+                                   "people": classical(y[slice_], strata=sl, weights=weights, interval=interval),
+                                   "ppi": ppi(y[slice_], f[slice_], f[rest], strata_labeled=sl,
+                                              strata_unlabeled=su, weights=weights, interval=interval)}
         except RelkitError:
             failed += 1
             continue
@@ -341,6 +412,9 @@ def run() -> None:
                         help="the largest share of an audit's results people judge")
     parser.add_argument("--interval", choices=("t", "normal"), default="t",
                         help="the intervals' quantile: Student t (relkit's default) or normal (z)")
+    parser.add_argument("--design", choices=(*DESIGNS, "both"), default="both",
+                        help="people's slice: a simple random sample, stratified by the judge's own per-query "
+                             "difference, or both side by side")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="only this many queries (a seeded random subset; 0: all)")
@@ -360,7 +434,7 @@ def run() -> None:
                          f"Kaggle's 'Crowdflower Search Results Relevance' train file)")
     if not 0 < args.people_share < 1 or args.audits < 1:
         raise SystemExit("error: --people-share is in (0, 1) and --audits at least 1")
-    console = Console(width=150)
+    console = Console(width=160)
     logging.basicConfig(format="%(message)s")   # the teacher's training lines and the progress lines
     logging.getLogger("relkit").setLevel(logging.INFO)
     console.print("# python benchmarks/audit_coverage.py " + " ".join(sys.argv[1:]), highlight=False)
@@ -419,49 +493,60 @@ def run() -> None:
     shape = {m: spread_shape(values["people"][m]) for m in MEASURES}
     console.print("people's per-query difference over the queries (what a slice samples): " + "; ".join(
         f"{m} skew {s:.2f}, excess kurtosis {k:.2f}, {z:.0%} zeros" for m, (s, k, z) in shape.items()), highlight=False)
-    sim_started = time.perf_counter()
-    figures, setup = simulate(values, truth, pool, args.audits, args.people_share, args.k, args.seed, args.interval)
-    sim_seconds = time.perf_counter() - sim_started
-    done = setup["completed"]
+    designs = DESIGNS if args.design == "both" else (args.design,)
+    figures, setups, met = {}, {}, {}
+    for design in designs:
+        sim_started = time.perf_counter()
+        figures[design], setup = simulate(values, truth, pool, args.audits, args.people_share, args.k, args.seed,
+                                          args.interval, design)
+        setups[design] = {**setup, "seconds": time.perf_counter() - sim_started}
+        how = ("a simple random sample" if design == "simple" else
+               "per judge and measure, a sample stratified by the thirds of the judge's own difference "
+               "(proportional allocation)")
+        console.print(f"{design}: {setup['completed']:,} audits of {len(queries)} queries drawn with replacement "
+                      f"(seed {args.seed}); people judge {how} of {setup['slice_queries_mean']:.1f} of them on "
+                      f"average (at least {setup['slice_queries_min']}), {setup['slice_results_share_mean']:.1%} of "
+                      f"the results (at most {setup['slice_results_share_max']:.1%}); {setup['failed']} audits "
+                      f"failed to estimate; {setups[design]['seconds']:.0f} s", highlight=False)
+    done = min(s["completed"] for s in setups.values())
     margin = 1.96 * np.sqrt(0.95 * 0.05 / max(done, 1))
-    console.print(f"{done:,} audits of {len(queries)} queries drawn with replacement (seed {args.seed}); people "
-                  f"judge a simple random sample of {setup['slice_queries_mean']:.1f} of them on average (at least "
-                  f"{setup['slice_queries_min']}), {setup['slice_results_share_mean']:.1%} of the results (at most "
-                  f"{setup['slice_results_share_max']:.1%}); {setup['failed']} audits failed to estimate; "
-                  f"{sim_seconds:.0f} s", highlight=False)
 
     quantile = "Student t" if args.interval == "t" else "normal"
     table = Table(title=f"coverage of people's true difference ({SYSTEMS[1]} - {SYSTEMS[0]}) by 95% {quantile} "
                         f"intervals, "
-                        f"and their mean widths",
+                        f"and their mean widths, per slice design",
                   caption=f"coverage: share of the {done:,} audits whose interval holds the truth (95% +- "
                           f"{margin:.1%} by chance alone); bias: the judge-only estimate's mean minus the truth; "
-                          f"PPI/people: PPI++'s mean width over people-only's, at the same slice")
-    for col in ("judge", "measure", "judge-only bias", "cover judge", "cover people", "cover PPI++",
+                          f"PPI/people: PPI++'s mean width over people-only's, at the same slice; slice: "
+                          f"simple random, or stratified by the judge's own difference")
+    for col in ("judge", "measure", "slice", "judge-only bias", "cover judge", "cover people", "cover PPI++",
                 "width judge", "width people", "width PPI++", "PPI/people", "lambda"):
-        table.add_column(col, justify="left" if col in ("judge", "measure") else "right")
+        table.add_column(col, justify="left" if col in ("judge", "measure", "slice") else "right")
     for j in JUDGES:
         for m in MEASURES:
-            f = figures[j][m]
-            table.add_row(j, f"ndcg@{args.k}" if m == "ndcg" else f"share >= {threshold}",
-                          f"{f['judge']['bias']:+.4f}", *(f"{f[e]['coverage']:.1%}" for e in ESTIMATORS),
-                          *(f"{f[e]['width']:.4f}" for e in ESTIMATORS),
-                          f"{f['ppi_width_over_people']:.3f}", f"{f['ppi']['lambda']:.2f}")
+            for design in designs:
+                f = figures[design][j][m]
+                table.add_row(j, f"ndcg@{args.k}" if m == "ndcg" else f"share >= {threshold}", design,
+                              f"{f['judge']['bias']:+.4f}", *(f"{f[e]['coverage']:.1%}" for e in ESTIMATORS),
+                              *(f"{f[e]['width']:.4f}" for e in ESTIMATORS),
+                              f"{f['ppi_width_over_people']:.3f}", f"{f['ppi']['lambda']:.2f}")
     console.print(table)
-    met = targets(figures)
-    for name, ok in met.items():
-        console.print(f"{'met' if ok else 'MISSED'}: {name}", highlight=False)
+    for design in designs:
+        met[design] = targets(figures[design])
+        for name, ok in met[design].items():
+            console.print(f"{design}: {'met' if ok else 'MISSED'}: {name}", highlight=False)
     console.print(f"total {time.perf_counter() - started:.0f} s", highlight=False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "data": str(args.data), "queries": len(queries), "pairs": len(pairs), "k": args.k, "threshold": threshold,
             "difference": f"{SYSTEMS[1]} - {SYSTEMS[0]}", "truth": truth, "seed": args.seed,
-            "people_share": args.people_share, "interval": args.interval, **setup,
+            "people_share": args.people_share, "interval": args.interval, "audits": args.audits,
+            "designs": list(designs), "slices": setups,
             "teacher": {"config": config, "halves": [len(h) for h in halves]},
             "qwk": qwk, "people_difference_shape": {m: dict(zip(("skew", "excess_kurtosis", "zeros"), v))
                                                    for m, v in shape.items()},
-            "judges": figures, "targets": met}, indent=1))
+            "results": figures, "targets": met}, indent=1))
 
 
 if __name__ == "__main__":
