@@ -354,7 +354,11 @@ def test_a_removed_active_student_file_is_reported_once_and_the_model_kept(serve
 def test_a_promotion_met_by_a_busy_workspace_is_loaded_when_it_frees(served):
     """A student with other features needs the workspace read; while it cannot be (another process
     writes it, or here this one holds it open), the service keeps the old model and tries again."""
-    with Server(create_app(served, poll_seconds=0.05)) as url, httpx.Client(base_url=url, timeout=30) as http:
+    app = create_app(served, poll_seconds=0.05)
+    with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        # the warming reads the workspace once the service answers (read-only, here in this process,
+        # where DuckDB then refuses a writing connection): the test's writer comes after it
+        wait_warmed(app)
         with Workspace.open(served) as ws:
             promote(ws, "c")
             time.sleep(0.5)                                   # polls that find the workspace busy
@@ -434,7 +438,8 @@ while not server.started:
     time.sleep(0.05)
 print("ready", flush=True)
 sys.stdin.readline()                      # the test's requests and promotions are done
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("torch", "sentence_transformers", "transformers", "sklearn", "numba", "pandas"))
 print(json.dumps(heavy), flush=True)
 server.should_exit = True
 thread.join()
@@ -443,7 +448,8 @@ thread.join()
 
 def service_process(path: Path, requests) -> tuple[list[str], str]:
     """Run the service on `path` in a process of its own, call `requests(http)`, and return the torch,
-    sentence-transformers and transformers modules the process had imported, and what it logged."""
+    sentence-transformers, transformers, scikit-learn, numba and pandas modules the process had imported, and
+    what it logged."""
     port = free_port()
     service = subprocess.Popen([sys.executable, "-c", NO_TORCH_SERVICE.format(path=str(path), port=port)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -463,7 +469,8 @@ INLINE = {"title": "green hose", "description": "a hose"}
 
 def test_the_service_process_imports_no_torch(served):
     """The service encodes queries, inline items and catalog items whose vectors the workspace has
-    not cached with the ONNX export `promote` made, and follows promotions, all without torch."""
+    not cached with the ONNX export `promote` made, and follows promotions, all without torch (and
+    without scikit-learn, numba or pandas, which a service needs for nothing: 34 to 60 MB resident each)."""
     with Workspace.open(served) as ws:         # two catalog items lose their cached vectors
         ws.run("DELETE FROM text_vectors WHERE text_hash IN (SELECT text_hash FROM text_vectors LIMIT 2)")
 
@@ -501,3 +508,15 @@ def test_a_student_promoted_before_encoder_exports_is_served_with_torch(served):
     with Workspace.open(served) as ws:
         promote(ws, "a")                          # promoting again exports it
     assert has_export(encoder_folder(served / "artifacts", DEFAULT_ENCODER))
+
+
+def test_the_services_english_stopwords_are_scikit_learns_without_importing_it():
+    """Text match drops scikit-learn's English stopwords; a process without scikit-learn (the
+    service) reads the same list without importing it."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    code = ("import json, sys; from relkit.tokenization import _stopwords; "
+            "print(json.dumps([sorted(_stopwords('en', 'match')), 'sklearn' in sys.modules]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    words, imported = json.loads(result.stdout)
+    assert words == sorted(ENGLISH_STOP_WORDS) and not imported

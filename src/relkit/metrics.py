@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
+
+# scikit-learn's metrics are imported where used: the service reads levels here (apply_cutpoints) and
+# has no other use for scikit-learn, some 60 MB resident
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -15,6 +17,8 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """F1 averaged over the levels present in the true labels (each level counts equally)."""
+    from sklearn.metrics import f1_score
+
     labels = np.unique(y_true)
     return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
@@ -22,6 +26,8 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def quadratic_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int]) -> float:
     """Cohen's kappa with quadratic weights: agreement beyond chance, near misses count partly.
     NaN when it is undefined (a single level in both)."""
+    from sklearn.metrics import cohen_kappa_score
+
     with np.errstate(divide="ignore", invalid="ignore"):
         value = cohen_kappa_score(y_true, y_pred, labels=list(levels), weights="quadratic")
     return float(value)
@@ -34,6 +40,8 @@ def within_one(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 def linear_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int]) -> float:
     """Cohen's kappa with linear weights: a miss costs its distance in levels. NaN when undefined."""
+    from sklearn.metrics import cohen_kappa_score
+
     with np.errstate(divide="ignore", invalid="ignore"):
         value = cohen_kappa_score(y_true, y_pred, labels=list(levels), weights="linear")
     return float(value)
@@ -42,6 +50,8 @@ def linear_kappa(y_true: np.ndarray, y_pred: np.ndarray, levels: Sequence[int]) 
 def auroc_at(y_true: np.ndarray, score: np.ndarray, threshold: int) -> float:
     """AUROC of `score` for telling pairs at level >= threshold from the rest. For a distribution,
     pass P(level >= threshold); a plain ranking score works too. NaN when only one side exists."""
+    from sklearn.metrics import roc_auc_score
+
     positive = np.asarray(y_true) >= threshold
     if positive.all() or not positive.any():
         return float("nan")

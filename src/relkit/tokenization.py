@@ -33,6 +33,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 TOKENIZATIONS = ("by-language", "english")
 DEFAULT_TOKENIZATION = "by-language"
@@ -107,12 +108,30 @@ def _stemmer(algorithm: str):
     return Stemmer.Stemmer(algorithm)
 
 
+def _sklearn_english_stopwords() -> frozenset[str]:
+    """scikit-learn's English stopwords, read from the module that holds them without importing
+    scikit-learn when it is not imported yet: its package imports SciPy and more (some 60 MB
+    resident), which the relevance service needs for nothing else."""
+    import importlib.util
+    import sys
+
+    package = None if "sklearn" in sys.modules else importlib.util.find_spec("sklearn")
+    if package is not None and package.submodule_search_locations:
+        file = Path(package.submodule_search_locations[0]) / "feature_extraction" / "_stop_words.py"
+        if file.is_file():
+            spec = importlib.util.spec_from_file_location("relkit._sklearn_stop_words", file)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return frozenset(module.ENGLISH_STOP_WORDS)
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
 @functools.lru_cache(maxsize=None)
 def _stopwords(language: str | None, purpose: str) -> frozenset[str]:
     if language == "en" and purpose == "match":
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-        return frozenset(ENGLISH_STOP_WORDS)
+        return _sklearn_english_stopwords()
     if language not in STOPWORDS:
         return frozenset()
     import bm25s.stopwords

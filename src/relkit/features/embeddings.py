@@ -212,7 +212,6 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     encoded and stored chunk by chunk, each chunk in its own transaction (an interrupted run keeps
     what it encoded). A read-only workspace is not written to: what is missing is encoded for this call."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     from relkit.logs import progress
 
     spec = encoder_spec(encoder_name)
@@ -221,15 +220,14 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
         raise RelkitError(f"cached_vectors: {len(texts)} texts but {len(is_query)} query flags")
     hashes = [text_hash(spec.prefix(q) + t) for t, q in zip(texts, is_query)]
     first = {h: (t, q) for h, t, q in zip(hashes, texts, is_query)}
-    table = None
-    if ws.has_table("text_vectors"):
-        with ws.registered("_wanted", {"text_hash": list(first)}):
-            table = ws.con.sql("SELECT text_hash, vector FROM text_vectors JOIN _wanted USING (text_hash) "
-                               "WHERE model = ?", params=[encoder_name]).to_arrow_table()
     found: dict[str, np.ndarray] = {}
-    if table is not None and len(table):
-        flat = pc.list_flatten(table.column("vector")).to_numpy(zero_copy_only=False).astype(np.float32)
-        found = dict(zip(table.column("text_hash").to_pylist(), flat.reshape(len(table), -1)))
+    if ws.has_table("text_vectors"):
+        # hashes in as a list parameter and vectors out through DuckDB's numpy: pyarrow's conversions
+        # from Python lists and to numpy import pandas (some 34 MB), which the service needs for nothing
+        cached = ws.con.sql("SELECT text_hash, vector FROM text_vectors WHERE model = ? AND text_hash IN "
+                            "(SELECT unnest(?::VARCHAR[]))", params=[encoder_name, list(first)]).fetchnumpy()
+        if len(cached["text_hash"]):
+            found = dict(zip(cached["text_hash"].tolist(), np.stack(cached["vector"]).astype(np.float32)))
     todo = [h for h in first if h not in found]
     if todo:
         encoder = encoder or Encoder(encoder_name)

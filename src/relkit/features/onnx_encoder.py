@@ -12,8 +12,9 @@ An export is a folder under `artifacts/encoders/`, one per encoder name (the nam
                      from (input_ids, attention_mask) to the sentence vector
     tokenizer.json   the tokenizer the model encodes with
     encoder.json     what the tokenizer alone does not say: the prompt `encode` puts before every text
-                     (e5's `query: `, when the model's config names it the default), the lower-casing,
-                     the longest input, the vector's width
+                     (when the model's config names a default one), the prefixes relkit puts before
+                     queries and item texts (e5's `query: ` and `passage: `, `EncoderSpec`), the
+                     lower-casing, the longest input, the vector's width
 
 The vectors are unit length, as `Encoder.encode` gives them; the export checks that they agree with
 the torch encoder's before it is kept.
@@ -26,7 +27,7 @@ import logging
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ class EncoderExport:
     max_tokens: int = 512   # longer inputs are cut, special tokens included
     pad_id: int = 0
     dim: int = 0
+    query_prefix: str = ""  # before each query, as `Encoder.encode_queries` puts it (none before relkit had them)
+    text_prefix: str = ""   # before each item text, as `Encoder.encode` puts it
+    strip: bool = True      # blanks around a text are dropped (sentence-transformers before 6 does; 6 keeps them)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 2 or self.dim < 1:
@@ -80,7 +84,7 @@ def export_encoder(encoder: str, artifacts: Path, torch_encoder=None) -> Path:
     import torch
 
     from relkit.features.embeddings import Encoder
-    from relkit.onnx_export import export_program, save_program
+    from relkit.onnx_export import compact_embeddings, export_program, save_program
 
     folder = encoder_folder(artifacts, encoder)
     if has_export(folder):
@@ -88,6 +92,9 @@ def export_encoder(encoder: str, artifacts: Path, torch_encoder=None) -> Path:
     torch_encoder = torch_encoder or Encoder(encoder, device="cpu")   # exported from the CPU, run on it
     model = torch_encoder.model
     meta = describe(model, encoder, torch_encoder.model_name)
+    spec = torch_encoder.spec
+    if spec.query_prefix or spec.text_prefix:   # relkit's prefixes stand in for the model's prompt
+        meta = replace(meta, prompt="", query_prefix=spec.query_prefix, text_prefix=spec.text_prefix)
     tokenizer = backend_tokenizer(model)
     shutil.rmtree(folder, ignore_errors=True)    # what an interrupted export left
     folder.mkdir(parents=True)
@@ -96,6 +103,7 @@ def export_encoder(encoder: str, artifacts: Path, torch_encoder=None) -> Path:
     ids, mask = (torch.from_numpy(a).to(model.device) for a in inputs)
     program = export_program(sentence_vector(model), ids, mask, output="sentence_vector")
     save_program(program, folder / "model.onnx")
+    compact_embeddings(folder / "model.onnx")   # the token embeddings in half their memory, same vectors
     try:
         check_agreement(OnnxEncoder(folder, meta=meta), torch_encoder)
     except Exception:
@@ -123,9 +131,12 @@ def describe(model, encoder: str, source: str) -> EncoderExport:
     # sentence-transformers 6 renamed the method; 3 to 5 know only the old name
     width = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     max_tokens = int(model.max_seq_length or getattr(tokenizer, "model_max_length", 512))
+    # whether blanks around a text reach the tokenizer: a SentencePiece tokenizer (XLM-R, e5) reads them
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    strip = len(preprocess(["  red  "])["input_ids"][0]) == len(preprocess(["red"])["input_ids"][0])
     return EncoderExport(encoder=encoder, source=source, prompt=prompt or "",
                          lower_case=bool(getattr(model[0], "do_lower_case", False)), max_tokens=max_tokens,
-                         pad_id=int(tokenizer.pad_token_id or 0), dim=int(width()))
+                         pad_id=int(tokenizer.pad_token_id or 0), dim=int(width()), strip=strip)
 
 
 def backend_tokenizer(model):
@@ -156,10 +167,11 @@ def sentence_vector(model):
     return SentenceVector().eval()
 
 
-def tokenize(tokenizer, meta: EncoderExport, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(tokenizer, meta: EncoderExport, texts: Sequence[str], prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) int64, padded to the longest: sentence-transformers' inputs for `texts`
-    (the prompt before each, stripped, lower-cased if the model is, cut at `max_tokens`)."""
-    texts = [meta.prompt + t.strip() for t in texts]
+    (the prompt and `prefix` before each, stripped where the model strips, lower-cased if the model is,
+    cut at `max_tokens`)."""
+    texts = [meta.prompt + prefix + (t.strip() if meta.strip else t) for t in texts]
     if meta.lower_case:
         texts = [t.lower() for t in texts]
     encodings = tokenizer.encode_batch(texts)
@@ -201,13 +213,20 @@ class OnnxEncoder:
         self.session = cpu_session(self.folder / "model.onnx", threads)
 
     def encode(self, texts: Sequence[str], bar: bool = False) -> np.ndarray:
-        """Unit vectors of `texts`, (len(texts), dim) float32; `bar` is accepted as `Encoder.encode` does."""
+        """Unit vectors of item texts, (len(texts), dim) float32; `bar` is accepted as `Encoder.encode` does."""
+        return self._encode(texts, self.meta.text_prefix)
+
+    def encode_queries(self, queries: Sequence[str], bar: bool = False) -> np.ndarray:
+        """Unit vectors of queries (with the encoder's query prefix), as `Encoder.encode_queries` gives them."""
+        return self._encode(queries, self.meta.query_prefix)
+
+    def _encode(self, texts: Sequence[str], prefix: str) -> np.ndarray:
         out = np.zeros((len(texts), self.meta.dim), dtype=np.float32)
         # by length, so that a batch pads little
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            ids, mask = tokenize(self.tokenizer, self.meta, [texts[i] for i in chunk])
+            ids, mask = tokenize(self.tokenizer, self.meta, [texts[i] for i in chunk], prefix)
             vectors = self.session.run(["sentence_vector"], {"input_ids": ids, "attention_mask": mask})[0]
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             out[chunk] = vectors / np.maximum(norms, 1e-12)
@@ -215,8 +234,10 @@ class OnnxEncoder:
 
 
 def check_agreement(onnx: OnnxEncoder, torch_encoder, texts: Sequence[str] = PROBES) -> float:
-    """The smallest cosine between the two encoders' vectors of `texts`; raises below MIN_AGREEMENT."""
-    a, b = onnx.encode(list(texts)), torch_encoder.encode(list(texts))
+    """The smallest cosine between the two encoders' vectors of `texts`, as item texts and as queries;
+    raises below MIN_AGREEMENT."""
+    a = np.concatenate([onnx.encode(list(texts)), onnx.encode_queries(list(texts))])
+    b = np.concatenate([torch_encoder.encode(list(texts)), torch_encoder.encode_queries(list(texts))])
     worst = float(np.min(np.sum(a * b, axis=1)))
     if worst < MIN_AGREEMENT:
         raise RelkitError(f"the ONNX export of the encoder '{onnx.model_name}' disagrees with the torch encoder "
@@ -229,6 +250,9 @@ def service_encoder(artifacts: Path, encoder: str, student: str):
     by the feature builder) when the workspace has none yet, said once in the log with the fix."""
     folder = encoder_folder(artifacts, encoder)
     if has_export(folder):
+        # ONNX Runtime's threads as it sets them (one per core): with one, an unseen query's request
+        # cost a little less CPU but waited longer (p99 86 to 304 ms against 18 to 41 ms at 200
+        # requests/s on two cores, alternated runs at load 2)
         return OnnxEncoder(folder)
     logger.warning("the encoder '%s' of %s has no ONNX export in %s: encoding with torch instead (slower, and "
                    "heavier in memory); run `relkit promote %s` again to export it", encoder, student,

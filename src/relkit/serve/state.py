@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
     from relkit.student.model import Student
     from relkit.workspace import Workspace
 
+    import_bm25s_without_numba()
     path = Path(record["path"])
     if not path.is_dir():
         path = Path(workspace) / "artifacts" / record["student"]
@@ -77,6 +79,19 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
     rows = np.arange(min(len(builder.items.item_ids), 100))
     scorer.score_rows("warm up", rows)
     return Model(version, scorer, builder, ann, tuple(student.scale.names))
+
+
+def import_bm25s_without_numba() -> None:
+    """Import bm25s without numba: bm25s imports numba (and with it SciPy's full import, some 50 MB
+    resident) whenever it is installed, for retrieval backends relkit never selects (its BM25 index
+    scores with bm25s' numpy backend, the default)."""
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        return
+    sys.modules["numba"] = None   # `import numba` raises ImportError while it is None: bm25s goes without
+    try:
+        import bm25s  # noqa: F401
+    finally:
+        del sys.modules["numba"]
 
 
 def build_ann(vectors: np.ndarray | None):
