@@ -1,0 +1,344 @@
+"""Transfer across languages on XQuAD-R: teachers trained on English articles only, scored on other
+articles in English, Spanish and German, beside the baselines and two students.
+
+    python benchmarks/multilingual.py --e5 ~/models/e5-small [--workdir DIR] [--json OUT] [--seed 0]
+    python benchmarks/multilingual.py --tiny --workdir /tmp/ml-tiny --json /tmp/ml-tiny.json   # a check in seconds
+
+XQuAD-R has the same 48 Wikipedia articles (5 paragraphs each) and the same questions in every
+language. The articles, not the questions, are split with --seed: --test-articles of them are held
+out (their questions in en, es and de form the test split), --dev-articles go to dev and the rest to
+train (their English questions only: nothing in Spanish or German is seen before the test). The split
+is printed and written to --workdir/split.json and to --json before anything is trained.
+
+In one 2-level workspace whose bi-encoder is the multilingual one (--e5):
+- two teachers (`relkit teach`) on the English train articles, early-stopped on the English dev
+  articles: one on the English MiniLM (--minilm; its prior is the English bi-encoder) and one on
+  multilingual-e5-small (--e5; its prior is the workspace's encoder);
+- the e5 teacher labels (`relkit label`) the pairs of the English train articles' questions, the
+  only pairs the student sees (teacher labels only on training articles, and only in English);
+- a student with the workspace's (multilingual) features distilled from those labels and the human
+  ones (`relkit distill --teacher e5`), and one on the human labels alone (`relkit distill`).
+Then bm25, the English bi-encoder (`embedding:` --english-encoder), the multilingual one
+(`embedding`), both teachers and both students are scored on the test split by language
+(`relkit eval --by language`): AUROC@2, nDCG@10, MRR and the transfer ratio (language / English),
+and the checks of the target are printed:
+- the e5 teacher keeps >= 97% of its English AUROC@2 in es and de;
+- it beats the better (by nDCG@10) of bm25 and the multilingual bi-encoder in each language, the
+  paired 95% bootstrap interval of nDCG@10 excluding 0;
+- the student keeps >= 80% of the teacher's AUROC@2 gain over the better (by AUROC@2) of bm25 and the
+  multilingual bi-encoder in es and de, and its AUROC@2 is above the human-only student's there.
+
+--articles N / --questions N take a slice (the first N articles, the first N questions of each).
+--tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
+questions: checks the script end to end in seconds, its figures mean nothing. A run reuses nothing:
+give each a fresh --workdir.
+
+The defaults are the full run's: 3 epochs at 256 tokens (a paragraph is 120 to 200 words; at 128 the
+question's answer is often cut off) in batches of 16, about 2,300 English train pairs a teacher: hours
+on a 2-core CPU, minutes on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+
+from relkit import LabelScale, Workspace, import_file, make_system
+from relkit.evaluate import compare, predict_all, query_groups
+from relkit.labels import load_judged_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "multilingual"
+LANGUAGES = ("en", "es", "de")
+METRICS = ("auroc@2", "ndcg@10", "mrr")
+KEEP_AUROC = 0.97       # the e5 teacher's share of its English AUROC@2 to keep in es and de
+KEEP_GAIN = 0.80        # the student's share of the teacher's AUROC@2 gain over the better baseline
+TEACHERS = ("minilm", "e5")
+
+
+def read_language(lang: str) -> list[dict]:
+    with gzip.open(DATA / f"xquad_r_paragraph_{lang}.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def article_of(row: dict) -> str:
+    """The article of a row: `a12` of the paragraph id `xquadr-en-a12-p3` (the same in every language)."""
+    return row["doc_id"].split("-")[2]
+
+
+def question_of(row: dict) -> str:
+    """The question a row asks, the same in every language: the SQuAD id after `xquadr-LANG-`."""
+    return row["qid"].split("-", 2)[2]
+
+
+def split_articles(articles: list[str], seed: int, test: float, dev: float) -> dict[str, list[str]]:
+    """Each article in one of train, dev and test, by a seeded permutation; at least one in each."""
+    order = [articles[i] for i in np.random.default_rng(seed).permutation(len(articles))]
+    n_test = max(1, round(test * len(order)))
+    n_dev = max(1, round(dev * len(order)))
+    if n_test + n_dev >= len(order):
+        raise SystemExit(f"{len(order)} articles leave none to train on with --test-articles {test} and "
+                         f"--dev-articles {dev}")
+    key = {a: i for i, a in enumerate(articles)}
+    return {"train": sorted(order[n_test + n_dev:], key=key.get), "dev": sorted(order[n_test:n_test + n_dev], key=key.get),
+            "test": sorted(order[:n_test], key=key.get)}
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
+
+
+def mrr(pairs, scores: np.ndarray) -> float | None:
+    """Mean over queries with a relevant item (level 2) of 1 / the rank of the first one, items ranked
+    by score (ties: in the pairs' order, by item id)."""
+    by_query: dict[str, list[tuple[float, int]]] = {}
+    for q, s, level in zip(pairs.query_ids, scores, pairs.labels):
+        by_query.setdefault(q, []).append((float(s), int(level)))
+    reciprocal = []
+    for rows in by_query.values():
+        if not any(level >= 2 for _, level in rows):
+            continue
+        ranked = sorted(range(len(rows)), key=lambda i: -rows[i][0])   # stable: ties keep their order
+        reciprocal.append(1.0 / (1 + next(r for r, i in enumerate(ranked) if rows[i][1] >= 2)))
+    return float(np.mean(reciprocal)) if reciprocal else None
+
+
+def ratio(value: float | None, english: float | None) -> float | None:
+    return None if value is None or not english else value / english
+
+
+def kept(student: float | None, teacher: float | None, base: float | None) -> float | None:
+    """The share of the teacher's gain over `base` that the student keeps (None without a gain)."""
+    if None in (student, teacher, base) or teacher <= base:
+        return None
+    return (student - base) / (teacher - base)
+
+
+def tiny_models(directory: Path) -> dict[str, str]:
+    """Random-weight tiny models for every role, and the multilingual encoder's prefixes declared."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import build
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bert, xlmr = build("bert", directory), build("xlm-roberta", directory)
+    (xlmr / "relkit-encoder.json").write_text(json.dumps({"query_prefix": "query: ", "text_prefix": "passage: "}))
+    return {"minilm": str(bert), "e5": str(xlmr), "english_encoder": str(bert)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--e5", default="multilingual-e5-small",
+                        help="multilingual-e5-small: hub id or a built folder (../shared/tools/build_multilingual_e5.py)")
+    parser.add_argument("--minilm", default="default", help="the English teacher's base (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--english-encoder", default="default", help="the English bi-encoder (default: all-MiniLM-L6-v2)")
+    parser.add_argument("--workdir", type=Path, default=Path("bench-ws/multilingual"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the split, figures and checks here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the article split")
+    parser.add_argument("--test-articles", type=float, default=0.5, help="share of the articles held out for test")
+    parser.add_argument("--dev-articles", type=float, default=0.1, help="share of the articles for dev (English)")
+    parser.add_argument("--epochs", type=float, default=3.0, help="teacher epochs (relkit teach --epochs)")
+    parser.add_argument("--max-length", type=int, default=256,
+                        help="teacher tokens of question + paragraph (relkit teach --max-length)")
+    parser.add_argument("--batch-size", type=int, default=16, help="teacher pairs per batch (relkit teach --batch-size)")
+    parser.add_argument("--articles", type=int, default=0, help="only the first N articles (a slice; default: all)")
+    parser.add_argument("--questions", type=int, default=0,
+                        help="only the first N questions of each article (a slice; default: all)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny random-weight models, one epoch, 6 articles of 4 questions (unless given)")
+    args = parser.parse_args()
+    logging.basicConfig(format="%(message)s")   # relkit's progress: dev evaluations, bars, scoring
+    logging.getLogger("relkit").setLevel(logging.INFO)
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
+
+    ws_path = args.workdir / "workspace"
+    if (ws_path / "relkit.duckdb").exists():
+        raise SystemExit(f"{ws_path} exists: give a fresh --workdir (a run trains its teachers from scratch)")
+    models = {"minilm": args.minilm, "e5": args.e5, "english_encoder": args.english_encoder}
+    if args.tiny:
+        models = tiny_models(args.workdir / "models")
+        args.epochs = 1.0
+        args.max_length = min(args.max_length, 64)
+        args.articles, args.questions = args.articles or 6, args.questions or 4
+
+    rows = {lang: read_language(lang) for lang in LANGUAGES}
+    articles = list(dict.fromkeys(article_of(r) for r in rows["en"]))
+    for lang in LANGUAGES[1:]:
+        if list(dict.fromkeys(article_of(r) for r in rows[lang])) != articles:
+            raise SystemExit(f"xquad_r_paragraph_{lang}: not the same articles as English")
+    if args.articles or args.questions:   # a slice: the first articles, the first questions of each
+        articles = articles[:args.articles or None]
+        first: dict[str, list[str]] = {}
+        for r in rows["en"]:
+            asked = first.setdefault(article_of(r), [])
+            if question_of(r) not in asked and len(asked) < (args.questions or len(rows["en"])):
+                asked.append(question_of(r))
+        keep = {q for a in articles for q in first[a]}
+        rows = {lang: [r for r in rs if question_of(r) in keep] for lang, rs in rows.items()}
+    split = split_articles(articles, args.seed, args.test_articles, args.dev_articles)
+    part_of = {a: part for part, names in split.items() for a in names}
+    questions = {part: len({r["qid"] for r in rows["en"] if part_of.get(article_of(r)) == part}) for part in split}
+    record = {"seed": args.seed, "articles": split, "english_questions": questions,
+              "train_languages": ["en"], "test_languages": list(LANGUAGES)}
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    (args.workdir / "split.json").write_text(json.dumps(record, indent=2))
+    out = {"split": record, "models": models, "epochs": args.epochs, "max_length": args.max_length,
+           "batch_size": args.batch_size, "languages": None, "checks": None}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    progress(f"articles (seed {args.seed}): train {len(split['train'])} ({questions['train']} English questions), "
+             f"dev {len(split['dev'])} ({questions['dev']}), test {len(split['test'])} "
+             f"({questions['test']} in each of {', '.join(LANGUAGES)}); written to {args.workdir / 'split.json'}")
+    progress(f"test articles: {' '.join(split['test'])}")
+
+    files = args.workdir / "data"
+    files.mkdir(exist_ok=True)
+    imports = [("train", "en"), ("dev", "en")] + [("test", lang) for lang in LANGUAGES]
+    with Workspace.create(ws_path, LabelScale.default(2), encoder=models["e5"]) as ws:
+        for part, lang in imports:
+            path = write_jsonl(files / f"{lang}-{part}.jsonl", [r for r in rows[lang] if part_of.get(article_of(r)) == part])
+            result = import_file(ws, "judgments", path, format="xquad-r", split=part)
+            progress(f"imported {path.name}: {result.added:,} judgments of {result.new_queries:,} queries, pinned to {part}")
+        # the pairs the e5 teacher labels for the student: the English train articles' judged pairs
+        train_rows = [r for r in rows["en"] if part_of.get(article_of(r)) == "train"]
+        pairs_file = write_jsonl(files / "en-train-pairs.jsonl",
+                                 [{"query_id": r["qid"], "item_id": r["doc_id"], "source": "train-article"}
+                                  for r in train_rows])
+        import_file(ws, "pairs", pairs_file)
+
+        from relkit.teacher import TrainConfig, train_teacher
+
+        priors = {"minilm": models["english_encoder"], "e5": "workspace"}
+        for name in TEACHERS:
+            config = TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
+                                 batch_size=args.batch_size, prior=priors[name], seed=args.seed)
+            progress(f"training the {name} teacher on {questions['train']} English questions: {config}")
+            result = train_teacher(ws, config)
+            progress(f"teacher {name}: {result.steps} steps in {result.seconds / 60:.1f} min, best dev step "
+                     f"{result.best_step}")
+
+        from relkit.labeling import label_pairs
+        from relkit.student.distill import Distiller
+        from relkit.student.model import StudentConfig
+
+        progress(label_pairs(ws, "e5").summary())
+        base = StudentConfig(seed=args.seed)
+        for name, teacher, config in (("e5", "e5", base), ("human", None, replace(base, human_weight=1.0))):
+            distiller = Distiller(ws, teacher)
+            progress(f"distilling the {name} student: {distiller.available:,} teacher-labeled pairs, "
+                     f"{distiller.human_pairs:,} human ones")
+            student = distiller.train(None if teacher else 0, config)
+            student.save(ws.artifacts / f"student-{name}")
+            distiller.close()
+
+        systems = {"bm25": "bm25", "english-bi-encoder": f"embedding:{models['english_encoder']}",
+                   "multilingual-bi-encoder": "embedding", "teacher-minilm": "teacher:minilm",
+                   "teacher-e5": "teacher:e5", "student-e5": "student:e5", "student-human": "student:human"}
+        pairs = load_judged_pairs(ws, "test")
+        progress(f"scoring {len(pairs):,} test pairs with {len(systems)} systems")
+        scored = dict(zip(systems, predict_all(pairs, [make_system(spec, ws) for spec in systems.values()])))
+        groups = {"language": query_groups(ws, "language", "test")}
+        report = compare(pairs, list(scored.values()), ws.scale, groups=groups)
+        scale = ws.scale
+
+    figures: dict[str, dict[str, dict]] = {}
+    by_language = report.by["language"]
+    for lang in LANGUAGES:
+        if lang not in by_language:
+            raise SystemExit(f"no test query in '{lang}'")
+        rows_of = np.array([groups["language"][q] == lang for q in pairs.query_ids])
+        part = _subset(pairs, np.flatnonzero(rows_of))
+        figures[lang] = {}
+        for (name, s), result in zip(scored.items(), by_language[lang].results):
+            scores = s.prediction.ranking_scores(scale)[rows_of]
+            figures[lang][name] = {"auroc@2": result.metrics["auroc@2"], "ndcg@10": result.metrics["ndcg@10"],
+                                   "mrr": mrr(part, scores)}
+    for lang in LANGUAGES:
+        for name, m in figures[lang].items():
+            m["ratio"] = {k: ratio(m[k], figures["en"][name][k]) for k in METRICS}
+
+    checks = _checks(pairs, scored, scale, groups, figures)
+    out.update(languages=figures, checks=checks, seconds=round(time.perf_counter() - started, 1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+    print(f"\nheld-out articles: {', '.join(split['test'])}; ratio: the language's figure / English's")
+    header = f"{'system':<26}{'lang':<6}" + "".join(f"{k:>10}" for k in METRICS) + "".join(f"{k + '/en':>13}" for k in METRICS)
+    print(header)
+    for name in systems:
+        for lang in LANGUAGES:
+            m = figures[lang][name]
+            print(f"{name:<26}{lang:<6}" + "".join(_cell(m[k], 10) for k in METRICS)
+                  + "".join(_cell(m["ratio"][k], 13) for k in METRICS))
+    print("\nchecks:")
+    for c in checks:
+        print(f"  [{'pass' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}")
+    progress("done" + (f"; figures in {args.json}" if args.json else ""))
+
+
+def _cell(value: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width}.4f}"
+
+
+def _subset(pairs, rows: np.ndarray):
+    from relkit.labels import JudgedPairs
+
+    return JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
+                       queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
+                       labels=pairs.labels[rows])
+
+
+def _better(figures: dict, lang: str, metric: str) -> str:
+    """The better of bm25 and the multilingual bi-encoder in `lang` by `metric` (bm25 on a tie)."""
+    a, b = figures[lang]["bm25"][metric], figures[lang]["multilingual-bi-encoder"][metric]
+    return "multilingual-bi-encoder" if (b or 0.0) > (a or 0.0) else "bm25"
+
+
+def _checks(pairs, scored: dict, scale, groups: dict, figures: dict) -> list[dict]:
+    """The target's checks, each {"check", "pass", "detail", and its figures}."""
+    checks = []
+    en = figures["en"]["teacher-e5"]["auroc@2"]
+    for lang in LANGUAGES[1:]:
+        share = ratio(figures[lang]["teacher-e5"]["auroc@2"], en)
+        checks.append({"check": f"teacher-e5 keeps >= {KEEP_AUROC:.0%} of its English AUROC@2 in {lang}",
+                       "language": lang, "value": share, "pass": share is not None and share >= KEEP_AUROC,
+                       "detail": "-" if share is None else f"{share:.1%}"})
+    for lang in LANGUAGES:
+        better = _better(figures, lang, "ndcg@10")
+        paired = compare(pairs, [scored[better], scored["teacher-e5"]], scale, groups=groups)
+        interval = paired.by["language"][lang].results[1].vs_first
+        checks.append({"check": f"teacher-e5 beats {better} (the better by nDCG@10) in {lang}, paired 95% nDCG@10 "
+                                "interval above 0", "language": lang, "baseline": better,
+                       "interval": interval.to_dict(), "pass": bool(interval.low > 0), "detail": f"{interval:+.4f}"})
+    for lang in LANGUAGES[1:]:
+        better = _better(figures, lang, "auroc@2")
+        m = {name: figures[lang][name]["auroc@2"] for name in (better, "teacher-e5", "student-e5", "student-human")}
+        share = kept(m["student-e5"], m["teacher-e5"], m[better])
+        checks.append({"check": f"student-e5 keeps >= {KEEP_GAIN:.0%} of teacher-e5's AUROC@2 gain over {better} in "
+                                f"{lang}", "language": lang, "baseline": better, "value": share,
+                       "pass": share is not None and share >= KEEP_GAIN,
+                       "detail": "no gain to keep" if share is None else f"{share:.1%}"})
+        beats = None not in (m["student-e5"], m["student-human"]) and m["student-e5"] > m["student-human"]
+        checks.append({"check": f"student-e5 beats student-human in {lang} (AUROC@2)", "language": lang,
+                       "pass": bool(beats), "detail": f"{_cell(m['student-e5'], 0)} vs {_cell(m['student-human'], 0)}"})
+    return checks
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""benchmarks/multilingual.py on a slice of XQuAD-R (6 articles of 4 questions) with tiny models, as a
+process of its own: the article split is disjoint, recorded before training and is the workspace's;
+its figures are the ones `relkit eval --by language` gives, and every ratio is the language's printed
+figure over English's."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+
+import duckdb
+import pytest
+from conftest import ROOT, SHARED_DATA, relkit_command
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
+SYSTEMS = ["bm25", "english-bi-encoder", "multilingual-bi-encoder", "teacher-minilm", "teacher-e5", "student-e5",
+           "student-human"]
+LANGUAGES = ["en", "es", "de"]
+METRICS = ["auroc@2", "ndcg@10", "mrr"]
+HALF = 5e-5          # half a unit of the 4th decimal: the rounding of a printed figure
+XQUAD = SHARED_DATA / "multilingual"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if not (XQUAD / "xquad_r_paragraph_en.jsonl.gz").exists():
+        pytest.skip("XQuAD-R is not in ../shared/data")
+    workdir = tmp_path_factory.mktemp("multilingual")
+    out = workdir / "figures.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "multilingual.py"), "--tiny", "--workdir",
+                           str(workdir / "run"), "--json", str(out)], capture_output=True, text=True, env=ENV,
+                          timeout=600, check=False)
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return workdir / "run", json.loads(out.read_text()), done.stdout
+
+
+def sql(ws, query: str) -> list[tuple]:
+    with duckdb.connect(str(ws / "relkit.duckdb"), read_only=True) as con:
+        return con.execute(query).fetchall()
+
+
+def test_articles_split_disjoint_recorded_and_used(run):
+    workdir, figures, stdout = run
+    split = figures["split"]
+    assert split == json.loads((workdir / "split.json").read_text())
+    parts = split["articles"]
+    assert set(parts) == {"train", "dev", "test"}
+    names = [a for part in parts.values() for a in part]
+    assert len(names) == len(set(names)) == 6
+    with gzip.open(XQUAD / "xquad_r_paragraph_en.jsonl.gz", "rt", encoding="utf-8") as f:
+        first = list(dict.fromkeys(json.loads(line)["doc_id"].split("-")[2] for line in f))[:6]
+    assert sorted(names) == sorted(first)
+    # recorded before any training: printed first, and the file is older than every teacher
+    lines = stdout.splitlines()
+    assert next(i for i, x in enumerate(lines) if "written to" in x) < next(i for i, x in enumerate(lines)
+                                                                            if "training the" in x)
+    for teacher in ("minilm", "e5"):
+        assert (workdir / "split.json").stat().st_mtime <= (workdir / "workspace" / "artifacts"
+                                                             / f"teacher-{teacher}").stat().st_mtime
+    # the workspace's splits are the articles': English only in train and dev, every language in test
+    ws = workdir / "workspace"
+    rows = sql(ws, "SELECT DISTINCT s.split, q.language, split_part(j.item_id, '-', 3) FROM judgments j "
+                   "JOIN splits s USING (query_id) JOIN queries q USING (query_id)")
+    assert {(p, lang, a) for p, lang, a in rows} == (
+        {(p, "en", a) for p in ("train", "dev") for a in parts[p]}
+        | {("test", lang, a) for lang in LANGUAGES for a in parts["test"]})
+    # the teacher labeled only train-article pairs
+    labeled = sql(ws, "SELECT DISTINCT split_part(item_id, '-', 3), split_part(item_id, '-', 2) FROM pairs")
+    assert set(labeled) == {(a, "en") for a in parts["train"]}
+    assert split["english_questions"] == {
+        p: sql(ws, f"SELECT count(*) FROM splits s JOIN queries q USING (query_id) WHERE split = '{p}' AND "
+                   "language = 'en'")[0][0] for p in ("train", "dev", "test")}
+    assert split["english_questions"]["test"] == 12   # 3 test articles of 4 questions
+
+
+def test_figures_per_language_and_system_and_ratios(run):
+    _, figures, stdout = run
+    assert list(figures["languages"]) == LANGUAGES
+    printed = {}
+    for line in stdout.splitlines():
+        cells = line.split()
+        if len(cells) == 8 and cells[0] in SYSTEMS and cells[1] in LANGUAGES:
+            printed[cells[0], cells[1]] = [None if c == "-" else float(c) for c in cells[2:]]
+    assert set(printed) == {(s, lang) for s in SYSTEMS for lang in LANGUAGES}
+    for lang in LANGUAGES:
+        assert list(figures["languages"][lang]) == SYSTEMS
+        for system in SYSTEMS:
+            m = figures["languages"][lang][system]
+            assert set(m) == {*METRICS, "ratio"} and set(m["ratio"]) == set(METRICS)
+            values = printed[system, lang]
+            for i, metric in enumerate(METRICS):
+                assert values[i] == pytest.approx(m[metric], abs=5e-5)
+                english = figures["languages"]["en"][system][metric]
+                assert m["ratio"][metric] == pytest.approx(m[metric] / english, rel=1e-12)
+                # the printed ratio is the printed figure over the printed English one, to the rounding
+                # of the three (each to half a unit of the 4th decimal)
+                a, b = values[i], printed[system, "en"][i]
+                assert values[3 + i] == pytest.approx(a / b, abs=HALF / b * (1 + a / b) + 2 * HALF)
+                assert values[3 + i] == pytest.approx(m["ratio"][metric], abs=HALF)
+
+
+def test_figures_match_relkit_eval_by_language(run):
+    workdir, figures, _ = run
+    done = subprocess.run(relkit_command("eval", "-s", "bm25", "-s", "student:human", "-s", "teacher:e5", "--by",
+                                         "language", "--json", "-w", str(workdir / "workspace")),
+                          capture_output=True, text=True, env=ENV, timeout=300, check=True)
+    report = json.loads(done.stdout)["by"]["language"]
+    for lang in LANGUAGES:
+        for system in report[lang]["systems"]:
+            name = {"bm25": "bm25", "student:human": "student-human", "teacher:e5": "teacher-e5"}[system["name"]]
+            for metric in ("auroc@2", "ndcg@10"):
+                assert figures["languages"][lang][name][metric] == pytest.approx(system["metrics"][metric], abs=1e-9)
+
+
+def test_mrr_of_bm25_by_hand(run):
+    """bm25's MRR recomputed from relkit's own bm25 scores, ranking each query's items here."""
+    workdir, figures, _ = run
+    from relkit import Workspace, make_system
+    from relkit.labels import load_judged_pairs
+
+    with Workspace.open(workdir / "workspace") as ws:
+        pairs = load_judged_pairs(ws, "test")
+        scores = make_system("bm25", ws).predict(pairs).scores
+        language = dict(ws.fetchall("SELECT query_id, language FROM queries"))
+    for lang in LANGUAGES:
+        reciprocal = []
+        for q in dict.fromkeys(pairs.query_ids):
+            if language[q] != lang:
+                continue
+            mine = [(scores[i], pairs.labels[i]) for i, x in enumerate(pairs.query_ids) if x == q]
+            # the first relevant item: the items scored above it, and those tied with it that come
+            # before it in item order, rank first
+            at = next(j for j, (_, level) in enumerate(mine) if level == 2)
+            above = sum(s > mine[at][0] or (s == mine[at][0] and j < at) for j, (s, _) in enumerate(mine))
+            reciprocal.append(1 / (1 + above))
+        assert figures["languages"][lang]["bm25"]["mrr"] == pytest.approx(sum(reciprocal) / len(reciprocal))
+
+
+def test_checks_printed_and_recorded(run):
+    _, figures, stdout = run
+    checks = figures["checks"]
+    # 2 (teacher keeps English AUROC@2) + 3 (teacher beats the better baseline) + 2 x 2 (student)
+    assert len(checks) == 9
+    printed = re.findall(r"^  \[(pass|FAIL)\] (.+?): ", stdout, flags=re.MULTILINE)
+    assert printed == [("pass" if c["pass"] else "FAIL", c["check"]) for c in checks]
+    en = figures["languages"]["en"]["teacher-e5"]["auroc@2"]
+    for c in checks[:2]:
+        assert c["value"] == pytest.approx(figures["languages"][c["language"]]["teacher-e5"]["auroc@2"] / en)
+        assert c["pass"] == (c["value"] >= 0.97)
+    for c in checks[2:5]:
+        ndcg = {s: figures["languages"][c["language"]][s]["ndcg@10"] for s in ("bm25", "multilingual-bi-encoder")}
+        assert ndcg[c["baseline"]] == max(ndcg.values())
+        assert c["interval"]["mean"] == pytest.approx(
+            figures["languages"][c["language"]]["teacher-e5"]["ndcg@10"] - ndcg[c["baseline"]], abs=1e-9)
+        assert c["pass"] == (c["interval"]["low"] > 0)
