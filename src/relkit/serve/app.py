@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Security
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 
 from relkit import __version__
 from relkit.errors import RelkitError
+from relkit.languages import DETECTED, normalize_code
 from relkit.net import is_loopback
 from relkit.promotion import active_student
 from relkit.serve.metrics import Metrics
@@ -23,6 +24,7 @@ from relkit.serve.middleware import BodyLimit, Observe
 from relkit.serve.schemas import Health, Limits, RequestModels, RerankResponse, SearchResponse, request_models
 from relkit.serve.state import WARM_QUERIES, Model, Service
 from relkit.student.fast import Scored
+from relkit.tokenization import STEMMERS
 
 logger = logging.getLogger(__name__)
 ERRORS = {400: {"description": "the body is not readable (not UTF-8 JSON)"},
@@ -55,7 +57,7 @@ def ranking_routes(service: Service, requests: RequestModels, api_key: str | Non
     router = APIRouter()
 
     @router.post("/v1/rerank", response_model=RerankResponse, **guarded)
-    async def rerank(body: requests.rerank) -> Response:
+    async def rerank(body: requests.rerank, request: Request) -> Response:
         """Score the given items (catalog ids, or inline objects) for the query, best first."""
         model: Model = service.model
         position = model.builder.items.position
@@ -63,27 +65,29 @@ def ranking_routes(service: Service, requests: RequestModels, api_key: str | Non
         known = [i for i in ids if i in position]
         inline = [{**item.model_dump(), "item_id": item.item_id or f"inline-{n}"}
                   for n, item in enumerate(body.items) if not isinstance(item, str)]
+        language = query_language(request)
         qv = await service.query_vector(model, body.query)
-        results = model.scorer.rank(body.query, known + inline, body.top_k, query_vector=qv)
+        results = model.scorer.rank(body.query, known + inline, body.top_k, query_vector=qv, language=language)
         service.metrics.candidates_scored.inc(len(known) + len(inline))
         return send({"model": model.version, "results": [as_json(s) for s in results],
                      "unknown_items": [i for i in ids if i not in position]})
 
     @router.post("/v1/search", response_model=SearchResponse, **guarded)
-    async def search(body: requests.search) -> Response:
+    async def search(body: requests.search, request: Request) -> Response:
         """Candidates from the catalog (BM25 and embedding nearest neighbours), reranked by the student."""
         model: Model = service.model
         items = model.builder.items
         per_source = min(len(items.item_ids), max(2 * body.k, 100))
+        language = query_language(request)
         found: dict[int, None] = {}
         if model.builder.bm25 is not None:
-            found.update(dict.fromkeys(model.builder.bm25.top_k([body.query], per_source)[0]))
+            found.update(dict.fromkeys(model.builder.bm25.top_k([body.query], per_source, [language])[0]))
         qv = await service.query_vector(model, body.query)
         if model.ann is not None and qv is not None:
             hits = model.ann.search(qv, per_source)
             found.update(dict.fromkeys(int(key) for key in hits.keys))
         ids = [items.item_ids[row] for row in found]
-        results = model.scorer.rank(body.query, ids, body.k, query_vector=qv)
+        results = model.scorer.rank(body.query, ids, body.k, query_vector=qv, language=language)
         service.metrics.candidates_scored.inc(len(ids))
         return send({"model": model.version, "candidates": len(ids), "results": [as_json(s) for s in results]})
 
@@ -119,6 +123,26 @@ def key_check(api_key: str):
         if key is None or not hmac.compare_digest(key.encode("latin-1"), expected):
             raise HTTPException(status_code=401, detail="a valid X-API-Key header is required")
     return check_key
+
+
+def query_language(request: Request) -> str | None:
+    """The query's language from the request's Content-Language header (RFC 9110: the language of
+    the request's content) as an ISO 639-1 code, 'de' for 'de-AT'; None without the header (the
+    query's language is then detected). Read from the raw request, not declared, so the OpenAPI
+    schema stays the same; a value that names no language relkit knows is a 422."""
+    raw = request.headers.get("content-language")
+    if raw is None:
+        return None
+    try:
+        code = normalize_code(raw)
+    except ValueError:
+        code = None
+    if code not in DETECTED and code not in STEMMERS:
+        raise HTTPException(status_code=422, detail=[{
+            "loc": ["header", "Content-Language"], "type": "value_error", "input": raw,
+            "msg": "the Content-Language header must name the query's language as one ISO 639-1 code "
+                   f"such as 'en', 'de' or 'pt-BR'; found {raw!r}"}])
+    return code
 
 
 def as_json(scored: Scored) -> dict:

@@ -103,14 +103,15 @@ class FastScorer:
         return base, self.w_item + self.w_product * query_vector[None, :]
 
     def score_rows(self, query: str, rows: np.ndarray, query_vector: np.ndarray | None = None,
-                   items=None) -> np.ndarray:
+                   items=None, language: str | None = None) -> np.ndarray:
         """(len(rows), K) level probabilities of catalog rows for `query` (or of rows of `items`, a
         `FeatureBuilder.inline_items` table). Pass `query_vector` when the query's embedding is
-        known (cached); otherwise it is encoded here."""
+        known (cached); otherwise it is encoded here. `language` is the query's ISO 639-1 code
+        (BM25 and text matching read the query in it); None: detected among the catalog's languages."""
         if self.d and query_vector is None:
             query_vector = self.builder.query_vectors([query])[0]
         base, a = self.query_part(query_vector)
-        pair = self.builder.pair_scalars(query, query_vector, rows, items, cosine=False)
+        pair = self.builder.pair_scalars(query, query_vector, rows, items, cosine=False, language=language)
         h = pair @ self.w_pair + base
         if a is not None:
             vectors = (self.builder.items if items is None else items).vectors[rows]
@@ -131,13 +132,15 @@ class FastScorer:
         return self.score_rows(query, self.builder.items.rows(item_ids), query_vector)
 
     def rank(self, query: str, items: Sequence[str | Mapping], top_k: int | None = None,
-             query_vector: np.ndarray | None = None) -> list[Scored]:
+             query_vector: np.ndarray | None = None, language: str | None = None) -> list[Scored]:
         """`items` best first for `query` (the first `top_k` of them when given). An item is a
         catalog id, or a record of an item outside the catalog (`title` required; `description`,
         `board_titles`, `link_title`, `link_description` and `item_id` optional, the id
         `inline-N` by its position in `items` otherwise). A catalog id given twice is ranked once;
         an id not in the catalog raises RelkitError. Ties keep the order of `items`, catalog ids
-        before records. This is what `relkit serve` answers for `POST /v1/rerank`.
+        before records. `language` is the query's ISO 639-1 code ('de'), which BM25 and text
+        matching stem it in; None: the most probable of the catalog's languages. This is what
+        `relkit serve` answers for `POST /v1/rerank` (`language`: the request's Content-Language).
 
             scorer = FastScorer(Student.load(path), builder)
             for hit in scorer.rank("red chair", ["item-1", "item-2", {"title": "Red oak chair"}], top_k=2):
@@ -152,10 +155,10 @@ class FastScorer:
             query_vector = self.builder.query_vectors([query])[0]
         parts = []
         if ids:
-            parts.append(self.score_rows(query, self.builder.items.rows(ids), query_vector))
+            parts.append(self.score_rows(query, self.builder.items.rows(ids), query_vector, language=language))
         if records:
             table = self.builder.inline_items(records)
-            parts.append(self.score_rows(query, np.arange(len(records)), query_vector, items=table))
+            parts.append(self.score_rows(query, np.arange(len(records)), query_vector, items=table, language=language))
         if not parts:
             return []
         proba = np.concatenate(parts)

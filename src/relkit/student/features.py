@@ -252,13 +252,15 @@ class FeatureBuilder:
                          state={g.name: g.index_inline(records, texts) for g in self.groups})
 
     def pair_scalars(self, query: str, query_vector: np.ndarray | None, rows: np.ndarray,
-                     items: ItemTable | None = None, cosine: bool = True) -> np.ndarray:
+                     items: ItemTable | None = None, cosine: bool = True, language: str | None = None) -> np.ndarray:
         """(len(rows), s) pair scalars of one query against rows of the catalog (or of `items`, an
         inline_items table): the per-candidate work. `cosine=False` leaves out the cosine column
-        (the fast scorer folds it into its query matrix)."""
+        (the fast scorer folds it into its query matrix). `language`: the query's ISO 639-1 code,
+        which bm25 and text_match read it in (None: detected among the catalog's languages)."""
         items = self.items if items is None else items
         cols = [column for group in self.groups if cosine or not isinstance(group, Embedding)
-                for column in group.pair_columns(query, query_vector, items, rows)]
+                for column in (group.pair_columns(query, query_vector, items, rows, language=language)
+                               if group.reads_language else group.pair_columns(query, query_vector, items, rows))]
         if not cols:
             return np.zeros((len(rows), 0), dtype=np.float32)
         return np.stack(cols, axis=1).astype(np.float32)

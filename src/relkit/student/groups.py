@@ -52,6 +52,7 @@ class FeatureGroup:
 
     name: ClassVar[str]
     pair_names: ClassVar[tuple[str, ...]] = ()
+    reads_language: ClassVar[bool] = False    # pair_columns reads the query by its language (takes `language=`)
 
     @classmethod
     def build(cls, catalog: Catalog) -> "FeatureGroup":
@@ -77,7 +78,9 @@ class FeatureGroup:
 
     def pair_columns(self, query: str, query_vector: np.ndarray | None, items: ItemTable,
                      rows: np.ndarray) -> list[np.ndarray]:
-        """One (len(rows),) array per name in `pair_names`: `query` against `rows` of `items`."""
+        """One (len(rows),) array per name in `pair_names`: `query` against `rows` of `items`. A
+        group whose `reads_language` is true also gets `language=`: the query's ISO 639-1 code when
+        the caller names it (None: detect it among the catalog's languages)."""
         return []
 
 
@@ -113,6 +116,7 @@ class BM25(FeatureGroup):
 
     name = "bm25"
     pair_names = ("bm25", "log1p_bm25")
+    reads_language = True
 
     def __init__(self, index):
         self.index = index
@@ -127,15 +131,19 @@ class BM25(FeatureGroup):
     def index_inline(self, records, texts):
         return _languages(records)   # None: the text's most probable of the catalog's languages, when scored
 
-    def pair_columns(self, query, query_vector, items, rows):
+    def pair_columns(self, query, query_vector, items, rows, language=None):
         if items.inline:
             languages = items.state[self.name]
-            bm = self.index.score_texts(query, [items.texts[r] for r in rows], [languages[r] for r in rows])
+            bm = self.index.score_texts(query, [items.texts[r] for r in rows], [languages[r] for r in rows],
+                                        language=self._read_in(language))
         else:
-            tokens = self.index.tokens(query)
+            tokens = self.index.tokens(query, self._read_in(language))
             bm = self.index.retriever.get_scores(tokens)[rows] if tokens else np.zeros(len(rows))
         bm = bm.astype(np.float32)
         return [bm, np.log1p(bm)]
+
+    def _read_in(self, language: str | None) -> str | None:
+        return language if self.index.tokenizer.by_language else None   # the `english` tokenization has one
 
 
 @dataclass
@@ -203,6 +211,7 @@ class TextMatch(FeatureGroup):
 
     name = "text_match"
     pair_names = TEXT_MATCH_NAMES
+    reads_language = True
 
     def __init__(self, terms: Terms, tokenizer: Tokenizer):
         self.terms, self.tokenizer = terms, tokenizer
@@ -224,9 +233,12 @@ class TextMatch(FeatureGroup):
                      for code, text in zip(_languages(records), texts)]
         return Terms.of(self.tokenizer, [item_title(r) for r in records], texts, languages)
 
-    def pair_columns(self, query, query_vector, items, rows):
+    def pair_columns(self, query, query_vector, items, rows, language=None):
         index = items.state[self.name] if items.inline else self.terms
-        language = language_among(query, self.languages) if self.tokenizer.by_language else None
+        if not self.tokenizer.by_language:
+            language = None
+        elif language is None:
+            language = language_among(query, self.languages)
         terms = set(self.tokenizer.terms(query, language))
         n = max(len(terms), 1)
         if index.vocabulary is not None:     # catalog rows: sparse incidence (a term not in it matches nothing)
