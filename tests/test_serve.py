@@ -301,6 +301,15 @@ def api_schema(tmp_path_factory):
         yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
+def test_the_openapi_schema_is_the_published_one(served):
+    """The service's schema is what clients were built against: tests/data/serve-openapi.json, the
+    schema before the service dropped torch, gained replicas and the Content-Language header. A
+    change to it must be deliberate: regenerate the file and say so."""
+    published = json.loads((Path(__file__).parent / "data" / "serve-openapi.json").read_text())
+    with Server(create_app(served)) as url:
+        assert httpx.get(f"{url}/openapi.json").json() == published
+
+
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_fuzzed_requests_never_get_a_server_error(api_schema, mode):
     """Requests generated from the OpenAPI schema, valid (positive) and invalid (negative), on a
