@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from relkit.audit import make_judge
 from relkit.audit.judges import SystemJudge
-from relkit.audit.probes import INSTRUCTION, LOWEST, draw_pairs, probe
+from relkit.audit.probes import INSTRUCTION, LOWEST, description_words, draw_pairs, probe, tamper
 from relkit.cli import app
 from relkit.errors import RelkitError
 from relkit.evaluate import Prediction
@@ -270,3 +270,17 @@ def test_llama_cpp_judge_probes_match_its_own_answers(shop, llama_server):  # no
     assert all(titles.builder.render(q, stuffed(r, q)) == titles.builder.render(q, r) for q, r in original)
     blind = probe(shop, make_judge("judge:titles", shop), sample=2, probes=("stuffing",))
     assert (blind.row("stuffing").n, blind.row("stuffing").flipped) == (2, 0)
+
+
+def test_tampering_writes_within_the_judges_own_description_budget(shop, tiny_bert):
+    """A judge that reads 20 words of the description is probed within those 20: the added words
+    are what it reads last, not words past its budget."""
+    save_teacher(shop, tiny_bert, "short", fields="title,description:20")
+    save_teacher(shop, tiny_bert, "default")
+    create_judge(shop, JudgeSpec(name="short", model="x", fields="title,description:12"))
+    budgets = {name: description_words(make_judge(name, shop))
+               for name in ("teacher:short", "teacher:default", "judge:short")}
+    assert budgets == {"teacher:short": 20, "teacher:default": 200, "judge:short": 12}
+    long = {"title": "Oak lamp", "description": " ".join(f"w{i}" for i in range(100))}
+    text = ItemTextTemplate.parse("title,description:20").render(tamper("stuffing", long, "red chair", 20))
+    assert text.split()[-2:] == ["red", "chair"] and "w17" in text and "w18" not in text
