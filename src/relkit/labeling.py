@@ -72,6 +72,7 @@ def score_table(teacher, table, batch_size: int = 32, name: str | None = None):
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 ENGINES = ("local", "ray")
+MAX_LOST = 3          # a block whose actor dies this many times is not retried again: it is the cause
 
 
 def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_size: int = 32,
@@ -248,7 +249,12 @@ class RayScorer:
         self.name, self.batch_size = name, batch_size
 
     def ready(self) -> bool:
+        """True once the actor is up (a call that waits while Ray restarts it)."""
         return True
+
+    def close(self) -> None:
+        """Remove the teacher's files from this node (`ray.kill` runs no finalizer)."""
+        self.folder.cleanup()
 
     def score(self, number: int, table):
         """(number, shard table, distinct texts scored) of block `number`."""
@@ -269,7 +275,7 @@ def _ray_results(blocks, teacher_path: Path, name: str, backend: str, batch_size
         import ray
         from ray.exceptions import RayActorError
     except ImportError:
-        raise RelkitError("the ray engine needs Ray: pip install 'relkit[ray]' (ray[data]==2.60.0)") from None
+        raise RelkitError("the ray engine needs Ray: pip install 'relkit[ray]' (ray==2.60.0)") from None
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -278,6 +284,7 @@ def _ray_results(blocks, teacher_path: Path, name: str, backend: str, batch_size
                      **({} if address else {"num_cpus": max(actors, os.cpu_count() or 1)}))
         except ConnectionError as e:
             raise RelkitError(f"no Ray cluster at {address}: {e}") from None
+    pool = []
     try:
         files = ray.put(teacher_files(teacher_path))
         scorer = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=0)(RayScorer)
@@ -291,6 +298,7 @@ def _ray_results(blocks, teacher_path: Path, name: str, backend: str, batch_size
         load: dict[int, int] = {}        # blocks in flight on each actor that is up
         running: dict = {}               # object ref -> (actor, block)
         retry, blocks, more = deque(), enumerate(blocks), True
+        lost: dict[int, int] = {}        # block -> times its actor died while scoring it
         while more or retry or running:
             for n in sorted(load, key=load.__getitem__):
                 while load[n] < 2 and (retry or more):
@@ -317,6 +325,11 @@ def _ray_results(blocks, teacher_path: Path, name: str, backend: str, batch_size
             try:
                 result = ray.get(ref)
             except RayActorError:
+                lost[block[0]] = lost.get(block[0], 0) + 1
+                if lost[block[0]] >= MAX_LOST:    # the block itself kills its actor (memory, a crash)
+                    raise RelkitError(f"the Ray actor scoring shard block {block[0]} died {MAX_LOST} times: "
+                                      f"see the Ray logs of its node (out of memory? try a smaller "
+                                      f"--shard-size)") from None
                 retry.append(block)
                 if n in load:           # down: no more blocks until Ray has restarted it
                     del load[n]
@@ -325,8 +338,14 @@ def _ray_results(blocks, teacher_path: Path, name: str, backend: str, batch_size
             if n in load:
                 load[n] = max(load[n] - 1, 0)
             yield result
-        for actor in pool:
-            ray.kill(actor)
     finally:
+        from ray.exceptions import GetTimeoutError
+
+        for actor in pool:           # also when the run stops early: no actor left holding a CPU
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except (RayActorError, GetTimeoutError):
+                pass                 # gone, or not back: its node's temporary folder is Ray's to clear
+            ray.kill(actor)
         if started_here:
             ray.shutdown()

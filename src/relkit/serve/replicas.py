@@ -184,20 +184,25 @@ def serve_on_ray(workspace: str | os.PathLike, address: str | None = None, repli
                      **({} if address else {"num_cpus": max(max_replicas or replicas, os.cpu_count() or 1)}))
         except ConnectionError as e:
             raise RelkitError(f"no Ray cluster at {address}: {e}") from None
+    # a process manager's stop, as Ctrl-C, from before the deployment starts (which may take minutes):
+    # an interrupted start deletes what it deployed, on a cluster relkit did not start too
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        url = deploy(workspace, replicas, max_replicas, host, port, api_key, limits, poll_seconds, warm_queries)
-        scaling = f"{replicas} to {max_replicas}" if max_replicas and max_replicas > replicas else str(replicas)
-        logger.info("relkit: serving %s on %s with %s replicas on Ray (docs at /docs); Ctrl-C stops it",
-                    workspace, url, scaling)
-        previous = signal.signal(signal.SIGTERM, _interrupt)   # a process manager's stop, as Ctrl-C
         try:
+            url = deploy(workspace, replicas, max_replicas, host, port, api_key, limits, poll_seconds, warm_queries)
+            scaling = f"{replicas} to {max_replicas}" if max_replicas and max_replicas > replicas else str(replicas)
+            logger.info("relkit: serving %s on %s with %s replicas on Ray (docs at /docs); Ctrl-C stops it",
+                        workspace, url, scaling)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-            serve.delete(APP_NAME)
+            from ray.serve.context import _get_global_client
+
+            if _get_global_client(raise_if_no_controller_running=False) is not None:   # Serve had started
+                serve.delete(APP_NAME)
     finally:
         if started_here:
             serve.shutdown()
