@@ -157,6 +157,12 @@ def test_probe_command_prints_a_table_and_json(shop, tiny_bert):
     assert table.exit_code == 0 and "probes of teacher:overlap" in table.stdout and "stuffing" in table.stdout
     refused = runner.invoke(app, ["judge", "--name", "teacher:overlap", "--probe", "--model", "m", *ws_arg])
     assert refused.exit_code == 2 and "takes no --model" in refused.output
+    refused = runner.invoke(app, ["judge", "--name", "teacher:overlap", "--probe", "--concurrency", "4",
+                                  "--shots", "0", *ws_arg])
+    assert refused.exit_code == 2 and "takes no --shots, --concurrency" in refused.output
+    for flags in (["--sample", "4"], ["--seed", "1"], ["--json"]):
+        refused = runner.invoke(app, ["judge", "--name", "teacher:overlap", *flags, *ws_arg])
+        assert refused.exit_code == 2 and f"{flags[0]} go with --probe" in refused.output
     missing = runner.invoke(app, ["judge", "--name", "nobody", "--probe", *ws_arg])
     assert missing.exit_code == 2 and "no judge 'nobody'" in missing.output
 

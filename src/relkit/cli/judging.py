@@ -51,8 +51,10 @@ def judge(
     probe: Annotated[bool, typer.Option(
         "--probe", help="Probe the stored judge NAME (or teacher:NAME, student:NAME): how often its level moves under "
                         "keyword stuffing, an injected instruction and (LLM judges) a reworded prompt.")] = False,
-    sample: Annotated[int, typer.Option(min=1, help="With --probe: judged pairs drawn per probe.")] = 50,
-    seed: Annotated[int, typer.Option(help="With --probe: the seed of the draw of probed pairs.")] = 0,
+    sample: Annotated[int | None, typer.Option(
+        min=1, help="With --probe: judged pairs drawn per probe (default 50).")] = None,
+    seed: Annotated[int | None, typer.Option(help="With --probe: the seed of the draw of probed pairs (default 0).")] \
+        = None,
     json_: Annotated[bool, typer.Option("--json", help="With --probe: print the probes as JSON.")] = False,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
@@ -60,15 +62,21 @@ def judge(
     from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs  # lazy: duckdb
 
     if probe:
-        given = [flag for flag, value in (("--model", model), ("--endpoint", endpoint), ("--gguf-file", gguf_file),
-                                          ("--prompt", prompt), ("--guidelines", guidelines), ("--fields", fields),
-                                          ("--file", file)) if value]
+        given = [flag for flag, value in (
+            ("--model", model), ("--endpoint", endpoint), ("--key-env", key_env), ("--gguf-file", gguf_file),
+            ("--prompt", prompt), ("--guidelines", guidelines), ("--shots", shots), ("--fields", fields),
+            ("--file", file), ("--concurrency", concurrency), ("--rpm", rpm), ("--retries", retries),
+            ("--timeout", timeout), ("--logprobs", logprobs), ("--batch-size", batch_size),
+            ("--shard-size", shard_size)) if value is not None]
         if given:
-            raise RelkitError(f"--probe probes a stored judge on judged pairs; it takes no {', '.join(given)}")
-        _probe(name, split, sample, seed, json_, workspace)
+            raise RelkitError(f"--probe probes a stored judge, as it was made, on judged pairs; it takes no "
+                              f"{', '.join(given)}")
+        _probe(name, split, 50 if sample is None else sample, 0 if seed is None else seed, json_, workspace)
         return
-    if json_:
-        raise RelkitError("--json prints the probes: give it with --probe")
+    given = [flag for flag, value in (("--json", json_ or None), ("--sample", sample), ("--seed", seed))
+             if value is not None]
+    if given:
+        raise RelkitError(f"{', '.join(given)} go with --probe")
     with _open(workspace) as ws:
         if model is None:
             given = [flag for flag, value in (("--endpoint", endpoint), ("--gguf-file", gguf_file), ("--prompt", prompt),
