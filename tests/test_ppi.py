@@ -179,7 +179,7 @@ def test_bad_input_is_an_error():
         ppi([1.0, 0.0], [0.5, 0.4], [0.2, 0.4], lam=1.5)
     with pytest.raises(RelkitError, match="no people-judged query has a value"):
         ppi([np.nan, np.nan], [0.5, 0.4], [0.2, 0.4])
-    with pytest.raises(RelkitError, match="an interval is 't' or 'normal', not 'z'"):
+    with pytest.raises(RelkitError, match="interval must be 't' or 'normal', not 'z'"):
         classical([1.0, 0.0], interval="z")
 
 

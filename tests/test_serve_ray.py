@@ -135,4 +135,4 @@ def test_the_command_line_checks_before_starting_ray(shop):
         f"error: no student is active in {shop.path.resolve()}: run `relkit promote NAME` first"
     assert "set an API key" in fails("--ray", "--host", "0.0.0.0")
     assert fails("--ray", "--replicas", "3", "--max-replicas", "2").endswith(
-        "max_replicas at least replicas (got 3 and 2)")
+        "--max-replicas at least --replicas (got --replicas 3, --max-replicas 2)")

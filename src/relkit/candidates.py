@@ -51,7 +51,7 @@ def make_pairs(ws: Workspace, k: int = 30, sources: Sequence[str] = SOURCES, enc
     if unknown or not sources:
         raise RelkitError(f"candidate sources are {', '.join(SOURCES)}; got {', '.join(sources) or 'none'}")
     if k < 1 or block < 1:
-        raise RelkitError("k and block must be at least 1")
+        raise RelkitError(f"--k and the block of queries must be at least 1 (got k={k}, block={block})")
     if ws.count("splits") == 0:
         raise RelkitError("no query has a split yet: run `relkit split` first, so that dev and test queries "
                           "get no candidates")

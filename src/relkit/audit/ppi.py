@@ -205,7 +205,7 @@ def _tuned(strata: list[_Stratum], theta: float) -> float:
 
 def _checked(interval: str) -> None:
     if interval not in INTERVALS:
-        raise RelkitError(f"an interval is {' or '.join(map(repr, INTERVALS))}, not {interval!r}")
+        raise RelkitError(f"interval must be {' or '.join(map(repr, INTERVALS))}, not {interval!r}")
 
 
 def _degrees(strata: list[_Stratum]) -> int:

@@ -231,7 +231,7 @@ def draw_pairs(ws: Workspace, sample: int, seed: int = 0,
     """Two seeded draws of at most `sample` judged pairs each: of people's lowest level (irrelevant
     items, for the tampering probes), and of every level (for the reworded prompt)."""
     if sample < 1:
-        raise RelkitError(f"a probe needs at least 1 pair, got {sample}")
+        raise RelkitError(f"--sample: a probe needs at least 1 pair, got {sample}")
     if split is not None and split not in SPLITS:
         raise RelkitError(f"unknown split '{split}'; expected one of {', '.join(SPLITS)}")
     where = "JOIN splits s USING (query_id) WHERE s.split = ?" if split else ""

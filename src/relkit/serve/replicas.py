@@ -249,8 +249,8 @@ def _check_start(workspace: Path, host: str, api_key: str | None, replicas: int,
 
 def _check_replicas(replicas: int, max_replicas: int | None) -> None:
     if replicas < 1 or (max_replicas is not None and max_replicas < replicas):
-        raise RelkitError(f"replicas must be at least 1, and max_replicas at least replicas "
-                          f"(got {replicas} and {max_replicas})")
+        raise RelkitError(f"--replicas must be at least 1 and --max-replicas at least --replicas "
+                          f"(got --replicas {replicas}, --max-replicas {max_replicas})")
 
 
 def _ray_serve():
