@@ -27,8 +27,9 @@ def distill(
     groups: Annotated[str | None, typer.Option(
         help="Feature groups, of embedding, bm25, text_match, engagement, graph (item embeddings from "
              "co-engagement: needs an engagement log with clicks), visual (item image embeddings).")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding features: path or hub id.")]
-        = None,
+    encoder: Annotated[str | None, typer.Option(
+        help="Bi-encoder for the embedding features (default: the workspace's, `relkit init --encoder`; "
+             "another is refused).")] = None,
     graph_dim: Annotated[int | None, typer.Option(min=1, help="Width of the item graph embedding (graph group).")]
         = None,
     image_encoder: Annotated[str | None, typer.Option(

@@ -127,7 +127,8 @@ def pairs(
     k: Annotated[int | None, typer.Option(min=1, help="Items per query from each source.")] = None,
     source: Annotated[list[str] | None, typer.Option(
         help="bm25 and/or embedding (repeatable; default both).")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Bi-encoder for the embedding source: path or hub id.")] = None,
+    encoder: Annotated[str | None, typer.Option(
+        help="Bi-encoder for the embedding source: a name, path or hub id (default: the workspace's).")] = None,
     min_queries: Annotated[int | None, typer.Option(min=0, help=(
         "First add train queries nobody judged until the train split has this many, for the teacher "
         "to label (0: add none)."))] = None,

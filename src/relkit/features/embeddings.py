@@ -87,9 +87,10 @@ def encoder_spec(name: str | None) -> EncoderSpec:
 
 def workspace_encoder(ws, name: str | None = WORKSPACE_ENCODER) -> str:
     """The encoder `name` means in the workspace `ws`: the workspace's own (set by `relkit init
-    --encoder`, `default` when never set) for `workspace` or None, else `name`."""
+    --encoder`, `default` when never set) for `workspace` or None, else `name` as a workspace stores
+    it (`encoder_name`: a folder as its absolute path, so that `./e5` and `/models/e5` are one)."""
     if name not in (None, WORKSPACE_ENCODER):
-        return name
+        return encoder_name(name)
     return ws.get_meta(ENCODER_KEY) or DEFAULT_ENCODER
 
 
