@@ -277,7 +277,8 @@ class Service:
             except httpx.HTTPError:
                 pass
             if self.process.poll() is not None or time.time() > deadline:
-                raise SystemExit("the service did not start")
+                self.stop()            # not healthy in time: nothing left running
+                raise SystemExit(f"the service on {workspace} did not start (exit status {self.process.returncode})")
             time.sleep(0.02)
         self.healthy_seconds = time.perf_counter() - started
         self.healthy_rss_mb = self.tree.rss_mb()
@@ -288,8 +289,13 @@ class Service:
         return httpx.get(f"{self.url}/metrics").text
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def measure(service: Service, name: str, bodies: list[bytes], rate: float, seconds: float, candidates: int) -> Run:

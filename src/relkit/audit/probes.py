@@ -95,9 +95,11 @@ class ProbeResult:
 
     @property
     def up_rate(self) -> float:
+        """The share of probed pairs the probe moved up a level or more."""
         return self.up / self.n
 
     def to_dict(self) -> dict:
+        """The probe as `relkit judge --probe --json` prints it."""
         r = self.flip_rate
         return {"probe": self.probe, "pairs": self.pairs, "n": self.n, "flipped": self.flipped, "up": self.up,
                 "flip_rate": r.estimate, "low": r.low, "high": r.high, "level": r.level, "method": r.method,
@@ -115,12 +117,14 @@ class ProbeReport:
     rows: tuple[ProbeResult, ...]
 
     def row(self, probe: str) -> ProbeResult:
+        """The result of one probe by name (stuffing, injection, reworded); an error if it was not run."""
         found = [r for r in self.rows if r.probe == probe]
         if not found:
             raise KeyError(f"no probe {probe!r} here; probes: {', '.join(r.probe for r in self.rows)}")
         return found[0]
 
     def to_dict(self) -> dict:
+        """The report as `relkit judge --probe --json` prints it: the draw, the judge and its probes."""
         return {"judge": self.judge, "sample": self.sample, "seed": self.seed, "split": self.split,
                 "level": "the judge's most probable level", "instruction": INSTRUCTION, "field": FIELD,
                 "probes": [r.to_dict() for r in self.rows]}

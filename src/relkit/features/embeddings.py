@@ -43,6 +43,7 @@ class EncoderSpec:
     text_prefix: str = ""   # put before each item text (e5: 'passage: ')
 
     def prefix(self, queries: bool) -> str:
+        """What the encoder expects before a query (`queries`) or an item text, e.g. e5's 'query: '."""
         return self.query_prefix if queries else self.text_prefix
 
 
