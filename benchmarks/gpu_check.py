@@ -30,7 +30,6 @@ on the CPU (about a minute on two idle cores; the tests run it), not a measureme
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import logging
@@ -51,6 +50,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labeling_throughput import flops_per_pair  # noqa: E402
+from teacher_quality import first_queries  # noqa: E402
 
 from relkit import LabelScale, SplitConfig, Workspace, evaluate, import_file, make_system, split_queries  # noqa: E402
 from relkit.config import from_dict  # noqa: E402
@@ -111,21 +111,6 @@ def log(message: str) -> None:
 
 
 # --- workspaces -------------------------------------------------------------------------------
-
-def first_queries(src: Path, dst: Path, column: str, n: int) -> Path:
-    """The rows of the first `n` distinct queries of a dataset's CSV (a slice by query, never by row)."""
-    with open(src, newline="", encoding="utf-8") as f, open(dst, "w", newline="", encoding="utf-8") as out:
-        reader = csv.DictReader(f)
-        writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
-        writer.writeheader()
-        seen: set[str] = set()
-        for row in reader:
-            if row[column] not in seen and len(seen) >= n:
-                continue
-            seen.add(row[column])
-            writer.writerow(row)
-    return dst
-
 
 def workspace(workdir: Path, data: Path, dataset: str, queries: int | None) -> Workspace:
     """The dataset's workspace, imported and split once (a second run reuses it)."""

@@ -3,7 +3,7 @@ split, in one run.
 
     python benchmarks/teacher_quality.py --dataset crowdflower [--workdir DIR] [--set KEY=VALUE ...]
     python benchmarks/teacher_quality.py --dataset homedepot --set epochs=2
-    python benchmarks/teacher_quality.py --dataset homedepot --queries 40 --set epochs=0.5  # a quick check
+    python benchmarks/teacher_quality.py --dataset homedepot --queries 40 --set epochs=0.5  # a quick check, in WORKDIR/homedepot-first-40
 
 The dataset is read from ../shared/data (with --queries N, only the judgments of its first N
 distinct queries: a slice by query, to check the script in seconds), imported into a workspace
@@ -53,7 +53,8 @@ def first_queries(src: Path, dst: Path, column: str, n: int) -> Path:
 
 
 def workspace(workdir: Path, dataset: str, queries: int | None = None) -> Workspace:
-    path = workdir / dataset
+    # a slice has a workspace of its own: a later full run must not reopen it (nor the reverse)
+    path = workdir / (f"{dataset}-first-{queries}" if queries else dataset)
     if (path / "relkit.duckdb").exists():
         return Workspace.open(path)
     relative, levels, column = DATASETS[dataset]

@@ -118,7 +118,7 @@ def trained(tmp_path_factory, models):
     out = bench("teacher_quality.py", "--dataset", "homedepot", "--queries", 40, "--workdir", workdir,
                 "--set", "name=tiny", "--set", f"model={models}", "--set", "prior=none", "--set", "epochs=1",
                 "--set", "max_length=32", "--set", "batch_size=16", "--set", "device=cpu")
-    return {"ws": workdir / "homedepot", "out": out, "data": data}
+    return {"ws": workdir / "homedepot-first-40", "out": out, "data": data}
 
 
 @pytest.fixture(scope="module")
