@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.logs import progress
@@ -123,12 +122,6 @@ class _EmbeddingTopK:
         self.items = cached_vectors(ws, model, texts, self.encoder)
 
     def __call__(self, queries: list[str], k: int, chunk: int = 256) -> list[list[int]]:
-        q = self.encoder.encode_queries(queries)
-        out = []
-        k = min(k, len(self.items))
-        for start in range(0, len(q), chunk):
-            sims = q[start:start + chunk] @ self.items.T
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-            for row, cand in zip(sims, top):
-                out.append(cand[np.argsort(-row[cand], kind="stable")].tolist())
-        return out
+        from relkit.features.embeddings import nearest
+
+        return nearest(self.encoder.encode_queries(queries), self.items, min(k, len(self.items)), chunk)

@@ -343,7 +343,7 @@ def _diverse(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random
 def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Generator) -> list[Pair]:
     from relkit.baselines import catalog
     from relkit.features.bm25 import BM25Index
-    from relkit.features.embeddings import cached_vectors, workspace_encoder
+    from relkit.features.embeddings import cached_vectors, nearest, workspace_encoder
 
     queries = ws.fetchall("SELECT query_id, query FROM queries ORDER BY query_id")
     item_ids, texts = catalog(ws)
@@ -371,20 +371,6 @@ def _cold(ws: Workspace, judged: set[Pair], model: str | None, rng: np.random.Ge
     if not out:
         raise RelkitError("queue strategy cold: every query's top candidates are judged; make candidate pairs "
                           "(`relkit pairs`) and use uncertain, disagree or diverse")
-    return out
-
-
-def nearest(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 256) -> list[list[int]]:
-    """Each query vector's `k` items (rows of `items`) by dot product, best first.
-
-    >>> nearest(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.6]]), 2)
-    [[0, 2], [1, 2]]
-    """
-    out = []
-    for start in range(0, len(queries), chunk):
-        sims = queries[start:start + chunk] @ items.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        out.extend(cand[np.argsort(-row[cand], kind="stable")].tolist() for row, cand in zip(sims, top))
     return out
 
 

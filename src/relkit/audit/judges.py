@@ -41,7 +41,7 @@ def _fingerprint(path) -> str:
     return hashlib.sha256((path / "relkit.json").read_bytes()).hexdigest()[:16]
 
 
-def _judged_pairs(ws: Workspace, pairs: list[tuple[str, str]]):
+def judged_pairs(ws: Workspace, pairs: list[tuple[str, str]]) -> JudgedPairs:
     """The pairs as `JudgedPairs` (the input of relkit's systems), in the given order."""
     queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
     records = ws.item_records([i for _, i in pairs])
@@ -64,7 +64,7 @@ class SystemJudge:
     def judge(self, ws: Workspace, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros((0, ws.scale.k))
-        return self.system.predict(_judged_pairs(ws, pairs)).proba
+        return self.system.predict(judged_pairs(ws, pairs)).proba
 
 
 class LLMJudge:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from relkit.audit.judges import LLMJudge, PairJudge, SystemJudge
+from relkit.audit.judges import LLMJudge, PairJudge, SystemJudge, judged_pairs
 from relkit.errors import RelkitError
 from relkit.intervals import LEVEL, Interval
 from relkit.labels import JudgedPairs
@@ -256,13 +256,8 @@ def draw_pairs(ws: Workspace, sample: int, seed: int = 0,
 
 def _texts(ws: Workspace, pairs: list[tuple[str, str]]) -> tuple[list[str], list[str], list[dict]]:
     """The query ids, query texts and item records of `pairs`."""
-    queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
-    records = ws.item_records([i for _, i in pairs])
-    missing = next(((q, i) for q, i in pairs if q not in queries or i not in records), None)
-    if missing:
-        raise RelkitError(f"the judged pair ({missing[0]}, {missing[1]}) has no query or no item in the workspace "
-                          f"to probe it with")
-    return [q for q, _ in pairs], [queries[q] for q, _ in pairs], [records[i] for _, i in pairs]
+    found = judged_pairs(ws, pairs)
+    return list(found.query_ids), list(found.queries), list(found.items)
 
 
 def probe(ws: Workspace, judge: PairJudge, sample: int = 50, seed: int = 0, split: str | None = None,

@@ -254,6 +254,20 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     return np.stack([found[h] for h in hashes]).astype(np.float32)
 
 
+def nearest(queries: np.ndarray, items: np.ndarray, k: int, chunk: int = 256) -> list[list[int]]:
+    """Each query vector's `k` items (rows of `items`) by dot product, best first.
+
+    >>> nearest(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.6]]), 2)
+    [[0, 2], [1, 2]]
+    """
+    out = []
+    for start in range(0, len(queries), chunk):
+        sims = queries[start:start + chunk] @ items.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out.extend(cand[np.argsort(-row[cand], kind="stable")].tolist() for row, cand in zip(sims, top))
+    return out
+
+
 class StaleEncoder(RelkitError):
     """Something made with another bi-encoder than the workspace's (a student, the features asked for)."""
 
