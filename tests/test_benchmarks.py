@@ -302,7 +302,7 @@ def test_judge_agreement(trained, rule_endpoint):
     out = bench("judge_agreement.py", "--workspace", ws, "--teacher", "tiny", "--endpoint", rule_endpoint,
                 "--model", "rule", "--fields", "title", "--name", "rule", "--concurrency", 4)
     queries, pairs = split_counts(ws, "test")
-    assert f"homedepot: {pairs} judged pairs of all {queries} test queries; 5 levels" in flat(out)
+    assert f"{ws.name}: {pairs} judged pairs of all {queries} test queries; 5 levels" in flat(out)
     assert re.search(rf"judge: {pairs} pairs judged now \([\d.]+ pairs/s while judging\), 0 from the cache; 0 "
                      r"answers named no level", out)
     header, table = rich_table(out, "metric")
