@@ -27,6 +27,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, head_lines, shared_file
 
+from relkit.audit import MDE_FACTOR
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 HALF = 5e-5          # half a unit of the 4th decimal: the rounding of a printed figure
 
@@ -348,7 +350,7 @@ def test_audit(distilled, tmp_path):
         diff, n, mde, rel, se = re.search(r"student - bm25: ([+-][\d.]+) \[[^]]*\] over (\d+) queries; MDE ([\d.]+) "
                                           r"\(([\d.]+)% of bm25's nDCG\) = 2.80 x SE ([\d.]+)", section).groups()
         assert int(n) == 4 and abs(float(diff) - (ndcg["student"] - ndcg["bm25"])) <= 3 * HALF
-        assert abs(float(mde) - 2.8 * float(se)) <= (1 + 2.8) * HALF
+        assert abs(float(mde) - MDE_FACTOR * float(se)) <= (1 + MDE_FACTOR) * HALF
         assert abs(float(rel) / 100 - float(mde) / ndcg["bm25"]) <= 1e-3
 
 

@@ -1,4 +1,5 @@
 """The relevance service on a real uvicorn server on loopback, called over HTTP."""
+import asyncio
 import functools
 import json
 import logging
@@ -18,7 +19,6 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from conftest import ITEMS, free_port, make_shop, write_csv, write_teacher_labels
-import relkit.serve.state
 from relkit import RelkitError, Workspace, import_file
 from relkit.features.embeddings import DEFAULT_ENCODER
 from relkit.features.onnx_encoder import encoder_folder, has_export
@@ -129,7 +129,6 @@ def test_rerank_search_health_and_metrics(served):
 
 
 def test_query_misses_that_arrive_together_share_one_encoder_call(served):
-    import asyncio
 
     model = load_model(served, active_student(served))
     calls = []
@@ -178,8 +177,13 @@ def test_known_queries_are_encoded_once_the_service_answers(shop, tmp_path, monk
 
     # the warming waits here until the service has answered: it starts healthy, with the cache empty
     answered = threading.Event()
-    monkeypatch.setattr(relkit.serve.state, "known_queries",
-                        lambda *args: answered.wait(60) and known_queries(*args))
+    warm = QueryVectors.warm
+
+    async def warm_when_answered(self, model, queries):
+        await asyncio.to_thread(answered.wait, 60)
+        return await warm(self, model, queries)
+
+    monkeypatch.setattr(QueryVectors, "warm", warm_when_answered)
     app = create_app(path, warm_queries=5)
     with Server(app) as url, httpx.Client(base_url=url, timeout=30) as http:
         cache: QueryVectors = app.state.relkit.queries
@@ -448,7 +452,8 @@ while not server.started:
 print("ready", flush=True)
 sys.stdin.readline()                      # the test's requests and promotions are done
 heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] in ("torch", "sentence_transformers", "transformers", "sklearn", "numba", "pandas"))
+               if m.split(".")[0] in ("torch", "sentence_transformers", "transformers", "sklearn", "numba", "pandas",
+                                      "duckdb", "pyarrow"))
 print(json.dumps(heavy), flush=True)
 server.should_exit = True
 thread.join()
@@ -457,8 +462,8 @@ thread.join()
 
 def service_process(path: Path, requests) -> tuple[list[str], str]:
     """Run the service on `path` in a process of its own, call `requests(http)`, and return the torch,
-    sentence-transformers, transformers, scikit-learn, numba and pandas modules the process had imported, and
-    what it logged."""
+    sentence-transformers, transformers, scikit-learn, numba, pandas, DuckDB and pyarrow modules the
+    process had imported, and what it logged."""
     port = free_port()
     service = subprocess.Popen([sys.executable, "-c", NO_TORCH_SERVICE.format(path=str(path), port=port)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -479,7 +484,8 @@ INLINE = {"title": "green hose", "description": "a hose"}
 def test_the_service_process_imports_no_torch(served):
     """The service encodes queries, inline items and catalog items whose vectors the workspace has
     not cached with the ONNX export `promote` made, and follows promotions, all without torch (and
-    without scikit-learn, numba or pandas, which a service needs for nothing: 34 to 60 MB resident each)."""
+    without scikit-learn, numba or pandas, which a service needs for nothing: 34 to 60 MB resident each;
+    nor DuckDB or pyarrow: the workspace is read in a child process, whose 40 to 50 MB go with it)."""
     with Workspace.open(served) as ws:         # two catalog items lose their cached vectors
         ws.run("DELETE FROM text_vectors WHERE text_hash IN (SELECT text_hash FROM text_vectors LIMIT 2)")
 

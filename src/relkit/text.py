@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from relkit.errors import RelkitError
 
+BLANK = " \t\n\r\f\v"   # what is trimmed from a query as the service keys it
+
 
 @dataclass(frozen=True)
 class TextField:

@@ -9,13 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from relkit import __version__
 from relkit.errors import RelkitError
 from relkit.scale import LabelScale
 from relkit.text import normalize_space
+
+if TYPE_CHECKING:
+    import duckdb
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +145,8 @@ def lock_wait() -> float:
 
 def connect(db: Path, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
     """A connection to the database file, waiting (with backoff) while another process holds its lock."""
+    import duckdb   # here, not at the top: the service reads no workspace and loads no DuckDB
+
     wait = lock_wait() if wait is None else wait
     deadline, delay = time.monotonic() + wait, 0.05
     logger.debug("opening %s%s", db, " read-only" if read_only else "")
@@ -201,6 +205,8 @@ class Workspace:
         (path / "artifacts").mkdir(exist_ok=True)
         tmp = path / (DB_NAME + ".creating")
         tmp.unlink(missing_ok=True)
+        import duckdb
+
         con = duckdb.connect(str(tmp))
         try:
             con.execute(SCHEMA)

@@ -116,13 +116,13 @@ def serve(
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Serve the active student over HTTP: POST /v1/rerank, POST /v1/search, /healthz, /metrics, /docs."""
-    from relkit.serve import Limits  # lazy: duckdb, fastapi
+    from relkit.serve import Limits  # lazy: fastapi
     from relkit.serve import serve as run_service
-    from relkit.workspace import Workspace
+    from relkit.student.snapshot import check_workspace
 
     if not ray and (ray_address is not None or replicas is not None or max_replicas is not None):
         raise RelkitError("--ray-address, --replicas and --max-replicas go with --ray")
-    Workspace.open(workspace, read_only=True).close()   # a missing or foreign workspace: its error, now
+    check_workspace(workspace)   # a missing or foreign workspace: its error, now (read apart: no DuckDB here)
     limits = Limits(**_given(max_candidates=max_candidates,   # MB as in caption
                              max_body_bytes=None if max_body_mb is None else int(max_body_mb * 1e6)))
     options = _given(host=host, port=port, poll_seconds=poll_seconds, warm_queries=warm_queries)

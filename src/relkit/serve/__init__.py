@@ -10,8 +10,9 @@ nearest-neighbour candidates from the catalog, reranked by the student), `GET /h
 Everything a request needs is loaded once, at start-up (the lifespan): the student and its fast
 scorer, the query encoder (the ONNX export `relkit promote` made: no torch in the process), the
 catalog's features (item vectors, BM25 index, text-match terms), a usearch index over the item
-vectors. The workspace database is opened read-only for that and closed again, so other
-relkit commands can use the workspace while the service runs. The service polls the workspace's
+vectors. The workspace database is read for that in a child process (relkit.student.snapshot),
+read-only and closed again, so other relkit commands can use the workspace while the service runs
+and the service process never loads DuckDB. The service polls the workspace's
 `active-student` file (written by `relkit promote`); when it changes, the new student is loaded
 beside the old one and swapped in with one assignment: requests in flight finish on the model they
 started with, none is dropped.

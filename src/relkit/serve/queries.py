@@ -1,5 +1,6 @@
-"""Query embeddings for the service: an LRU cache whose misses are encoded together, and the
-workspace's known queries that warm it once the service answers."""
+"""Query embeddings for the service: an LRU cache whose misses are encoded together, warmed by
+the workspace's known queries (`known_queries`, read with the features in relkit.student.snapshot)
+once the service answers."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from relkit.serve.schemas import BLANK
+from relkit.student.snapshot import known_queries  # noqa: F401  (read in a child process; importable here as before)
 
 if TYPE_CHECKING:
     from relkit.serve.state import Model
@@ -99,28 +100,3 @@ class QueryVectors:
         while len(self.cache) > self.size:
             self.cache.popitem(last=False)
         return len(todo)
-
-
-def known_queries(workspace: Path, limit: int) -> list[str]:
-    """Up to `limit` of the workspace's queries, the likeliest to be asked first: those of the
-    engagement log by impressions, then the other known queries (judged, or with candidate pairs)
-    by how many items they are paired with."""
-    from relkit.workspace import Workspace
-
-    if limit <= 0:
-        return []
-    with Workspace.open(workspace, read_only=True) as ws:
-        rows = ws.fetchall("""
-            WITH logged AS (SELECT query, sum(impressions) AS impressions FROM engagement GROUP BY 1),
-                 paired AS (SELECT query_id, count(*) AS n FROM
-                              (SELECT query_id FROM judgments UNION ALL SELECT query_id FROM pairs)
-                            GROUP BY query_id),
-                 known AS (SELECT q.query, sum(coalesce(p.n, 0)) AS n
-                           FROM queries q LEFT JOIN paired p USING (query_id) GROUP BY 1)
-            SELECT coalesce(l.query, k.query) AS query
-            FROM logged l FULL OUTER JOIN known k ON l.query = k.query
-            ORDER BY coalesce(l.impressions, 0) DESC, coalesce(k.n, 0) DESC, query""")
-    # as a request's query is keyed: without the blanks around it
-    queries = dict.fromkeys(q.strip(BLANK) for (q,) in rows)
-    queries.pop("", None)
-    return list(queries)[:limit]

@@ -11,7 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-BLANK = " \t\n\r\f\v"   # what is trimmed from a request's query
+from relkit.text import BLANK
+
 
 
 def _json_integer(value):

@@ -18,18 +18,15 @@ import numpy as np
 from relkit.errors import RelkitError
 from relkit.promotion import ACTIVE_FILE, active_student
 from relkit.serve.metrics import Metrics
-from relkit.serve.queries import QueryVectors, known_queries
+from relkit.serve.queries import QueryVectors
+from relkit.student.snapshot import WorkspaceBusy, read_features
 
 if TYPE_CHECKING:
     from relkit.student.fast import FastScorer
     from relkit.student.features import FeatureBuilder
 
-WARM_QUERIES = 2000    # known queries encoded into the cache once the service answers (see known_queries)
+WARM_QUERIES = 2000    # known queries encoded into the cache once the service answers (see queries.known_queries)
 logger = logging.getLogger(__name__)
-
-
-class WorkspaceBusy(RelkitError):
-    """The workspace cannot be read now (DuckDB refuses while another connection writes it)."""
 
 
 @dataclass(frozen=True)
@@ -41,16 +38,17 @@ class Model:
     builder: FeatureBuilder
     ann: object | None          # usearch Index over the item vectors, or None without them
     names: tuple[str, ...]      # the scale's level names
+    known: tuple[str, ...] = ()  # the workspace's known queries when its features were read, likeliest first
 
 
-def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Model:
-    """Build a Model for the student in `record`; the features and indexes of `reuse` are kept when
-    the new student uses the same feature config."""
+def load_model(workspace: Path, record: dict, reuse: Model | None = None, known: int = 0) -> Model:
+    """Build a Model for the student in `record`, with up to `known` of the workspace's known
+    queries; the features and indexes of `reuse` are kept when the new student uses the same
+    feature config. The features are read from the workspace in a process of its own
+    (relkit.serve.snapshot): this one never loads DuckDB."""
     from relkit.features.onnx_encoder import service_encoder
     from relkit.student.fast import FastScorer
-    from relkit.student.features import FeatureBuilder
     from relkit.student.model import Student
-    from relkit.workspace import Workspace
 
     import_bm25s_without_numba()
     path = Path(record["path"])
@@ -59,26 +57,19 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None) -> Mod
     student = Student.load(path)
     config = student.feature_config()
     if reuse is not None and reuse.builder.config == config:
-        builder, ann = reuse.builder, reuse.ann
+        builder, ann, queries = reuse.builder, reuse.ann, reuse.known
     else:
+        builder, queries = read_features(Path(workspace), config, path.name, known)
         # the ONNX export (no torch in the process); None, when the workspace has none: torch, said in the log
-        encoder = (service_encoder(Path(workspace) / "artifacts", config.encoder, path.name)
-                   if "embedding" in config.groups else None)
-        try:
-            ws = Workspace.open(workspace, read_only=True)
-        except RelkitError:
-            raise
-        except Exception as e:  # DuckDB refuses while another process writes the workspace
-            raise WorkspaceBusy(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
-        with ws:
-            builder = FeatureBuilder.from_workspace(ws, config, encoder=encoder)
+        if "embedding" in builder.config.groups:
+            builder._encoder = service_encoder(Path(workspace) / "artifacts", builder.config.encoder, path.name)
         ann = build_ann(builder.items.vectors)
     version = f"{path.name}@{int(path.stat().st_mtime)}"
     scorer = FastScorer(student, builder)
     # warm up before serving: the query encoder loads lazily, and first calls pay one-off costs
     rows = np.arange(min(len(builder.items.item_ids), 100))
     scorer.score_rows("warm up", rows)
-    return Model(version, scorer, builder, ann, tuple(student.scale.names))
+    return Model(version, scorer, builder, ann, tuple(student.scale.names), tuple(queries))
 
 
 def import_bm25s_without_numba() -> None:
@@ -124,7 +115,7 @@ class Service:
     @asynccontextmanager
     async def lifespan(self, app):
         record, mtime = self.read_active()
-        model = await asyncio.to_thread(load_model, self.workspace, record)
+        model = await asyncio.to_thread(load_model, self.workspace, record, None, self.known)
         self.set_model(model)
         self.mtime = mtime
         # the cache warms while the service answers: a restart is healthy as soon as the model is loaded
@@ -138,6 +129,11 @@ class Service:
             # what set_model froze goes back to the collector: frozen objects are never collected,
             # not even when the interpreter exits, and DuckDB's bindings then report them as leaked
             gc.unfreeze()
+
+    @property
+    def known(self) -> int:
+        """How many known queries warm the cache."""
+        return max(0, min(self.warm_queries, self.queries.size))
 
     async def query_vector(self, model: Model, query: str) -> np.ndarray | None:
         return await self.queries.get(model, query, self.metrics.query_cache)
@@ -184,7 +180,7 @@ class Service:
             return
         try:
             record, mtime = self.read_active()
-            model = await asyncio.to_thread(load_model, self.workspace, record, self.model)
+            model = await asyncio.to_thread(load_model, self.workspace, record, self.model, self.known)
             if model.builder.config.encoder != self.model.builder.config.encoder:
                 await self.warm(model)      # a new query encoder: its cache is empty
         except WorkspaceBusy as e:          # a relkit command is writing it: try again at the next poll
@@ -207,8 +203,7 @@ class Service:
             return
         started = time.perf_counter()
         try:
-            queries = await asyncio.to_thread(known_queries, self.workspace, min(self.warm_queries, self.queries.size))
-            n = await self.queries.warm(model, queries)
+            n = await self.queries.warm(model, list(model.known[:self.known]))
         except Exception as e:  # a cold cache is slower, not wrong: serve anyway
             logger.error("could not warm the query cache (serving with it cold): %s", e)
             return
