@@ -73,7 +73,7 @@ from rich.table import Table  # noqa: E402
 from relkit import LabelScale, Workspace, import_file, make_system  # noqa: E402
 from relkit.audit.core import default_threshold  # noqa: E402
 from relkit.audit.estimates import ideal_dcg, ndcg_by_query, share_by_query  # noqa: E402
-from relkit.audit.ppi import classical, ppi  # noqa: E402
+from relkit.audit.ppi import INTERVALS, classical, ppi  # noqa: E402
 from relkit.audit.sampling import allocate  # noqa: E402
 from relkit.config import from_dict, parse_sets  # noqa: E402
 from relkit.data.splits import pin_queries, split_queries  # noqa: E402
@@ -317,7 +317,7 @@ def stratified_slice_of(pool: np.ndarray, stratum: np.ndarray, people_share: flo
 
 
 def simulate(values: dict[str, dict[str, np.ndarray]], truth: dict[str, float], pool: np.ndarray, audits: int,
-             people_share: float, k: int, seed: int, interval: str = "t", design: str = "simple"
+             people_share: float, k: int, seed: int, interval: str = "jackknife", design: str = "simple"
              ) -> tuple[dict, dict]:
     """`audits` audits: queries drawn with replacement, a slice of them for people; each judge's
     three estimates per measure, whether their intervals hold the truth, and their widths. `design`
@@ -410,8 +410,9 @@ def run() -> None:
     parser.add_argument("--audits", type=int, default=2000, help="simulated audits")
     parser.add_argument("--people-share", type=float, default=0.15,
                         help="the largest share of an audit's results people judge")
-    parser.add_argument("--interval", choices=("t", "normal"), default="t",
-                        help="the intervals' quantile: Student t (relkit's default) or normal (z)")
+    parser.add_argument("--interval", choices=INTERVALS, default="jackknife",
+                        help="PPI++'s interval: Student t around the jackknife's standard error (relkit's default), "
+                             "around the plug-in one (t), or normal (z) around it")
     parser.add_argument("--design", choices=(*DESIGNS, "both"), default="both",
                         help="people's slice: a simple random sample, stratified by the judge's own per-query "
                              "difference, or both side by side")
@@ -511,7 +512,8 @@ def run() -> None:
     done = min(s["completed"] for s in setups.values())
     margin = 1.96 * np.sqrt(0.95 * 0.05 / max(done, 1))
 
-    quantile = "Student t" if args.interval == "t" else "normal"
+    quantile = {"jackknife": "Student t (PPI++'s standard error by the jackknife)", "t": "Student t"}.get(
+        args.interval, "normal")
     table = Table(title=f"coverage of people's true difference ({SYSTEMS[1]} - {SYSTEMS[0]}) by 95% {quantile} "
                         f"intervals, "
                         f"and their mean widths, per slice design",

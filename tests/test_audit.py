@@ -397,19 +397,27 @@ def fill_by_rule(path, qs) -> int:
 
 def ppi_by_hand(y, fl, fu) -> tuple[float, float, float]:
     """PPI++ as its paper defines it: lambda = Cov(y, f) / ((1 + n/N) Var(f)) (the covariance over the
-    slice, over n; the variance over every query), clipped to [0, 1]; the estimate from ppi-python; the
-    standard error sqrt(lambda^2 Var(f_unlabeled) / N + Var(y - lambda f) / n) with sample variances."""
+    slice, over n; the variance over every query), clipped to [0, 1]; the estimate from ppi-python;
+    the standard error the jackknife's over the slice (each query left out, lambda tuned again without
+    it: (n - 1) / n x the sum of squared deviations of those estimates) plus lambda^2 Var(f_unlabeled) / N."""
     from ppi_py import ppi_mean_pointestimate
 
     y, fl, fu = (np.asarray(a, dtype=float) for a in (y, fl, fu))
-    n, big_n = len(y), len(fu)
-    spread = np.var(np.r_[fl, fu], ddof=1)
-    # a judge that says the same of every query says nothing: lambda 0 (ppi-python divides by 0 there)
-    lam = np.clip(np.mean((y - y.mean()) * (fl - fl.mean())) / ((1 + n / big_n) * spread), 0, 1) if spread else 0.0
-    estimate = lam * fu.mean() + (y - lam * fl).mean()
+
+    def point(y, fl):
+        n, big_n = len(y), len(fu)
+        spread = np.var(np.r_[fl, fu], ddof=1)
+        # a judge that says the same of every query says nothing: lambda 0 (ppi-python divides by 0 there)
+        lam = np.clip(np.mean((y - y.mean()) * (fl - fl.mean())) / ((1 + n / big_n) * spread), 0, 1) if spread else 0.0
+        return lam * fu.mean() + (y - lam * fl).mean(), float(lam), spread
+
+    estimate, lam, spread = point(y, fl)
     if spread:
         assert estimate == pytest.approx(ppi_mean_pointestimate(y, fl, fu)[0], rel=1e-10)
-    return estimate, float(np.sqrt(lam ** 2 * fu.var(ddof=1) / big_n + (y - lam * fl).var(ddof=1) / n)), float(lam)
+    n = len(y)
+    left = np.array([point(np.delete(y, i), np.delete(fl, i))[0] for i in range(n)])
+    var = (n - 1) / n * np.sum((left - left.mean()) ** 2) + lam ** 2 * fu.var(ddof=1) / len(fu)
+    return estimate, float(np.sqrt(var)), lam
 
 
 def assert_interval(stored: dict, mean: float, se: float, df: int):

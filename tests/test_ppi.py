@@ -25,7 +25,7 @@ def test_a_small_example_by_hand():
     # all nine queries (mean 5.5/9) is (3.73 - 5.5^2/9) / 8 = 0.0461111; lambda = 0.05 / ((1 + 4/5) 0.0461111)
     lam = 0.05 / (1.8 * (3.73 - 5.5 ** 2 / 9) / 8)
     assert lam == pytest.approx(0.602410, abs=1e-6)
-    est = ppi(y, fl, fu)
+    est = ppi(y, fl, fu, interval="t")         # the plug-in standard error (the default is the jackknife's)
     assert est.lam == pytest.approx(lam, rel=1e-12)
     # the estimate: lambda x the judge's mean off the slice (3.1/5) + people's mean - lambda x the judge's on it (2.4/4)
     assert est.estimate == pytest.approx(lam * 0.62 + 0.75 - lam * 0.6, rel=1e-12)
@@ -100,7 +100,7 @@ def test_strata_weighted_by_their_share():
         fu += judge[n:].tolist()
         sl += [h] * n
         su += [h] * m
-    est = ppi(y, fl, fu, sl, su, {"head": 0.3, "tail": 0.7}, lam=0.7, ddof=0)
+    est = ppi(y, fl, fu, sl, su, {"head": 0.3, "tail": 0.7}, lam=0.7, ddof=0, interval="t")
     assert est.estimate == pytest.approx(expected, rel=1e-10)
     assert est.standard_error == pytest.approx(math.sqrt(variance), rel=1e-10)
     assert "2 strata weighted by their share" in est.interval.method
@@ -160,7 +160,7 @@ def test_a_ratio_by_the_delta_method():
     var_b = lam ** 2 * cov(fub, fub) / m + cov(yb - lam * flb, yb - lam * flb) / n
     cov_ab = lam ** 2 * cov(fua, fub) / m + cov(ya - lam * fla, yb - lam * flb) / n
     se = math.sqrt(var_a - 2 * t * cov_ab + t ** 2 * var_b) / b
-    est = ppi(y, fl, fu, lam=lam)
+    est = ppi(y, fl, fu, lam=lam, interval="t")
     assert est.estimate == pytest.approx(t, rel=1e-12) and est.standard_error == pytest.approx(se, rel=1e-12)
     assert "ratio of means, delta method" in est.interval.method
     # people's alone: the mean of the four values, its variance by the same delta method
@@ -168,6 +168,37 @@ def test_a_ratio_by_the_delta_method():
     assert alone.estimate == pytest.approx(0.7)
     g = ya - 0.7 * yb
     assert alone.standard_error == pytest.approx(math.sqrt(g.var(ddof=1) / n) / yb.mean(), rel=1e-12)
+
+
+def test_the_jackknife_standard_error_leaves_each_slice_query_out():
+    """interval="jackknife": the estimate is PPI++'s, its standard error the stratified jackknife's
+    over the slice's queries, lambda tuned again without each, plus the plug-in variance of the
+    judge-only queries' part; Student t with the slice's queries less its strata."""
+    rng = np.random.default_rng(3)
+    y = rng.choice([0.0, 0.0, 0.1, 0.3, 1.0], size=12)
+    fl = 0.6 * y + rng.normal(0, 0.1, 12)
+    fu = rng.normal(0.2, 0.2, 40)
+    plain, est = ppi(y, fl, fu, interval="t"), ppi(y, fl, fu)
+    assert est.estimate == plain.estimate and est.lam == plain.lam
+    left = np.array([ppi(np.delete(y, i), np.delete(fl, i), fu).estimate for i in range(12)])
+    var = 11 / 12 * np.sum((left - left.mean()) ** 2) + est.lam ** 2 * fu.var(ddof=1) / 40
+    assert est.standard_error == pytest.approx(math.sqrt(var), rel=1e-12)
+    q = student_t.ppf(0.975, 11)
+    assert (est.interval.low, est.interval.high) == pytest.approx((est.estimate - q * est.standard_error,
+                                                                   est.estimate + q * est.standard_error), rel=1e-12)
+    assert "jackknife" in est.interval.method
+    # with lambda given, leaving a query out moves the mean of y - lambda f alone: the plug-in error
+    fixed = ppi(y, fl, fu, lam=0.7)
+    assert fixed.standard_error == pytest.approx(ppi(y, fl, fu, lam=0.7, interval="t").standard_error, rel=1e-12)
+    assert est.standard_error > plain.standard_error      # here the tuned lambda's own noise widens it
+    # strata: each left out within its own, (n_h - 1) / n_h of its spread, t with n - 2 df
+    sl, su = np.array(["a"] * 6 + ["b"] * 6), np.array(["a"] * 20 + ["b"] * 20)
+    strat = ppi(y, fl, fu, sl, su, lam=0.5)
+    assert strat.standard_error == pytest.approx(ppi(y, fl, fu, sl, su, lam=0.5, interval="t").standard_error,
+                                                 rel=1e-12)
+    assert "10 df" in strat.interval.method
+    # people alone: the jackknife's error of a mean is the plug-in one
+    assert classical(y).interval == classical(y, interval="t").interval
 
 
 def test_bad_input_is_an_error():
@@ -179,7 +210,7 @@ def test_bad_input_is_an_error():
         ppi([1.0, 0.0], [0.5, 0.4], [0.2, 0.4], lam=1.5)
     with pytest.raises(RelkitError, match="no people-judged query has a value"):
         ppi([np.nan, np.nan], [0.5, 0.4], [0.2, 0.4])
-    with pytest.raises(RelkitError, match="interval must be 't' or 'normal', not 'z'"):
+    with pytest.raises(RelkitError, match="interval must be one of 'jackknife', 't', 'normal', not 'z'"):
         classical([1.0, 0.0], interval="z")
 
 
