@@ -317,7 +317,7 @@ def stratified_slice_of(pool: np.ndarray, stratum: np.ndarray, people_share: flo
 
 
 def simulate(values: dict[str, dict[str, np.ndarray]], truth: dict[str, float], pool: np.ndarray, audits: int,
-             people_share: float, k: int, seed: int, interval: str = "jackknife", design: str = "simple"
+             people_share: float, k: int, seed: int, interval: str = "robust", design: str = "simple"
              ) -> tuple[dict, dict]:
     """`audits` audits: queries drawn with replacement, a slice of them for people; each judge's
     three estimates per measure, whether their intervals hold the truth, and their widths. `design`
@@ -410,9 +410,10 @@ def run() -> None:
     parser.add_argument("--audits", type=int, default=2000, help="simulated audits")
     parser.add_argument("--people-share", type=float, default=0.15,
                         help="the largest share of an audit's results people judge")
-    parser.add_argument("--interval", choices=INTERVALS, default="jackknife",
-                        help="PPI++'s interval: Student t around the jackknife's standard error (relkit's default), "
-                             "around the plug-in one (t), or normal (z) around it")
+    parser.add_argument("--interval", choices=INTERVALS, default="robust",
+                        help="the intervals: relkit's default (robust: PPI++'s standard error by the jackknife, t's "
+                             "degrees of freedom lowered for the kurtosis), Student t around the plug-in standard "
+                             "error (t), or normal (z) around it")
     parser.add_argument("--design", choices=(*DESIGNS, "both"), default="both",
                         help="people's slice: a simple random sample, stratified by the judge's own per-query "
                              "difference, or both side by side")
@@ -512,8 +513,8 @@ def run() -> None:
     done = min(s["completed"] for s in setups.values())
     margin = 1.96 * np.sqrt(0.95 * 0.05 / max(done, 1))
 
-    quantile = {"jackknife": "Student t (PPI++'s standard error by the jackknife)", "t": "Student t"}.get(
-        args.interval, "normal")
+    quantile = {"robust": "Student t (df lowered for kurtosis; PPI++'s standard error by the jackknife)",
+                "t": "Student t"}.get(args.interval, "normal")
     table = Table(title=f"coverage of people's true difference ({SYSTEMS[1]} - {SYSTEMS[0]}) by 95% {quantile} "
                         f"intervals, "
                         f"and their mean widths, per slice design",

@@ -85,6 +85,16 @@ def head_lines(src: Path, dst: Path, n_records: int) -> Path:
     return dst
 
 
+def kurtosis_df(residuals, df: int) -> float:
+    """t's degrees of freedom lowered for the excess kurtosis k of `residuals` (centred per stratum):
+    2 / (2 / df + k / n), the chi-square's whose variance is the sample variance's; df when k <= 0."""
+    r = np.asarray(residuals, dtype=float)
+    if not np.mean(r ** 2):
+        return df
+    k = np.mean(r ** 4) / np.mean(r ** 2) ** 2 - 3
+    return df if k <= 0 else min(df, 2 / (2 / df + k / len(r)))
+
+
 def write_png(path: Path, seed: int, size: tuple[int, int] = (40, 50)) -> Path:
     """A real PNG of random pixels (a different picture per seed)."""
     import numpy as np

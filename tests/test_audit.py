@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ITEMS, free_port, level, make_shop, relkit, write_csv
+from conftest import ITEMS, free_port, kurtosis_df, level, make_shop, relkit, write_csv
 from relkit import RelkitError, Workspace, import_file
 from relkit.audit import Engine, allocate, audit, draw, history, make_judge, query_strata
 from relkit.audit.core import MDE_FACTOR
@@ -420,7 +420,13 @@ def ppi_by_hand(y, fl, fu) -> tuple[float, float, float]:
     return estimate, float(np.sqrt(var)), lam
 
 
-def assert_interval(stored: dict, mean: float, se: float, df: int):
+def residual_df(y, fl, lam: float) -> float:
+    """The robust interval's degrees of freedom: n - 1, lowered for the kurtosis of y - lambda f."""
+    r = np.asarray(y, dtype=float) - lam * np.asarray(fl, dtype=float)
+    return kurtosis_df(r - r.mean(), len(r) - 1)
+
+
+def assert_interval(stored: dict, mean: float, se: float, df: float):
     """A Student t interval with `df` degrees of freedom."""
     from scipy.stats import t
 
@@ -479,11 +485,13 @@ def test_a_people_slice_filled_as_a_csv_then_combined(served, tmp_path):
     for name in tops:
         y, fl, fu = split(people_view[name], judge_view[name])
         mean, se, lam = ppi_by_hand(y, fl, fu)
-        assert_interval(systems[name]["ndcg"]["ppi"], mean, se, len(y) - 1)
+        assert_interval(systems[name]["ndcg"]["ppi"], mean, se, residual_df(y, fl, lam))
         assert systems[name]["ndcg"]["ppi"]["lambda"] == pytest.approx(lam, rel=1e-9)
-        assert_interval(systems[name]["ndcg"]["people"], np.mean(y), np.std(y, ddof=1) / np.sqrt(len(y)), len(y) - 1)
+        assert_interval(systems[name]["ndcg"]["people"], np.mean(y), np.std(y, ddof=1) / np.sqrt(len(y)),
+                        residual_df(y, fl, 0.0))
         f = np.r_[fl, fu]
-        assert_interval(systems[name]["ndcg"]["judge"], f.mean(), f.std(ddof=1) / np.sqrt(len(f)), len(f) - 1)
+        assert_interval(systems[name]["ndcg"]["judge"], f.mean(), f.std(ddof=1) / np.sqrt(len(f)),
+                        residual_df(f, f, 0.0))
         # people's share at level >= 2 of the top 10 on the slice is the rule's
         share = [np.mean([level(qs[q], TITLES[i]) >= 2 for i in tops[name][q]]) for q in s.query_ids]
         assert systems[name]["share"]["people"]["mean"] == pytest.approx(np.mean(share), rel=1e-12)
@@ -493,8 +501,8 @@ def test_a_people_slice_filled_as_a_csv_then_combined(served, tmp_path):
     diff = {who: {q: view["mixed"][q] - view["good"][q] for q in view["good"]}
             for who, view in (("people", people_view), ("judge", judge_view))}
     y, fl, fu = split(diff["people"], diff["judge"])
-    mean, se, _ = ppi_by_hand(y, fl, fu)
-    assert_interval(c["ndcg"]["ppi"], mean, se, len(y) - 1)
+    mean, se, lam = ppi_by_hand(y, fl, fu)
+    assert_interval(c["ndcg"]["ppi"], mean, se, residual_df(y, fl, lam))
     assert c["ndcg"]["ppi"]["mde"] == pytest.approx(MDE_FACTOR * se, rel=1e-9)
     from scipy.stats import t
 

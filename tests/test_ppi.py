@@ -7,6 +7,8 @@ import pytest
 from ppi_py import ppi_mean_ci, ppi_mean_pointestimate
 from scipy.stats import t as student_t
 
+from conftest import kurtosis_df
+
 from relkit import RelkitError
 from relkit.audit.estimates import MDE_FACTOR
 from relkit.audit.plan import floor, people_only, plan
@@ -170,12 +172,13 @@ def test_a_ratio_by_the_delta_method():
     assert alone.standard_error == pytest.approx(math.sqrt(g.var(ddof=1) / n) / yb.mean(), rel=1e-12)
 
 
-def test_the_jackknife_standard_error_leaves_each_slice_query_out():
-    """interval="jackknife": the estimate is PPI++'s, its standard error the stratified jackknife's
-    over the slice's queries, lambda tuned again without each, plus the plug-in variance of the
-    judge-only queries' part; Student t with the slice's queries less its strata."""
+def test_the_robust_interval_jackknife_and_kurtosis():
+    """The default interval ("robust"): the estimate is PPI++'s, its standard error the stratified
+    jackknife's over the slice's queries, lambda tuned again without each, plus the plug-in variance
+    of the judge-only queries' part; Student t with the slice's queries less its strata, lowered for
+    the kurtosis of y - lambda f on the slice."""
     rng = np.random.default_rng(3)
-    y = rng.choice([0.0, 0.0, 0.1, 0.3, 1.0], size=12)
+    y = rng.choice([0.0, 0.0, 0.0, 0.0, 0.1, 0.3, 1.0], size=12)
     fl = 0.6 * y + rng.normal(0, 0.1, 12)
     fu = rng.normal(0.2, 0.2, 40)
     plain, est = ppi(y, fl, fu, interval="t"), ppi(y, fl, fu)
@@ -183,22 +186,37 @@ def test_the_jackknife_standard_error_leaves_each_slice_query_out():
     left = np.array([ppi(np.delete(y, i), np.delete(fl, i), fu).estimate for i in range(12)])
     var = 11 / 12 * np.sum((left - left.mean()) ** 2) + est.lam ** 2 * fu.var(ddof=1) / 40
     assert est.standard_error == pytest.approx(math.sqrt(var), rel=1e-12)
-    q = student_t.ppf(0.975, 11)
+    r = y - est.lam * fl
+    df = kurtosis_df(r - r.mean(), 11)
+    assert df < 11                                # one query holds most of the values: heavy-tailed
+    q = student_t.ppf(0.975, df)
     assert (est.interval.low, est.interval.high) == pytest.approx((est.estimate - q * est.standard_error,
                                                                    est.estimate + q * est.standard_error), rel=1e-12)
-    assert "jackknife" in est.interval.method
+    assert "jackknife standard error" in est.interval.method and f"{df:.1f} df (11 lowered" in est.interval.method
+    # the plug-in interval: t with 11 df around the plug-in error
+    assert plain.interval.high == pytest.approx(plain.estimate + student_t.ppf(0.975, 11) * plain.standard_error)
+    assert est.standard_error > plain.standard_error      # here the tuned lambda's own noise widens it
     # with lambda given, leaving a query out moves the mean of y - lambda f alone: the plug-in error
     fixed = ppi(y, fl, fu, lam=0.7)
     assert fixed.standard_error == pytest.approx(ppi(y, fl, fu, lam=0.7, interval="t").standard_error, rel=1e-12)
-    assert est.standard_error > plain.standard_error      # here the tuned lambda's own noise widens it
-    # strata: each left out within its own, (n_h - 1) / n_h of its spread, t with n - 2 df
+    # strata: each left out within its own, (n_h - 1) / n_h of its spread; n - 2 df, lowered for
+    # the kurtosis of the residuals centred on their stratum's mean
     sl, su = np.array(["a"] * 6 + ["b"] * 6), np.array(["a"] * 20 + ["b"] * 20)
     strat = ppi(y, fl, fu, sl, su, lam=0.5)
     assert strat.standard_error == pytest.approx(ppi(y, fl, fu, sl, su, lam=0.5, interval="t").standard_error,
                                                  rel=1e-12)
-    assert "10 df" in strat.interval.method
-    # people alone: the jackknife's error of a mean is the plug-in one
-    assert classical(y).interval == classical(y, interval="t").interval
+    r = y - 0.5 * fl
+    centred = np.r_[r[:6] - r[:6].mean(), r[6:] - r[6:].mean()]
+    q = student_t.ppf(0.975, kurtosis_df(centred, 10))
+    assert strat.interval.high == pytest.approx(strat.estimate + q * strat.standard_error, rel=1e-12)
+    # people alone: the jackknife's error of a mean is the plug-in one; the kurtosis lowers t's df
+    alone = classical(y)
+    assert alone.standard_error == classical(y, interval="t").standard_error
+    q = student_t.ppf(0.975, kurtosis_df(y - y.mean(), 11))
+    assert alone.interval.high == pytest.approx(alone.estimate + q * alone.standard_error, rel=1e-12)
+    # values with no excess kurtosis keep the slice's degrees of freedom
+    flat = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    assert classical(flat).interval == classical(flat, interval="t").interval
 
 
 def test_bad_input_is_an_error():
@@ -210,7 +228,7 @@ def test_bad_input_is_an_error():
         ppi([1.0, 0.0], [0.5, 0.4], [0.2, 0.4], lam=1.5)
     with pytest.raises(RelkitError, match="no people-judged query has a value"):
         ppi([np.nan, np.nan], [0.5, 0.4], [0.2, 0.4])
-    with pytest.raises(RelkitError, match="interval must be one of 'jackknife', 't', 'normal', not 'z'"):
+    with pytest.raises(RelkitError, match="interval must be one of 'robust', 't', 'normal', not 'z'"):
         classical([1.0, 0.0], interval="z")
 
 
