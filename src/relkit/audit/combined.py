@@ -187,7 +187,8 @@ class CombinedAudit:
 
         table = Table(title="judge only, people only and combined", caption=(
             f"95% Student t intervals (degrees of freedom: the queries people judged, for people only and PPI++, or "
-            f"the judge did, for judge only, less the strata). nDCG@{self.k}: per query, DCG over the ideal DCG of "
+            f"the judge did, for judge only, less the strata, lowered for the values' kurtosis; PPI++'s standard "
+            f"error by the jackknife). nDCG@{self.k}: per query, DCG over the ideal DCG of "
             f"every system's pooled top {self.k}, both by the same labeller's gains, averaged over the queries with a "
             f"relevant result (a ratio of means: delta method); share: of results at level >= {self.threshold}. "
             f"Judge only: the audit's "
