@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+import duckdb  # noqa: E402,F401  (loaded first, as before relkit.workspace imported it lazily)
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
@@ -18,6 +19,24 @@ import pyarrow.parquet as pq  # noqa: E402
 from relkit import LabelScale, SplitConfig, Workspace, import_file, split_queries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+_FINISHED: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _FINISHED["status"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Leave as soon as pytest is done, with its exit status, without the interpreter's teardown.
+    This one process has loaded torch, ONNX Runtime, DuckDB, Ray's driver (with its gRPC threads)
+    and more by the end of the suite, and their native teardown at interpreter exit has crashed
+    (SIGSEGV) once in a while after every test had passed and the summary was printed. Every
+    fixture has been torn down by now; nothing a test checks runs after this."""
+    if "status" in _FINISHED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_FINISHED["status"])
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
