@@ -18,7 +18,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from conftest import ITEMS, free_port, make_shop, write_csv, write_teacher_labels
+from conftest import ITEMS, free_port, make_shop, relkit, write_csv, write_teacher_labels
 from relkit import RelkitError, Workspace, import_file
 from relkit.features.embeddings import DEFAULT_ENCODER
 from relkit.features.onnx_encoder import encoder_folder, has_export
@@ -535,3 +535,16 @@ def test_the_services_english_stopwords_are_scikit_learns_without_importing_it()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     words, imported = json.loads(result.stdout)
     assert words == sorted(ENGLISH_STOP_WORDS) and not imported
+
+
+def test_serve_refuses_what_is_not_a_workspace_before_it_starts(tmp_path):
+    """`relkit serve` opens the workspace in a child process (the service never loads DuckDB) and
+    says what is wrong with it there, before anything listens."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    missing = relkit("serve", "-w", empty, "--port", free_port())
+    assert missing.returncode == 2 and f"no relkit workspace at {empty}" in missing.stderr
+    with Workspace.create(tmp_path / "other") as ws:
+        ws.run("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    foreign = relkit("serve", "-w", tmp_path / "other", "--port", free_port())
+    assert foreign.returncode == 2 and "has schema version 99; this relkit reads version 1" in foreign.stderr
