@@ -219,6 +219,30 @@ def test_the_robust_interval_jackknife_and_kurtosis():
     assert classical(flat).interval == classical(flat, interval="t").interval
 
 
+def test_the_robust_interval_falls_back_to_the_plug_in_error(monkeypatch):
+    """Past JACKKNIFE_MAX people-judged queries, or when leaving a slice query out leaves nothing to
+    estimate (a ratio whose other slice queries have no value), PPI++ keeps the plug-in standard
+    error, and says so; the degrees of freedom are still lowered for the kurtosis."""
+    import importlib
+
+    module = importlib.import_module("relkit.audit.ppi")
+    rng = np.random.default_rng(5)
+    y = rng.choice([0.0, 0.0, 0.0, 0.2, 1.0], size=12)
+    fl, fu = 0.5 * y + rng.normal(0, 0.1, 12), rng.normal(0.2, 0.2, 30)
+    monkeypatch.setattr(module, "JACKKNIFE_MAX", 11)
+    big = ppi(y, fl, fu)
+    assert big.standard_error == ppi(y, fl, fu, interval="t").standard_error
+    r = y - big.lam * fl
+    q = student_t.ppf(0.975, kurtosis_df(r - r.mean(), 11))
+    assert "plug-in standard error" in big.interval.method
+    assert big.interval.high == pytest.approx(big.estimate + q * big.standard_error, rel=1e-12)
+    monkeypatch.setattr(module, "JACKKNIFE_MAX", 2000)
+    # without the first query no slice query has a value (and lambda 0 imputes nothing)
+    odd = ppi([0.8, np.nan], [0.5, 0.4], [0.3, 0.6, 0.2], lam=0.0)
+    assert odd.estimate == pytest.approx(0.8) and "plug-in standard error" in odd.interval.method
+    assert odd.standard_error == ppi([0.8, np.nan], [0.5, 0.4], [0.3, 0.6, 0.2], lam=0.0, interval="t").standard_error
+
+
 def test_bad_input_is_an_error():
     with pytest.raises(RelkitError, match="at least 2 in every stratum"):
         ppi([1.0], [0.5], [0.2, 0.4])

@@ -43,6 +43,9 @@ from relkit.intervals import LEVEL, Interval, normal
 # out) with the slice's degrees of freedom lowered for the values' kurtosis; t: Student t around the
 # plug-in standard error with the slice's degrees of freedom; normal: z around the plug-in one
 INTERVALS = ("robust", "t", "normal")
+# past this many people-judged queries the jackknife (n re-estimates, each over every query) gives way
+# to the plug-in standard error: the tuned lambda's own noise is then negligible
+JACKKNIFE_MAX = 2000
 
 
 @dataclass(frozen=True)
@@ -330,20 +333,25 @@ def ppi(y, f_labeled, f_unlabeled, strata_labeled=None, strata_unlabeled=None, w
     est = _estimate(strata, lam, level, ddof, method, True, "t" if interval == "robust" else interval)
     if interval != "robust":
         return est
-    se = _jackknife(strata, tuned, lam, ddof)
+    base = est.interval.method.rsplit("; Student t interval", 1)[0]     # with its ratio and strata notes
+    se = _jackknife(strata, tuned, lam, ddof) if people <= JACKKNIFE_MAX else None
+    if se is None:    # a large slice (lambda's own noise is negligible there), or a query nothing is estimable without
+        se, base = est.standard_error, f"{base}; plug-in standard error"
+    else:
+        base += "; jackknife standard error"
     df = _degrees(strata)
     nu, k = _kurtosis_degrees(_residuals(strata, lam, _solve(strata, lam)[0]), df)
-    base = est.interval.method.rsplit("; Student t interval", 1)[0]     # with its ratio and strata notes
-    return replace(est, interval=_interval(est.estimate, se, people + judge, level,
-                                           f"{base}; jackknife standard error", nu, (df, k)), standard_error=se)
+    return replace(est, interval=_interval(est.estimate, se, people + judge, level, base, nu, (df, k)),
+                   standard_error=se)
 
 
-def _jackknife(strata: list[_Stratum], tuned: bool, lam: float, ddof: int) -> float:
+def _jackknife(strata: list[_Stratum], tuned: bool, lam: float, ddof: int) -> float | None:
     """The standard error of the PPI++ estimate by the (stratified) jackknife over the slice's queries,
     lambda tuned again without each (`tuned`): the plug-in variance treats the tuned lambda as known,
     which at a slice of a few dozen queries makes intervals too narrow (lambda fits the slice's own
     noise), and the jackknife's also follows the skew of the values. The part of the judge-only
-    queries' variance is the plug-in one (lambda^2 Var(f_unlabeled) / N per stratum)."""
+    queries' variance is the plug-in one (lambda^2 Var(f_unlabeled) / N per stratum). None when some
+    slice query leaves nothing to estimate without it (a ratio whose other slice queries have no value)."""
     theta, den = _solve(strata, lam)
     var = 0.0
     for h, s in enumerate(strata):
@@ -352,8 +360,11 @@ def _jackknife(strata: list[_Stratum], tuned: bool, lam: float, ddof: int) -> fl
         for i in range(n):
             out = replace(s, y=np.delete(s.y, i), fl=np.delete(s.fl, i))
             others = strata[:h] + [out] + strata[h + 1:]
-            li = _tuned(others, _solve(others, 1.0)[0]) if tuned else lam
-            left[i] = _solve(others, li)[0]
+            try:
+                li = _tuned(others, _solve(others, 1.0)[0]) if tuned else lam
+                left[i] = _solve(others, li)[0]
+            except RelkitError:
+                return None
         var += (n - 1) / n * float(np.sum((left - left.mean()) ** 2))
         lh, m = (lam if len(s.fu) else 0.0), len(s.fu)
         if m:
