@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from relkit.student.fast import FastScorer
     from relkit.student.features import FeatureBuilder
 
-WARM_QUERIES = 2000    # known queries encoded into the cache once the service answers (see queries.known_queries)
+WARM_QUERIES = 2000    # known queries encoded into the cache once the service answers (snapshot.known_queries)
 logger = logging.getLogger(__name__)
 
 
@@ -45,7 +45,7 @@ def load_model(workspace: Path, record: dict, reuse: Model | None = None, known:
     """Build a Model for the student in `record`, with up to `known` of the workspace's known
     queries; the features and indexes of `reuse` are kept when the new student uses the same
     feature config. The features are read from the workspace in a process of its own
-    (relkit.serve.snapshot): this one never loads DuckDB."""
+    (relkit.student.snapshot): this one never loads DuckDB."""
     from relkit.features.onnx_encoder import service_encoder
     from relkit.student.fast import FastScorer
     from relkit.student.model import Student
