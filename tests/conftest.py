@@ -4,6 +4,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -71,6 +75,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a free loopback port in a thread; yields its OpenAI-style base URL (.../v1)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class RuleChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint whose models answer by rule: GET lists `models`, POST
+    answers a chat completion whose message is `answer(body)`, with `prompt_tokens` in its usage."""
+    models: tuple[str, ...] = ()
+    prompt_tokens = 10
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, body: dict) -> str:
+        raise NotImplementedError
+
+    def _json(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._json({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
+                                               for m in self.models]})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.answer(body)}}
+        self._json({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
+                    "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": 1,
+                              "total_tokens": self.prompt_tokens + 1}})
 
 
 def write_csv(path: Path, header: list[str], rows: list[list], encoding: str = "utf-8") -> Path:

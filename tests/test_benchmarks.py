@@ -17,15 +17,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import product
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pytest
-from conftest import ROOT, head_lines, shared_file
+from conftest import ROOT, RuleChat, head_lines, loopback_server, shared_file
 
 from relkit.audit import MDE_FACTOR
 
@@ -262,41 +260,22 @@ def rule_level(query: str, item_text: str, k: int) -> int:
     return 1 + min(k - 1, len(words(query) & words(item_text)))
 
 
-class RuleJudge(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class RuleJudge(RuleChat):
+    models = ("rule",)
 
-    def _json(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._json({"object": "list", "data": [{"id": "rule", "object": "model", "created": 0, "owned_by": "x"}]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+    def answer(self, body: dict) -> str:
         prompt = body["messages"][0]["content"]
         query = re.search(r"\nQuery: (.*)\nItem:\n", prompt).group(1)
         item = re.search(r"\nItem:\n(.*?)\n\nAnswer with", prompt, re.DOTALL).group(1)
         item = re.sub(r"^\w+: ", "", item)     # a field's label, when the item text names its fields
         k = int(re.search(r"one of 1 to (\d+)", prompt).group(1))
-        choice = {"index": 0, "finish_reason": "stop",
-                  "message": {"role": "assistant", "content": str(rule_level(query, item, k))}}
-        self._json({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}})
+        return str(rule_level(query, item, k))
 
 
 @pytest.fixture(scope="module")
 def rule_endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RuleJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(RuleJudge) as url:
+        yield url
 
 
 def test_judge_agreement(trained, rule_endpoint):

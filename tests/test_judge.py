@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import free_port, write_csv
+from conftest import free_port, loopback_server, write_csv
 from relkit.cli import app
 from relkit.errors import RelkitError
 from relkit.judge import JudgeSpec, create_judge, load_judge, select_pairs
@@ -259,19 +260,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_endpoint():
-    servers = []
-
-    def start(script: Script) -> str:
-        handler = type("H", (Handler,), {"script": script})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/v1"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with ExitStack() as servers:
+        yield lambda script: servers.enter_context(loopback_server(type("H", (Handler,), {"script": script})))
 
 
 def endpoint_judge(ws, url, name="ep", **kw):

@@ -6,11 +6,10 @@ that obeys what an item's text says, LLM judges behind a real loopback endpoint 
 rule, and SmolLM2 behind the llama.cpp server."""
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import RuleChat, loopback_server
 from typer.testing import CliRunner
 
 from relkit.audit import make_judge
@@ -182,38 +181,18 @@ RULES = {   # model name -> its level of a prompt (3-level scale)
 }
 
 
-class RuleHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class RuleHandler(RuleChat):
+    models = tuple(RULES)
+    prompt_tokens = 40
 
-    def _json(self, body: dict):
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._json({"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "x"}
-                                               for m in RULES]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        level = RULES[body["model"]](body["messages"][0]["content"])
-        self._json({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": str(level)}}],
-                    "usage": {"prompt_tokens": 40, "completion_tokens": 1, "total_tokens": 41}})
+    def answer(self, body: dict) -> str:
+        return str(RULES[body["model"]](body["messages"][0]["content"]))
 
 
 @pytest.fixture
 def rule_endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RuleHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(RuleHandler) as url:
+        yield url
 
 
 def test_each_probe_flips_the_llm_judge_built_to_fall_for_it(shop, rule_endpoint):
