@@ -56,8 +56,9 @@ def build(workspace: Path, config: FeatureConfig, student: str, known: int) -> t
         raise WorkspaceBusy(f"cannot read the workspace {workspace} (is a relkit command writing it?): {e}") from e
     with ws:
         builder = FeatureBuilder.from_workspace(ws, config, encoder=encoder)
+        queries = _known(ws, known)
     builder._encoder = None      # the service's own encoder is set when it loads the builder
-    return builder, known_queries(Path(workspace), known)
+    return builder, queries
 
 
 def known_queries(workspace: Path, limit: int) -> list[str]:
@@ -69,7 +70,14 @@ def known_queries(workspace: Path, limit: int) -> list[str]:
     if limit <= 0:
         return []
     with Workspace.open(workspace, read_only=True) as ws:
-        rows = ws.fetchall("""
+        return _known(ws, limit)
+
+
+def _known(ws, limit: int) -> list[str]:
+    """`known_queries` of an open workspace."""
+    if limit <= 0:
+        return []
+    rows = ws.fetchall("""
             WITH logged AS (SELECT query, sum(impressions) AS impressions FROM engagement GROUP BY 1),
                  paired AS (SELECT query_id, count(*) AS n FROM
                               (SELECT query_id FROM judgments UNION ALL SELECT query_id FROM pairs)
