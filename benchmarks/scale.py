@@ -9,7 +9,8 @@ project), in a new workspace (--workdir; a temporary folder, removed at the end,
 import and split (seed 0) once, then for every size N:
 
 - pairs: `relkit pairs --k K --min-queries Q` with Q raised until the train split has N candidate
-  pairs (train queries from item titles: Home Depot has no engagement log);
+  pairs (train queries from item titles: Home Depot has no engagement log), and once the titles
+  have no more queries to give (about 29,000 on Home Depot: about 1.7M pairs at k 30), K raised;
 - label: the labeler labels the pairs no shard holds yet;
 - distill: a student on N of the labeled pairs (a random subset, as `relkit distill --sizes` takes
   it) plus the human train labels, `--epochs` epochs exactly (no early stop), once per seed; its
@@ -86,26 +87,32 @@ def train_pairs(ws) -> tuple[int, int]:
 
 
 def stage_pairs(args) -> dict:
-    """At least `size` candidate pairs of train queries (or as many as the title queries give)."""
+    """At least `size` candidate pairs of train queries: `--min-queries` raised first; once the query
+    sources run dry (Home Depot's item titles give about 29,000 train queries), `--k` raised."""
     from relkit import Workspace
     from relkit.candidates import make_pairs
 
     sources = tuple(args.sources.split(","))
+    k = args.k
     with Workspace.open(Path(args.workdir) / "ws") as ws:
         pairs, queries = train_pairs(ws)
         have = train_queries(ws)
-        per_query = pairs / queries if pairs else args.k * len(sources) * 0.8   # the sources overlap a little
-        for _ in range(4):
+        per_query = pairs / queries if pairs else k * len(sources) * 0.8   # the sources overlap a little
+        dry = False
+        for _ in range(8):
             if pairs >= args.size:
                 break
-            wanted = max(have + 1, math.ceil(args.size / per_query * 1.05))
-            make_pairs(ws, k=args.k, sources=sources, min_queries=wanted)
-            pairs, queries = train_pairs(ws)
-            now = train_queries(ws)
-            if now == have and pairs < args.size:
-                break    # no more title queries to add
-            have, per_query = now, pairs / max(queries, 1)
-        return {"train_pairs": pairs, "train_queries": have}
+            if dry:     # no more queries: more candidates for each (pairs grow a little slower than k)
+                k = math.ceil(k * args.size / pairs * 1.1)
+            wanted = have if dry else max(have + 1, math.ceil(args.size / per_query * 1.05))
+            make_pairs(ws, k=k, sources=sources, min_queries=wanted)
+            before, (pairs, queries) = pairs, train_pairs(ws)
+            if dry and pairs == before:
+                break   # every train query has all the candidates there are
+            have = train_queries(ws)
+            dry = dry or have < wanted      # the query sources had fewer new queries than asked for
+            per_query = pairs / max(queries, 1)
+        return {"train_pairs": pairs, "train_queries": have, "k": k}
 
 
 def stage_label(args) -> dict:
@@ -131,12 +138,9 @@ def stand_in_label(ws, chunk: int) -> None:
     """Label the pairs of the `pairs` table that labels/standin-human does not hold yet with the
     stand-in student, `chunk` pairs at a time (a DuckDB record batch reader), written as `relkit
     label` writes shards."""
-    import numpy as np
-    import pyarrow as pa
-
+    from relkit.labeling import PENDING_MEMORY
     from relkit.labels import clear_strays, labels_dir, next_shard_number, shards, write_shard
     from relkit.student import FastScorer, FeatureBuilder, Student
-    from relkit.student.features import grouped
 
     student = Student.load(ws.artifacts / "student-standin")
     builder = FeatureBuilder.from_workspace(ws, student.feature_config())
@@ -146,27 +150,37 @@ def stand_in_label(ws, chunk: int) -> None:
     clear_strays(out)
     done = [str(p) for p in shards(out)]
     anti = "ANTI JOIN read_parquet(?) l USING (query_id, item_id)" if done else ""
-    pending = ws.con.sql(f"SELECT p.query_id, q.query, p.item_id FROM pairs p JOIN queries q USING (query_id) "
-                         f"{anti} ORDER BY p.query_id, p.item_id", params=[done] if done else None)
-    reader = pending.to_arrow_reader(chunk)
     number = next_shard_number(out)
     k = ws.scale.k
-    for batch in reader:
-        queries = batch.column("query").to_pylist()
-        distinct = list(dict.fromkeys(queries))
-        index = {q: n for n, q in enumerate(distinct)}
-        query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
-        rows = builder.items.rows(batch.column("item_id").to_pylist())
-        vectors = builder.query_vectors(distinct)
-        proba = np.zeros((len(queries), k), dtype=np.float32)
-        for n, at in grouped(query_index):
-            proba[at] = scorer.score_rows(distinct[n], rows[at], vectors[n] if builder.dim else None)
-        table = {"teacher": [STAND_IN] * len(queries), "query_id": batch.column("query_id"),
-                 "item_id": batch.column("item_id"),
-                 **{f"p{i + 1}": proba[:, i] for i in range(k)},
-                 "expected_level": proba @ np.arange(1, k + 1, dtype=np.float32)}
-        write_shard(out, number, pa.table(table))
-        number += 1
+    with ws.memory_limit(PENDING_MEMORY):     # the sort of every pending pair goes to disk past it
+        pending = ws.con.sql(f"SELECT p.query_id, q.query, p.item_id FROM pairs p JOIN queries q USING (query_id) "
+                             f"{anti} ORDER BY p.query_id, p.item_id", params=[done] if done else None)
+        for batch in pending.to_arrow_reader(chunk):
+            write_shard(out, number, stand_in_shard(batch, builder, scorer, k))
+            number += 1
+
+
+def stand_in_shard(batch, builder, scorer, k: int):
+    """One shard of the stand-in's labels: the pairs of `batch` (query_id, query, item_id) scored."""
+    import numpy as np
+    import pyarrow as pa
+
+    from relkit.student.features import grouped
+
+    queries = batch.column("query").to_pylist()
+    distinct = list(dict.fromkeys(queries))
+    index = {q: n for n, q in enumerate(distinct)}
+    query_index = np.fromiter((index[q] for q in queries), dtype=np.int64, count=len(queries))
+    rows = builder.items.rows(batch.column("item_id").to_pylist())
+    vectors = builder.query_vectors(distinct)
+    proba = np.zeros((len(queries), k), dtype=np.float32)
+    for n, at in grouped(query_index):
+        proba[at] = scorer.score_rows(distinct[n], rows[at], vectors[n] if builder.dim else None)
+    table = {"teacher": [STAND_IN] * len(queries), "query_id": batch.column("query_id"),
+             "item_id": batch.column("item_id"),
+             **{f"p{i + 1}": proba[:, i] for i in range(k)},
+             "expected_level": proba @ np.arange(1, k + 1, dtype=np.float32)}
+    return pa.table(table)
 
 
 def stage_distill(args) -> dict:

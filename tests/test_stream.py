@@ -287,18 +287,19 @@ def test_pairs_find_each_querys_rows_in_one_sort(shop):
 
 
 def test_scale_benchmark_on_a_tiny_slice(tmp_path):
-    """benchmarks/scale.py on 300 Home Depot judgments, two sizes: every stage measured, the
-    stand-in labeler named in its rows, which carry no quality figure."""
+    """benchmarks/scale.py on 300 Home Depot judgments, three sizes: every stage measured, the
+    stand-in labeler named in its rows, which carry no quality figure; past what the title queries
+    give at --k 4, k is raised."""
     data = head_lines(shared_file("homedepot/pairs.csv"), tmp_path / "hd.csv", 300)
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--data", str(data),
-                          "--sizes", "400,150", "--k", "4", "--sources", "bm25", "--features", "bm25,text_match",
+                          "--sizes", "400,150,900", "--k", "4", "--sources", "bm25", "--features", "bm25,text_match",
                           "--epochs", "2", "--chunk", "100", "--workdir", str(tmp_path / "work"),
                           "--json", str(tmp_path / "rows.json")], capture_output=True, text=True,
                          env={**os.environ, "TQDM_DISABLE": "1"}, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert [(r["pairs"], r["stage"]) for r in rows] == [(0, "setup"), (150, "pairs"), (150, "label"), (150, "distill"),
-                                                        (400, "pairs"), (400, "label"), (400, "distill")]
+    assert [(r["pairs"], r["stage"]) for r in rows] == [(0, "setup"), *((size, stage) for size in (150, 400, 900)
+                                                                        for stage in ("pairs", "label", "distill"))]
     metrics = ("auroc@2", "qwk", "ndcg@10", "accuracy", "argmax_qwk")
     for r in rows:
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 50    # a Python process with numpy and relkit loaded
@@ -308,8 +309,37 @@ def test_scale_benchmark_on_a_tiny_slice(tmp_path):
     shards = str(tmp_path / "work" / "ws" / "labels" / "standin-human" / "shard-*.parquet")
     pairs, labeled, distinct = con.execute(f"""SELECT (SELECT count(*) FROM pairs), count(*),
         count(DISTINCT (query_id, item_id)) FROM read_parquet('{shards}')""").fetchone()
-    assert labeled == distinct == pairs == rows[-2]["labeled"] >= 400    # every pair labeled once
+    assert labeled == distinct == pairs == rows[-2]["labeled"] >= 900    # every pair labeled once
     assert rows[2]["labeled"] == rows[1]["train_pairs"] >= 150
-    assert [r["teacher_pairs"] for r in rows if r["stage"] == "distill"] == [150, 400]
+    assert [r["teacher_pairs"] for r in rows if r["stage"] == "distill"] == [150, 400, 900]
+    # 300 judgments' items give a few hundred title queries: 900 pairs need more candidates a query
+    assert rows[1]["k"] == rows[4]["k"] == 4 and rows[7]["k"] > 4 and rows[7]["train_pairs"] >= 900
     assert all(r["epochs"] == 2 for r in rows if r["stage"] == "distill")
     con.close()
+
+
+def test_stream_check_benchmark_on_a_tiny_shop(tmp_path):
+    """benchmarks/stream_check.py: the streamed and the in-memory student of the same labels, seed
+    for seed, and the checks of the target."""
+    ws = make_shop(tmp_path)
+    write_teacher_labels(ws)
+    available = len(teacher_labels(ws, "rule").targets)
+    ws.close()
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stream_check.py"), "--workspace", str(ws.path),
+                          "--teacher", "rule", "--seeds", "2", "--pairs", "300", "--features", "bm25,text_match",
+                          "--set", "hidden=16", "--set", "epochs=4", "--json", str(tmp_path / "check.json")],
+                         capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = json.loads((tmp_path / "check.json").read_text())
+    assert available > 300 and out["pairs"] == 300
+    assert [(r["seed"], r["path"]) for r in out["rows"]] == [(0, "stream"), (0, "memory"), (1, "stream"), (1, "memory")]
+    for seed in (0, 1):
+        stream, memory = (r for r in out["rows"] if r["seed"] == seed)
+        assert 1 <= stream["best_epoch"] <= 4 and 0 <= stream["auroc@2"] <= 1 and 0 < stream["ndcg@10"] <= 1
+        # the same rows, the same batches: the same learning up to float rounding
+        assert stream["auroc@2"] == pytest.approx(memory["auroc@2"], abs=0.05)
+    for metric in ("auroc@2", "qwk"):
+        diff = out["means"]["stream"][metric] - out["means"]["memory"][metric]
+        assert out["checks"][metric]["difference"] == pytest.approx(diff)
+        assert out["checks"][metric]["met"] == (abs(diff) <= out["checks"][metric]["limit"])
+    assert "stream - memory" in run.stdout

@@ -18,7 +18,6 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +146,7 @@ def _write_pending(ws: Workspace, out: Path, source: Path, template) -> tuple[in
         texts = {"item_id": list(records), "text": [template.item(r) for r in records.values()],
                  "title": [item_title(r) for r in records.values()]}
         del records
-        with ws.registered("_pending_items", texts), _memory_limit(ws, PENDING_MEMORY):
+        with ws.registered("_pending_items", texts), ws.memory_limit(PENDING_MEMORY):
             path = str(source).replace("'", "''")
             ws.run(f"""COPY (
                 SELECT p.query_id, p.item_id, q.query, t.text, t.title FROM pairs p JOIN queries q USING (query_id)
@@ -157,17 +156,6 @@ def _write_pending(ws: Workspace, out: Path, source: Path, template) -> tuple[in
 
 
 PENDING_MEMORY = "256MB"   # DuckDB's memory while it writes the pending pairs: a sort past it goes to disk
-
-
-@contextmanager
-def _memory_limit(ws: Workspace, limit: str):
-    """DuckDB's memory limit set to `limit` inside the block (its temporary files take the rest)."""
-    (before,) = ws.fetchone("SELECT current_setting('memory_limit')")
-    ws.run(f"SET memory_limit = '{limit}'")
-    try:
-        yield
-    finally:
-        ws.run(f"SET memory_limit = '{before}'")
 
 
 def _blocks(source: Path, size: int) -> Iterator:

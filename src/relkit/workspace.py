@@ -305,6 +305,17 @@ class Workspace:
         return bool(self.fetchone("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name])[0])
 
     @contextmanager
+    def memory_limit(self, limit: str) -> Iterator[None]:
+        """DuckDB's memory limit set to `limit` (e.g. '256MB') inside the block: a sort or a join past
+        it goes to DuckDB's temporary files instead of growing the process."""
+        (before,) = self.fetchone("SELECT current_setting('memory_limit')")
+        self.run(f"SET memory_limit = '{limit}'")
+        try:
+            yield
+        finally:
+            self.run(f"SET memory_limit = '{before}'")
+
+    @contextmanager
     def registered(self, name: str, data, types: dict | None = None) -> Iterator[str]:
         """Expose data as a table `name` to SQL inside the block, and unregister it however the block
         ends. `data` is a pyarrow table or a dict of column lists (strings unless `types` says
