@@ -38,17 +38,24 @@ METRICS = ("auroc@2", "qwk", "ndcg@10")
 TARGETS = {"auroc@2": 0.005, "qwk": 0.01}
 
 
-def in_memory(distiller: Distiller, labels, n: int, config: StudentConfig):
-    """The student of the rows `distiller.train(n, config)` trains on, assembled in memory."""
-    order = np.random.default_rng(config.seed).permutation(len(labels.targets))[:n]
-    human = distiller.human
-    builder = distiller.builder
-    x = np.concatenate([inputs(builder, [labels.queries[i] for i in order], [labels.item_ids[i] for i in order]),
-                        inputs(builder, human.queries, human.item_ids)])
-    targets = np.concatenate([sharpen(labels.targets[order], config.label_temperature), human.targets])
-    weights = np.concatenate([np.ones(n), np.full(len(human.targets), config.human_weight)]).astype(np.float32)
-    return fit_student(TrainingSet(x, targets, weights), distiller.dev, distiller.ws.scale, builder, config,
-                       teacher=distiller.teacher, data={"teacher_pairs": n, "human_pairs": len(human.targets)})
+class InMemory:
+    """The students of the rows `distiller.train(n, config)` trains on, assembled in memory: every
+    labeled pair's model input is built once, and each seed takes its rows from it."""
+
+    def __init__(self, distiller: Distiller, labels):
+        self.distiller, self.labels = distiller, labels
+        self.teacher_x = inputs(distiller.builder, labels.queries, labels.item_ids)
+        self.human_x = inputs(distiller.builder, distiller.human.queries, distiller.human.item_ids)
+
+    def train(self, n: int, config: StudentConfig):
+        distiller, labels, human = self.distiller, self.labels, self.distiller.human
+        order = np.random.default_rng(config.seed).permutation(len(labels.targets))[:n]
+        x = np.concatenate([self.teacher_x[order], self.human_x])
+        targets = np.concatenate([sharpen(labels.targets[order], config.label_temperature), human.targets])
+        weights = np.concatenate([np.ones(n), np.full(len(human.targets), config.human_weight)]).astype(np.float32)
+        return fit_student(TrainingSet(x, targets, weights), distiller.dev, distiller.ws.scale, distiller.builder,
+                           config, teacher=distiller.teacher,
+                           data={"teacher_pairs": n, "human_pairs": len(human.targets)})
 
 
 def main() -> None:
@@ -76,11 +83,12 @@ def main() -> None:
         n = args.pairs or distiller.available
         print(f"{n:,} teacher-labeled pairs ({distiller.teacher}), {distiller.human_pairs:,} human ones; "
               f"{args.seeds} seeds", flush=True)
+        memory = InMemory(distiller, labels)
         print(f"{'seed':>4} {'path':<7} " + " ".join(f"{m:>8}" for m in METRICS) + "  best epoch  seconds", flush=True)
         for seed in range(args.seeds):
             config = StudentConfig(**{**parse_sets(args.set, StudentConfig), "seed": seed})
             for path in ("stream", "memory"):
-                student = (distiller.train(n, config) if path == "stream" else in_memory(distiller, labels, n, config))
+                student = (distiller.train(n, config) if path == "stream" else memory.train(n, config))
                 seconds = student.meta.data["seconds"]      # training alone
                 test = student.meta.metrics.get("test") or distiller.test(student)
                 rows.append({"seed": seed, "path": path, **{m: test[m] for m in METRICS},
