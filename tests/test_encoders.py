@@ -207,3 +207,48 @@ def test_init_sets_and_changes_the_encoder(tmp_path, tiny_encoder):
     assert again.returncode == 0 and "encoder" not in again.stdout
     with Workspace.open(tmp_path / "plain") as ws:
         assert workspace_encoder(ws) == DEFAULT_ENCODER and ws.get_meta("encoder") is None
+
+
+def test_an_encoder_folder_whose_weights_change_is_refused(tmp_path):
+    """Vectors are cached by the encoder's name: a folder retrained in place would mix old vectors
+    (and the students and priors made from them) with new ones, so relkit refuses it, by name, in a
+    writable and a read-only workspace, and takes the old weights back."""
+    import shutil
+
+    from relkit.features.embeddings import cached_vectors, weights_stamp
+
+    folder = build("bert", tmp_path / "models")
+    kept = tmp_path / "kept"
+    shutil.copytree(folder, kept)
+    assert weights_stamp("default") is None and weights_stamp("multilingual-e5-small") is None
+    assert weights_stamp("someone/some-hub-model") is None
+    first = weights_stamp(str(folder))
+    assert first == weights_stamp(str(kept))            # the weights, not the path or the time
+
+    ws = make_shop(tmp_path)
+    texts = ["red chair", "blue lamp"]
+    before = cached_vectors(ws, str(folder), texts)
+    assert ws.get_meta(f"encoder_weights:{folder}") == first
+
+    # the same folder retrained in place: other weights, same name
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(folder))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    model.save_pretrained(str(folder))
+    assert weights_stamp(str(folder)) != first
+    with pytest.raises(RelkitError, match=f"the encoder {folder} has other weights") as raised:
+        cached_vectors(ws, str(folder), texts + ["green desk"])
+    assert "--encoder NEW_FOLDER" in str(raised.value)
+    ws.close()
+    with Workspace.open(ws.path, read_only=True) as ro, pytest.raises(RelkitError, match="other weights"):
+        cached_vectors(ro, str(folder), texts)
+
+    # the old weights back: the cache serves again, as before
+    shutil.rmtree(folder)
+    shutil.copytree(kept, folder)
+    with Workspace.open(ws.path) as again:
+        np.testing.assert_array_equal(cached_vectors(again, str(folder), texts), before)

@@ -198,6 +198,54 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+WEIGHTS_KEY = "encoder_weights:"     # meta key prefix: the fingerprint of a local encoder's weights, by name
+
+
+def weights_stamp(name: str | None) -> str | None:
+    """A fingerprint of the weights of an encoder given as a local folder (None for a known name or
+    a hub id): each weight file's path in the folder, size, first and last MiB."""
+    if name in (None, "", DEFAULT_ENCODER) or name in KNOWN_ENCODERS or not Path(name).is_dir():
+        return None
+    folder = Path(name).resolve()
+    files = sorted({p for pattern in WEIGHT_FILES for p in folder.rglob(pattern) if p.is_file()})
+    listing = tuple((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _stamp(str(folder), listing) if listing else None
+
+
+@functools.lru_cache(maxsize=32)
+def _stamp(folder: str, listing: tuple) -> str:
+    digest = hashlib.sha1()
+    for relative, size, _ in listing:     # the modification time only keys this cache
+        digest.update(f"{relative}:{size}:".encode())
+        with open(Path(folder) / relative, "rb") as f:
+            digest.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(-(1 << 20), 2)
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def check_weights(ws, encoder_name: str) -> None:
+    """Refuse an encoder folder whose weights changed since the workspace first cached vectors with
+    it: its cached vectors, and the students, priors and ONNX exports made from them, would mix with
+    vectors of the new weights. The first use records the fingerprint."""
+    stamp = weights_stamp(encoder_name)
+    if stamp is None:
+        return
+    key = WEIGHTS_KEY + encoder_name
+    seen = ws.get_meta(key)
+    if seen is None:
+        if not getattr(ws, "read_only", False):
+            ws.set_meta(key, stamp)
+    elif seen != stamp:
+        raise RelkitError(
+            f"the encoder {encoder_name} has other weights than when the workspace {ws.path} first encoded with it "
+            "(its cached vectors, and the students and teacher priors made from them, are of the old weights): "
+            "put the new model in a folder of its own and point the workspace at it (`relkit init "
+            f"{ws.path} --encoder NEW_FOLDER`, which says what to recompute), or put the old weights back")
+
+
 def workspace_vectors(ws, encoder_name: str, encoder: Encoder | None = None):
     """`texts -> (len(texts), d) vectors` through the workspace's `text_vectors` cache: the
     `text_vectors` argument of `pair_cosines` and a teacher prior's `Teacher.text_vectors`."""
@@ -217,6 +265,7 @@ def cached_vectors(ws, encoder_name: str, texts: Sequence[str], encoder: Encoder
     from relkit.logs import progress
 
     spec = encoder_spec(encoder_name)
+    check_weights(ws, encoder_name)
     is_query = [queries] * len(texts) if isinstance(queries, bool) else [bool(q) for q in queries]
     if len(is_query) != len(texts):
         raise RelkitError(f"cached_vectors: {len(texts)} texts but {len(is_query)} query flags")
