@@ -15,7 +15,8 @@ In one 2-level workspace whose bi-encoder is the multilingual one (--e5):
   articles: one on the English MiniLM (--minilm; its prior is the English bi-encoder) and one on
   multilingual-e5-small (--e5; its prior is the workspace's encoder);
 - the e5 teacher labels (`relkit label`) the pairs of the English train articles' questions, the
-  only pairs the student sees (teacher labels only on training articles, and only in English);
+  only pairs the student sees (teacher labels only on training articles; only in English unless
+  --student-languages says more);
 - a student with the workspace's (multilingual) features distilled from those labels and the human
   ones (`relkit distill --teacher e5`), and one on the human labels alone (`relkit distill`).
 Then bm25, the English bi-encoder (`embedding:` --english-encoder), the multilingual one
@@ -27,6 +28,11 @@ and the checks of the target are printed:
   paired 95% bootstrap interval of nDCG@10 excluding 0;
 - the student keeps >= 80% of the teacher's AUROC@2 gain over the better (by AUROC@2) of bm25 and the
   multilingual bi-encoder in es and de, and its AUROC@2 is above the human-only student's there.
+
+--student-languages en,es,de has the e5 teacher also label the train articles' questions in Spanish and
+German for the student (still no judgment outside English, nor a pair of a dev or test article).
+--teachers-from DIR copies the teachers of an earlier run's --workdir (its split and settings must be
+this run's) instead of training them again: a student variant in minutes.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
@@ -44,6 +50,7 @@ import gzip
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -127,8 +134,34 @@ def kept(student: float | None, teacher: float | None, base: float | None) -> fl
     return (student - base) / (teacher - base)
 
 
-def tiny_models(directory: Path) -> dict[str, str]:
-    """Random-weight tiny models for every role, and the multilingual encoder's prefixes declared."""
+SETTINGS = ("models", "epochs", "max_length", "batch_size")   # what a run's teachers depend on beside the split
+
+
+def reuse_teachers_check(workdir: Path, out: dict) -> None:
+    """Refuse the teachers of a run whose split, models or teacher settings differ from this one's."""
+    if not (workdir / "split.json").exists():
+        raise SystemExit(f"--teachers-from {workdir}: no split.json there (not a run's --workdir)")
+    if json.loads((workdir / "split.json").read_text()) != out["split"]:
+        raise SystemExit(f"--teachers-from {workdir}: its article split is not this run's")
+    if (workdir / "settings.json").exists():
+        seen = json.loads((workdir / "settings.json").read_text())
+        differ = [k for k in SETTINGS if seen.get(k) != out[k]]
+        if differ:
+            raise SystemExit(f"--teachers-from {workdir}: its {', '.join(differ)} differ from this run's")
+    else:
+        print(f"--teachers-from {workdir}: no settings.json there (an older run): its teachers' models and "
+              "settings are taken to be this run's", flush=True)
+    for name in TEACHERS:
+        if not (workdir / "workspace" / "artifacts" / f"teacher-{name}").is_dir():
+            raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
+
+
+def tiny_models(directory: Path, reuse: Path | None = None) -> dict[str, str]:
+    """Random-weight tiny models for every role, and the multilingual encoder's prefixes declared;
+    with `reuse`, the ones an earlier tiny run built there (its teachers' bases)."""
+    if reuse:
+        return {"minilm": str(reuse / "tiny-bert"), "e5": str(reuse / "tiny-xlm-roberta"),
+                "english_encoder": str(reuse / "tiny-bert")}
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import build
 
@@ -156,9 +189,18 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=0, help="only the first N articles (a slice; default: all)")
     parser.add_argument("--questions", type=int, default=0,
                         help="only the first N questions of each article (a slice; default: all)")
+    parser.add_argument("--student-languages", default="en",
+                        help="the languages of the train articles' questions the e5 teacher labels for the student, "
+                             "comma-separated (default: en; never a judgment outside English)")
+    parser.add_argument("--teachers-from", type=Path, default=None,
+                        help="a finished run's --workdir with the same split and settings: its teachers are copied, "
+                             "not trained again")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny random-weight models, one epoch, 6 articles of 4 questions (unless given)")
     args = parser.parse_args()
+    student_languages = [lang.strip() for lang in args.student_languages.split(",") if lang.strip()]
+    if not student_languages or set(student_languages) - set(LANGUAGES):
+        parser.error(f"--student-languages: a comma-separated subset of {','.join(LANGUAGES)}")
     logging.basicConfig(format="%(message)s")   # relkit's progress: dev evaluations, bars, scoring
     logging.getLogger("relkit").setLevel(logging.INFO)
     started = time.perf_counter()
@@ -171,7 +213,7 @@ def main() -> None:
         raise SystemExit(f"{ws_path} exists: give a fresh --workdir (a run trains its teachers from scratch)")
     models = {"minilm": args.minilm, "e5": args.e5, "english_encoder": args.english_encoder}
     if args.tiny:
-        models = tiny_models(args.workdir / "models")
+        models = tiny_models(args.workdir / "models", reuse=args.teachers_from and args.teachers_from / "models")
         args.epochs = 1.0
         args.max_length = min(args.max_length, 64)
         args.articles, args.questions = args.articles or 6, args.questions or 4
@@ -198,7 +240,10 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / "split.json").write_text(json.dumps(record, indent=2))
     out = {"split": record, "models": models, "epochs": args.epochs, "max_length": args.max_length,
-           "batch_size": args.batch_size, "languages": None, "checks": None}
+           "batch_size": args.batch_size, "student_languages": student_languages, "languages": None, "checks": None}
+    if args.teachers_from:
+        reuse_teachers_check(args.teachers_from, out)
+    (args.workdir / "settings.json").write_text(json.dumps({k: out[k] for k in SETTINGS}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
@@ -215,17 +260,29 @@ def main() -> None:
             path = write_jsonl(files / f"{lang}-{part}.jsonl", [r for r in rows[lang] if part_of.get(article_of(r)) == part])
             result = import_file(ws, "judgments", path, format="xquad-r", split=part)
             progress(f"imported {path.name}: {result.added:,} judgments of {result.new_queries:,} queries, pinned to {part}")
-        # the pairs the e5 teacher labels for the student: the English train articles' judged pairs
-        train_rows = [r for r in rows["en"] if part_of.get(article_of(r)) == "train"]
-        pairs_file = write_jsonl(files / "en-train-pairs.jsonl",
-                                 [{"query_id": r["qid"], "item_id": r["doc_id"], "source": "train-article"}
-                                  for r in train_rows])
-        import_file(ws, "pairs", pairs_file)
+        # the pairs the e5 teacher labels for the student: the train articles' pairs, their English
+        # questions judged (above), those of --student-languages' other languages with no judgment
+        pair_rows = []
+        for lang in student_languages:
+            for r in rows[lang]:
+                if part_of.get(article_of(r)) != "train":
+                    continue
+                pair_rows.append({"query_id": r["qid"], "item_id": r["doc_id"], "source": "train-article"} if lang == "en"
+                                 else {"query_id": r["qid"], "query": r["query"], "item_id": r["doc_id"],
+                                       "description": r["doc"], "language": lang, "source": "train-article"})
+        pairs_file = write_jsonl(files / "train-pairs.jsonl", pair_rows)
+        import_file(ws, "pairs", pairs_file, split="train")
+        progress(f"{len(pair_rows):,} train-article pairs for the e5 teacher to label ({', '.join(student_languages)})")
 
         from relkit.teacher import TrainConfig, train_teacher
 
         priors = {"minilm": models["english_encoder"], "e5": "workspace"}
         for name in TEACHERS:
+            if args.teachers_from:
+                source = args.teachers_from / "workspace" / "artifacts" / f"teacher-{name}"
+                shutil.copytree(source, ws.artifacts / f"teacher-{name}")
+                progress(f"teacher {name}: copied from {source}, not trained again")
+                continue
             config = TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
                                  batch_size=args.batch_size, prior=priors[name], seed=args.seed)
             progress(f"training the {name} teacher on {questions['train']} English questions: {config}")

@@ -156,3 +156,34 @@ def test_checks_printed_and_recorded(run):
         assert c["interval"]["mean"] == pytest.approx(
             figures["languages"][c["language"]]["teacher-e5"]["ndcg@10"] - ndcg[c["baseline"]], abs=1e-9)
         assert c["pass"] == (c["interval"]["low"] > 0)
+
+
+def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path):
+    """--teachers-from copies a run's teachers (refused for another split), and --student-languages
+    has the e5 teacher label the train articles' questions in Spanish and German too: pairs of train
+    articles only, and still no judgment outside English."""
+    workdir, _, _ = run
+    base = [sys.executable, str(ROOT / "benchmarks" / "multilingual.py"), "--tiny", "--teachers-from", str(workdir)]
+    refused = subprocess.run(base + ["--seed", "1", "--workdir", str(tmp_path / "other")], capture_output=True,
+                             text=True, env=ENV, timeout=300, check=False)
+    assert refused.returncode != 0 and "its article split is not this run's" in refused.stderr
+    assert not (tmp_path / "other" / "workspace").exists()
+
+    again = tmp_path / "again"
+    done = subprocess.run(base + ["--student-languages", "en,es,de", "--workdir", str(again)], capture_output=True,
+                          text=True, env=ENV, timeout=600, check=False)
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert "training the" not in done.stdout and done.stdout.count("copied from") == 2
+    for teacher in ("minilm", "e5"):
+        for name in ("model.safetensors", "relkit.json"):
+            old = workdir / "workspace" / "artifacts" / f"teacher-{teacher}" / name
+            assert (again / "workspace" / "artifacts" / f"teacher-{teacher}" / name).read_bytes() == old.read_bytes()
+    parts = json.loads((again / "split.json").read_text())["articles"]
+    ws = again / "workspace"
+    labeled = sql(ws, "SELECT DISTINCT split_part(item_id, '-', 3), split_part(item_id, '-', 2) FROM pairs")
+    assert set(labeled) == {(a, lang) for a in parts["train"] for lang in LANGUAGES}
+    # the Spanish and German questions are train queries without a judgment
+    assert sql(ws, "SELECT DISTINCT q.language FROM judgments j JOIN splits s USING (query_id) JOIN queries q "
+                   "USING (query_id) WHERE s.split <> 'test'") == [("en",)]
+    assert {lang for (lang,) in sql(ws, "SELECT DISTINCT q.language FROM pairs p JOIN splits s USING (query_id) "
+                                        "JOIN queries q USING (query_id) WHERE s.split = 'train'")} == set(LANGUAGES)
