@@ -36,8 +36,8 @@ this run's) instead of training them again: a student variant in minutes.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
-questions: checks the script end to end in seconds, its figures mean nothing. A run reuses nothing:
-give each a fresh --workdir.
+questions: checks the script end to end in seconds, its figures mean nothing. A run trains its teachers
+from scratch unless --teachers-from: give each a fresh --workdir.
 
 The defaults are the full run's: 3 epochs at 256 tokens (a paragraph is 120 to 200 words; at 128 the
 question's answer is often cut off) in batches of 16, about 2,300 English train pairs a teacher: hours
