@@ -2,7 +2,7 @@
 numbers of pairs, with the seconds and the peak memory of every stage.
 
     python benchmarks/scale.py --sizes 100000,300000,1000000 --json scale.json \
-        [--teacher PATH_OR_NAME --teacher-max 300000] [--seeds 3] [--epochs 10] [--workdir DIR]
+        [--teacher PATH_OR_NAME --teacher-max 300000] [--seeds 3 --seeds-max 300000] [--epochs 10] [--workdir DIR]
 
 On the Home Depot judgments (--data, by default ../shared/data/homedepot/pairs.csv beside the
 project), in a new workspace (--workdir; a temporary folder, removed at the end, by default):
@@ -14,7 +14,8 @@ import and split (seed 0) once, then for every size N:
 - label: the labeler labels the pairs no shard holds yet;
 - distill: a student on N of the labeled pairs (a random subset, as `relkit distill --sizes` takes
   it) plus the human train labels, `--epochs` epochs exactly (no early stop), once per seed; its
-  test metrics.
+  test metrics. Size 0 is the student on the human train labels alone (no pairs, no labels): the
+  point a curve of the teacher's labels starts from.
 
 The labeler is the teacher (--teacher, a trained teacher's folder or name in the workspace) for
 sizes up to --teacher-max pairs. Past that, or without a teacher, a stand-in labels the pairs to
@@ -190,10 +191,11 @@ def stage_distill(args) -> dict:
     from relkit.student.model import StudentConfig
 
     with Workspace.open(Path(args.workdir) / "ws") as ws:
-        name = STAND_IN if args.labeler == STAND_IN_LABELER else args.labeler.removeprefix("teacher:")
+        name = (None if not args.labeler else STAND_IN if args.labeler == STAND_IN_LABELER
+                else args.labeler.removeprefix("teacher:"))
         distiller = Distiller(ws, name, features(args), **({"shuffle_rows": args.shuffle_rows}
                                                            if args.shuffle_rows else {}))
-        n = min(args.size, distiller.available)
+        n = min(args.size, distiller.available) if name else 0
         config = StudentConfig(epochs=args.epochs, patience=args.epochs, seed=args.seed)
         student = distiller.train(n, config)
         return {"teacher_pairs": student.meta.data["teacher_pairs"], "human_pairs": student.meta.data["human_pairs"],
@@ -297,6 +299,8 @@ def main() -> None:
     parser.add_argument("--features", default="", help="the student's feature groups (default: relkit's)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every student (no early stop)")
     parser.add_argument("--seeds", type=int, default=1, help="students per size, seeds 0..N-1")
+    parser.add_argument("--seeds-max", type=int, default=0,
+                        help="the largest size trained with every seed; past it, seed 0 only (default: all sizes)")
     parser.add_argument("--chunk", type=int, default=65_536, help="pairs the stand-in labels at a time")
     parser.add_argument("--shuffle-rows", type=int, default=0,
                         help="training rows shuffled together (default: relkit's; smaller: the windowed shuffle "
@@ -323,21 +327,26 @@ def main() -> None:
         rows.append(row(0, "setup", seconds, rss, None, **result))
         show(rows[-1])
         for size in sorted(sizes):
-            labeler = (f"teacher:{args.teacher}" if args.teacher and size <= args.teacher_max else STAND_IN_LABELER)
-            result, seconds, rss = run_stage("pairs", args, size=size)
-            rows.append(row(size, "pairs", seconds, rss, None, **result))
-            show(rows[-1])
-            result, seconds, rss = run_stage("label", args, size=size, labeler=labeler)
-            rows.append(row(size, "label", seconds, rss, labeler, **result))
-            show(rows[-1])
-            for seed in range(args.seeds):
-                result, seconds, rss = run_stage("distill", args, size=size, labeler=labeler, seed=seed)
+            if size == 0:       # people's labels alone: no pairs to make or label
+                labeler = None
+            else:
+                labeler = (f"teacher:{args.teacher}" if args.teacher and size <= args.teacher_max
+                           else STAND_IN_LABELER)
+                result, seconds, rss = run_stage("pairs", args, size=size)
+                rows.append(row(size, "pairs", seconds, rss, None, **result))
+                show(rows[-1])
+                result, seconds, rss = run_stage("label", args, size=size, labeler=labeler)
+                rows.append(row(size, "label", seconds, rss, labeler, **result))
+                show(rows[-1])
+            seeds = args.seeds if not args.seeds_max or size <= args.seeds_max else 1
+            for seed in range(seeds):
+                result, seconds, rss = run_stage("distill", args, size=size, labeler=labeler or "", seed=seed)
                 # a stand-in's student measures the data path only: no quality figure
                 metrics = None if labeler == STAND_IN_LABELER else result.pop("test")
                 result.pop("test", None)
                 per = result["train_seconds"] / max(result["epochs"] * result["teacher_pairs"], 1)
                 rows.append(row(size, "distill", seconds, rss, labeler, metrics, seed=seed,
-                                seconds_per_pair_epoch=float(f"{per:.3g}"), **result))
+                                seconds_per_pair_epoch=float(f"{per:.3g}") if size else None, **result))
                 show(rows[-1])
     finally:
         if args.json:

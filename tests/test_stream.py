@@ -127,6 +127,23 @@ def test_every_selected_row_is_in_exactly_one_batch_per_epoch(shop_rows, shuffle
     assert orders[0].tolist() != orders[1].tolist()
 
 
+@pytest.mark.parametrize("shuffle_rows", [100, 10**6])
+def test_a_last_batch_of_one_row_goes_to_torch(shop_rows, shuffle_rows):
+    """Rows a multiple of the batch size plus one: the last batch holds one row, and every array of
+    every batch is one torch takes (a one-row view of the structured rows would not be)."""
+    import torch
+
+    ws, builder, rows, labels, human, x = shop_rows
+    selection = np.concatenate([np.arange(257 - rows.human_rows), np.arange(rows.teacher_rows, len(rows))])
+    assert len(selection) == 257
+    batches = epoch(TrainingStream(rows, selection, human_weight=0.3, shuffle_rows=shuffle_rows), batch_size=64, seed=0)
+    assert [len(b[0]) for b in batches] == [64, 64, 64, 64, 1]
+    for batch in batches:
+        tensors = [torch.from_numpy(a) for a in batch]
+        assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+    assert float(batches[-1][1].sum()) == pytest.approx(1.0, abs=1e-5)   # one row's target: a distribution
+
+
 def test_teacher_targets_are_sharpened_and_people_s_left_one_hot(shop_rows):
     ws, builder, rows, labels, human, x = shop_rows
     selection = np.arange(len(rows))
@@ -287,33 +304,42 @@ def test_pairs_find_each_querys_rows_in_one_sort(shop):
 
 
 def test_scale_benchmark_on_a_tiny_slice(tmp_path):
-    """benchmarks/scale.py on 300 Home Depot judgments, three sizes: every stage measured, the
-    stand-in labeler named in its rows, which carry no quality figure; past what the title queries
-    give at --k 4, k is raised."""
+    """benchmarks/scale.py on 300 Home Depot judgments, three sizes and the human-only point: every
+    stage measured, the stand-in labeler named in its rows, which carry no quality figure (the
+    human-only student does); seeds up to --seeds-max; past what the title queries give at --k 4, k
+    is raised."""
     data = head_lines(shared_file("homedepot/pairs.csv"), tmp_path / "hd.csv", 300)
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--data", str(data),
-                          "--sizes", "400,150,900", "--k", "4", "--sources", "bm25", "--features", "bm25,text_match",
-                          "--epochs", "2", "--chunk", "100", "--workdir", str(tmp_path / "work"),
-                          "--json", str(tmp_path / "rows.json")], capture_output=True, text=True,
-                         env={**os.environ, "TQDM_DISABLE": "1"}, timeout=900)
+                          "--sizes", "400,150,900,0", "--k", "4", "--sources", "bm25", "--features", "bm25,text_match",
+                          "--epochs", "2", "--chunk", "100", "--seeds", "2", "--seeds-max", "150",
+                          "--workdir", str(tmp_path / "work"), "--json", str(tmp_path / "rows.json")],
+                         capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert [(r["pairs"], r["stage"]) for r in rows] == [(0, "setup"), *((size, stage) for size in (150, 400, 900)
-                                                                        for stage in ("pairs", "label", "distill"))]
+    assert [(r["pairs"], r["stage"], r.get("seed")) for r in rows] == [
+        (0, "setup", None), (0, "distill", 0), (0, "distill", 1),
+        (150, "pairs", None), (150, "label", None), (150, "distill", 0), (150, "distill", 1),
+        *((size, stage, 0 if stage == "distill" else None) for size in (400, 900) for stage in ("pairs", "label", "distill"))]
     metrics = ("auroc@2", "qwk", "ndcg@10", "accuracy", "argmax_qwk")
+    at = {(r["pairs"], r["stage"]): r for r in rows}     # the last seed's row of a size
     for r in rows:
         assert r["seconds"] > 0 and r["peak_rss_mb"] > 50    # a Python process with numpy and relkit loaded
-        assert all(r[m] is None for m in metrics)            # no teacher: no quality figure anywhere
-        assert r["labeler"] == (None if r["stage"] in ("setup", "pairs") else "student:human")
+        if r["pairs"] == 0 and r["stage"] == "distill":     # people's labels alone: a real student's figures
+            assert r["labeler"] is None and r["teacher_pairs"] == 0 and r["human_pairs"] > 0
+            assert -1 <= r["qwk"] <= 1 and 0 < r["ndcg@10"] <= 1 and 0 <= r["accuracy"] <= 1
+        else:
+            assert all(r[m] is None for m in metrics)            # no teacher: no quality figure anywhere
+            assert r["labeler"] == (None if r["stage"] in ("setup", "pairs") else "student:human")
     con = duckdb.connect(str(tmp_path / "work" / "ws" / "relkit.duckdb"), read_only=True)
     shards = str(tmp_path / "work" / "ws" / "labels" / "standin-human" / "shard-*.parquet")
     pairs, labeled, distinct = con.execute(f"""SELECT (SELECT count(*) FROM pairs), count(*),
         count(DISTINCT (query_id, item_id)) FROM read_parquet('{shards}')""").fetchone()
-    assert labeled == distinct == pairs == rows[-2]["labeled"] >= 900    # every pair labeled once
-    assert rows[2]["labeled"] == rows[1]["train_pairs"] >= 150
-    assert [r["teacher_pairs"] for r in rows if r["stage"] == "distill"] == [150, 400, 900]
+    assert labeled == distinct == pairs == at[900, "label"]["labeled"] >= 900    # every pair labeled once
+    assert at[150, "label"]["labeled"] == at[150, "pairs"]["train_pairs"] >= 150
+    assert [r["teacher_pairs"] for r in rows if r["stage"] == "distill"] == [0, 0, 150, 150, 400, 900]
     # 300 judgments' items give a few hundred title queries: 900 pairs need more candidates a query
-    assert rows[1]["k"] == rows[4]["k"] == 4 and rows[7]["k"] > 4 and rows[7]["train_pairs"] >= 900
+    assert at[150, "pairs"]["k"] == at[400, "pairs"]["k"] == 4 and at[900, "pairs"]["k"] > 4
+    assert at[900, "pairs"]["train_pairs"] >= 900
     assert all(r["epochs"] == 2 for r in rows if r["stage"] == "distill")
     con.close()
 

@@ -460,4 +460,6 @@ class TrainingStream:
     def _batch(self, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, ...]:
         x = (self.rows.inputs(rows) - mean) / std
         weights = np.where(rows["human"] == 1, np.float32(self.human_weight), np.float32(1.0)).astype(np.float32)
-        return x, np.ascontiguousarray(rows["target"], dtype=np.float32), weights
+        # a copy, always: a one-row field of the structured rows counts as contiguous to numpy and
+        # would come back as a view with the record's stride, which torch cannot take
+        return x, np.array(rows["target"], dtype=np.float32, copy=True), weights
