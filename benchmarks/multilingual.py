@@ -31,6 +31,11 @@ and the checks of the target are printed:
 
 --student-languages en,es,de has the e5 teacher also label the train articles' questions in Spanish and
 German for the student (still no judgment outside English, nor a pair of a dev or test article).
+--other-articles K adds, for each of those questions, its K nearest paragraphs (by the multilingual
+bi-encoder) in its language from the other train articles: more pairs for the teacher to label, still
+all of train articles. --student-set KEY=VALUE sets a student setting (both students; pick them on dev).
+The dev articles' questions in Spanish and German join the dev split after the teachers are trained
+(or copied): the teachers pick their step on English alone, the students their epoch on all three.
 --teachers-from DIR copies the teachers of an earlier run's --workdir (its split and settings must be
 this run's) instead of training them again: a student variant in minutes.
 
@@ -156,6 +161,27 @@ def reuse_teachers_check(workdir: Path, out: dict) -> None:
             raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
 
 
+def other_article_pairs(rows: dict[str, list[dict]], languages: list[str], part_of: dict[str, str], encoder: str,
+                        k: int) -> list[dict]:
+    """For every train question in `languages`: its `k` nearest paragraphs (by `encoder`, with its
+    query/passage prefixes) in its language from the other train articles, as unjudged pairs."""
+    from relkit.features.embeddings import Encoder, encoder_name
+
+    model = Encoder(encoder_name(encoder))
+    out = []
+    for lang in languages:
+        train = [r for r in rows[lang] if part_of.get(article_of(r)) == "train"]
+        questions = list(dict.fromkeys((r["qid"], r["query"], article_of(r)) for r in train))
+        paragraphs = list(dict.fromkeys((r["doc_id"], r["doc"], article_of(r)) for r in train))
+        similar = (model.encode_queries([q for _, q, _ in questions])
+                   @ model.encode([d for _, d, _ in paragraphs]).T)
+        for (qid, query, article), scores in zip(questions, similar):
+            nearest = [j for j in np.argsort(-scores, kind="stable") if paragraphs[j][2] != article][:k]
+            out += [{"query_id": qid, "query": query, "item_id": paragraphs[j][0], "description": paragraphs[j][1],
+                     "language": lang, "source": "other-train-article"} for j in nearest]
+    return out
+
+
 def tiny_models(directory: Path, reuse: Path | None = None) -> dict[str, str]:
     """Random-weight tiny models for every role, and the multilingual encoder's prefixes declared;
     with `reuse`, the ones an earlier tiny run built there (its teachers' bases)."""
@@ -192,6 +218,11 @@ def main() -> None:
     parser.add_argument("--student-languages", default="en",
                         help="the languages of the train articles' questions the e5 teacher labels for the student, "
                              "comma-separated (default: en; never a judgment outside English)")
+    parser.add_argument("--other-articles", type=int, default=0,
+                        help="also K pairs a student question: its K nearest paragraphs (multilingual bi-encoder) "
+                             "in its language from the other train articles (0: none)")
+    parser.add_argument("--student-set", action="append", default=[],
+                        help="a student setting KEY=VALUE for both students (relkit distill --set), e.g. batch_size=32")
     parser.add_argument("--teachers-from", type=Path, default=None,
                         help="a finished run's --workdir with the same split and settings: its teachers are copied, "
                              "not trained again")
@@ -201,6 +232,12 @@ def main() -> None:
     student_languages = [lang.strip() for lang in args.student_languages.split(",") if lang.strip()]
     if not student_languages or set(student_languages) - set(LANGUAGES):
         parser.error(f"--student-languages: a comma-separated subset of {','.join(LANGUAGES)}")
+    if args.other_articles < 0:
+        parser.error("--other-articles: a number of paragraphs, 0 or more")
+    from relkit.config import parse_sets
+    from relkit.student.model import StudentConfig
+
+    student_settings = parse_sets(args.student_set, StudentConfig)
     logging.basicConfig(format="%(message)s")   # relkit's progress: dev evaluations, bars, scoring
     logging.getLogger("relkit").setLevel(logging.INFO)
     started = time.perf_counter()
@@ -240,7 +277,9 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / "split.json").write_text(json.dumps(record, indent=2))
     out = {"split": record, "models": models, "epochs": args.epochs, "max_length": args.max_length,
-           "batch_size": args.batch_size, "student_languages": student_languages, "languages": None, "checks": None}
+           "batch_size": args.batch_size, "student_languages": student_languages,
+           "other_articles": args.other_articles, "student_settings": student_settings,
+           "student_dev_languages": list(LANGUAGES), "languages": None, "checks": None}
     if args.teachers_from:
         reuse_teachers_check(args.teachers_from, out)
     (args.workdir / "settings.json").write_text(json.dumps({k: out[k] for k in SETTINGS}, indent=2))
@@ -255,6 +294,7 @@ def main() -> None:
     files = args.workdir / "data"
     files.mkdir(exist_ok=True)
     imports = [("train", "en"), ("dev", "en")] + [("test", lang) for lang in LANGUAGES]
+    later = [("dev", lang) for lang in LANGUAGES if lang != "en"]      # after the teachers: the students' dev
     with Workspace.create(ws_path, LabelScale.default(2), encoder=models["e5"]) as ws:
         for part, lang in imports:
             path = write_jsonl(files / f"{lang}-{part}.jsonl", [r for r in rows[lang] if part_of.get(article_of(r)) == part])
@@ -270,9 +310,12 @@ def main() -> None:
                 pair_rows.append({"query_id": r["qid"], "item_id": r["doc_id"], "source": "train-article"} if lang == "en"
                                  else {"query_id": r["qid"], "query": r["query"], "item_id": r["doc_id"],
                                        "description": r["doc"], "language": lang, "source": "train-article"})
+        if args.other_articles:
+            pair_rows += other_article_pairs(rows, student_languages, part_of, models["e5"], args.other_articles)
         pairs_file = write_jsonl(files / "train-pairs.jsonl", pair_rows)
         import_file(ws, "pairs", pairs_file, split="train")
-        progress(f"{len(pair_rows):,} train-article pairs for the e5 teacher to label ({', '.join(student_languages)})")
+        progress(f"{len(pair_rows):,} train-article pairs for the e5 teacher to label ({', '.join(student_languages)}"
+                 + (f"; {args.other_articles} of other train articles a question" if args.other_articles else "") + ")")
 
         from relkit.teacher import TrainConfig, train_teacher
 
@@ -290,12 +333,17 @@ def main() -> None:
             progress(f"teacher {name}: {result.steps} steps in {result.seconds / 60:.1f} min, best dev step "
                      f"{result.best_step}")
 
+        for part, lang in later:
+            path = write_jsonl(files / f"{lang}-{part}.jsonl", [r for r in rows[lang] if part_of.get(article_of(r)) == part])
+            result = import_file(ws, "judgments", path, format="xquad-r", split=part)
+            progress(f"imported {path.name}: {result.added:,} judgments of {result.new_queries:,} queries, pinned to "
+                     f"{part} (the students' epoch; the teachers are done)")
+
         from relkit.labeling import label_pairs
         from relkit.student.distill import Distiller
-        from relkit.student.model import StudentConfig
 
         progress(label_pairs(ws, "e5").summary())
-        base = StudentConfig(seed=args.seed)
+        base = StudentConfig(**{**student_settings, "seed": args.seed})
         for name, teacher, config in (("e5", "e5", base), ("human", None, replace(base, human_weight=1.0))):
             distiller = Distiller(ws, teacher)
             progress(f"distilling the {name} student: {distiller.available:,} teacher-labeled pairs, "

@@ -60,13 +60,17 @@ def test_articles_split_disjoint_recorded_and_used(run):
     for teacher in ("minilm", "e5"):
         assert (workdir / "split.json").stat().st_mtime <= (workdir / "workspace" / "artifacts"
                                                              / f"teacher-{teacher}").stat().st_mtime
-    # the workspace's splits are the articles': English only in train and dev, every language in test
+    # the workspace's splits are the articles': English only in train, every language in dev and test
     ws = workdir / "workspace"
     rows = sql(ws, "SELECT DISTINCT s.split, q.language, split_part(j.item_id, '-', 3) FROM judgments j "
                    "JOIN splits s USING (query_id) JOIN queries q USING (query_id)")
     assert {(p, lang, a) for p, lang, a in rows} == (
-        {(p, "en", a) for p in ("train", "dev") for a in parts[p]}
-        | {("test", lang, a) for lang in LANGUAGES for a in parts["test"]})
+        {("train", "en", a) for a in parts["train"]}
+        | {(p, lang, a) for p in ("dev", "test") for lang in LANGUAGES for a in parts[p]})
+    # the Spanish and German dev questions arrive once both teachers are trained: they pick on English alone
+    trained = max(i for i, x in enumerate(lines) if "teacher e5:" in x or "teacher minilm:" in x)
+    assert trained < min(i for i, x in enumerate(lines) if re.search(r"imported (es|de)-dev", x))
+    assert figures["student_dev_languages"] == LANGUAGES
     # the teacher labeled only train-article pairs
     labeled = sql(ws, "SELECT DISTINCT split_part(item_id, '-', 3), split_part(item_id, '-', 2) FROM pairs")
     assert set(labeled) == {(a, "en") for a in parts["train"]}
@@ -170,8 +174,9 @@ def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path)
     assert not (tmp_path / "other" / "workspace").exists()
 
     again = tmp_path / "again"
-    done = subprocess.run(base + ["--student-languages", "en,es,de", "--workdir", str(again)], capture_output=True,
-                          text=True, env=ENV, timeout=600, check=False)
+    done = subprocess.run(base + ["--student-languages", "en,es,de", "--other-articles", "2", "--student-set",
+                                  "batch_size=32", "--workdir", str(again), "--json", str(tmp_path / "again.json")],
+                          capture_output=True, text=True, env=ENV, timeout=600, check=False)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert "training the" not in done.stdout and done.stdout.count("copied from") == 2
     for teacher in ("minilm", "e5"):
@@ -184,6 +189,20 @@ def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path)
     assert set(labeled) == {(a, lang) for a in parts["train"] for lang in LANGUAGES}
     # the Spanish and German questions are train queries without a judgment
     assert sql(ws, "SELECT DISTINCT q.language FROM judgments j JOIN splits s USING (query_id) JOIN queries q "
-                   "USING (query_id) WHERE s.split <> 'test'") == [("en",)]
+                   "USING (query_id) WHERE s.split = 'train'") == [("en",)]
+    # --other-articles 2: each student question also has 2 paragraphs of other train articles, in its language
+    other = sql(ws, "SELECT p.query_id, p.item_id FROM pairs p LEFT JOIN judgments j USING (query_id, item_id) "
+                    "WHERE j.query_id IS NULL")
+    judged_article = dict(sql(ws, "SELECT DISTINCT query_id, split_part(item_id, '-', 3) FROM judgments"))
+    crossing = [(q, i) for q, i in other if q in judged_article and i.split("-")[2] != judged_article[q]]
+    english = sql(ws, "SELECT count(DISTINCT query_id) FROM judgments JOIN splits USING (query_id) "
+                      "WHERE split = 'train'")[0][0]
+    assert len(crossing) == 2 * english and all(q.split("-")[1] == i.split("-")[1] for q, i in crossing)
+    per_question = sql(ws, "SELECT query_id, count(*) FROM pairs GROUP BY query_id")
+    assert {n for _, n in per_question} == {5 + 2}      # an article's 5 paragraphs and 2 of other articles
+    settings = json.loads((tmp_path / "again.json").read_text())
+    assert settings["other_articles"] == 2 and settings["student_settings"] == {"batch_size": 32}
+    student = json.loads((ws / "artifacts" / "student-e5" / "relkit.json").read_text())
+    assert student["config"]["batch_size"] == 32
     assert {lang for (lang,) in sql(ws, "SELECT DISTINCT q.language FROM pairs p JOIN splits s USING (query_id) "
                                         "JOIN queries q USING (query_id) WHERE s.split = 'train'")} == set(LANGUAGES)
