@@ -284,6 +284,35 @@ def show(r: dict) -> None:
           f"{r['labeler'] or '-':<24} {figures}  {extra}", flush=True)
 
 
+def curve(rows: list[dict]) -> list[dict]:
+    """The quality curve: for every size with quality figures, their mean (and, over several seeds,
+    their standard deviation) over the seeds."""
+    import numpy as np
+
+    out = []
+    quality = [r for r in rows if r["stage"] == "distill" and any(r[m] is not None for m in METRICS)]
+    for size in sorted({r["pairs"] for r in quality}):
+        runs = [r for r in quality if r["pairs"] == size]
+        point = {"pairs": size, "labeler": runs[0]["labeler"], "seeds": len(runs)}
+        for m in ("auroc@2", "qwk", "ndcg@10"):
+            values = [r[m] for r in runs if r[m] is not None]
+            point[m] = float(np.mean(values)) if values else None
+            point[m + "_sd"] = float(np.std(values)) if len(values) > 1 else None
+        out.append(point)
+    return out
+
+
+def show_curve(points: list[dict]) -> None:
+    if not points:
+        return
+    print(f"\n{'pairs':>11}  {'labeler':<24} {'seeds':>5}  " + "  ".join(f"{m:>15}" for m in ("auroc@2", "qwk", "ndcg@10")))
+    for p in points:
+        cells = [f"{p[m]:.4f}" + (f" ± {p[m + '_sd']:.4f}" if p[m + "_sd"] is not None else "") if p[m] is not None
+                 else "-" for m in ("auroc@2", "qwk", "ndcg@10")]
+        print(f"{p['pairs']:>11,}  {p['labeler'] or 'human labels only':<24} {p['seeds']:>5}  "
+              + "  ".join(f"{c:>15}" for c in cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,300000,1000000", help="numbers of pairs, comma-separated")
@@ -348,6 +377,7 @@ def main() -> None:
                 rows.append(row(size, "distill", seconds, rss, labeler, metrics, seed=seed,
                                 seconds_per_pair_epoch=float(f"{per:.3g}") if size else None, **result))
                 show(rows[-1])
+        show_curve(curve(rows))
     finally:
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))

@@ -341,6 +341,12 @@ def test_scale_benchmark_on_a_tiny_slice(tmp_path):
     assert at[150, "pairs"]["k"] == at[400, "pairs"]["k"] == 4 and at[900, "pairs"]["k"] > 4
     assert at[900, "pairs"]["train_pairs"] >= 900
     assert all(r["epochs"] == 2 for r in rows if r["stage"] == "distill")
+    # the curve printed at the end: the sizes with quality figures only, averaged over their seeds
+    people = [r for r in rows if r["pairs"] == 0 and r["stage"] == "distill"]
+    last = run.stdout.splitlines()[-1].split()
+    assert last[:5] == ["0", "human", "labels", "only", "2"]
+    assert float(last[5]) == pytest.approx((people[0]["auroc@2"] + people[1]["auroc@2"]) / 2, abs=5e-5) \
+        if people[0]["auroc@2"] is not None else last[5] == "-"
     con.close()
 
 
