@@ -161,25 +161,57 @@ def reuse_teachers_check(workdir: Path, out: dict) -> None:
             raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
 
 
-def other_article_pairs(rows: dict[str, list[dict]], languages: list[str], part_of: dict[str, str], encoder: str,
+def other_article_pairs(ws, rows: dict[str, list[dict]], languages: list[str], part_of: dict[str, str],
                         k: int) -> list[dict]:
-    """For every train question in `languages`: its `k` nearest paragraphs (by `encoder`, with its
-    query/passage prefixes) in its language from the other train articles, as unjudged pairs."""
-    from relkit.features.embeddings import Encoder, encoder_name
+    """For every train question in `languages`: its `k` nearest paragraphs (by the workspace's encoder,
+    with its query/passage prefixes, through its vector cache) in its language from the other train
+    articles, as unjudged pairs."""
+    from relkit.features.embeddings import cached_vectors, workspace_encoder
 
-    model = Encoder(encoder_name(encoder))
+    name = workspace_encoder(ws)
     out = []
     for lang in languages:
         train = [r for r in rows[lang] if part_of.get(article_of(r)) == "train"]
         questions = list(dict.fromkeys((r["qid"], r["query"], article_of(r)) for r in train))
         paragraphs = list(dict.fromkeys((r["doc_id"], r["doc"], article_of(r)) for r in train))
-        similar = (model.encode_queries([q for _, q, _ in questions])
-                   @ model.encode([d for _, d, _ in paragraphs]).T)
+        similar = (cached_vectors(ws, name, [q for _, q, _ in questions], queries=True, desc="encoding questions")
+                   @ cached_vectors(ws, name, [d for _, d, _ in paragraphs]).T)
         for (qid, query, article), scores in zip(questions, similar):
             nearest = [j for j in np.argsort(-scores, kind="stable") if paragraphs[j][2] != article][:k]
             out += [{"query_id": qid, "query": query, "item_id": paragraphs[j][0], "description": paragraphs[j][1],
                      "language": lang, "source": "other-train-article"} for j in nearest]
     return out
+
+
+def retrieval_pool(ws, pairs, language_of: dict[str, str], k: int, first_stages: list):
+    """The judged test pairs and, for each question, the `k` best paragraphs of the other test articles
+    in its language by each of `first_stages` (systems, e.g. bm25 and the bi-encoder): XQuAD-R's task
+    is to find a question's paragraph among all of them, and each question has one relevant paragraph,
+    so the added pairs are at the lowest level. Returns (the pairs, in load_judged_pairs' order; a mask
+    of the judged ones). As a reranker would be measured: on the candidates of first stages."""
+    from relkit.labels import JudgedPairs
+
+    items = {item["item_id"]: item for item in pairs.items}
+    text = dict(zip(pairs.query_ids, pairs.queries))
+    added: dict[tuple[str, str], None] = {}
+    for lang in sorted(set(language_of[q] for q in pairs.query_ids)):
+        questions = list(dict.fromkeys(q for q in pairs.query_ids if language_of[q] == lang))
+        paragraphs = sorted({i for q, i in zip(pairs.query_ids, pairs.item_ids) if language_of[q] == lang})
+        article = {q: article_of({"doc_id": i}) for q, i in zip(pairs.query_ids, pairs.item_ids)}
+        cross = JudgedPairs(split=pairs.split, query_ids=[q for q in questions for _ in paragraphs],
+                            queries=[text[q] for q in questions for _ in paragraphs],
+                            items=[items[i] for _ in questions for i in paragraphs],
+                            labels=np.ones(len(questions) * len(paragraphs), dtype=np.int64))
+        for system in first_stages:
+            scores = system.predict(cross).ranking_scores(ws.scale).reshape(len(questions), len(paragraphs))
+            for q, row in zip(questions, scores):
+                ranked = [paragraphs[j] for j in np.argsort(-row, kind="stable")]
+                added.update(((q, i), None) for i in [i for i in ranked if article_of({"doc_id": i}) != article[q]][:k])
+    rows = sorted([(q, i, int(level), True) for q, i, level in zip(pairs.query_ids, pairs.item_ids, pairs.labels)]
+                  + [(q, i, 1, False) for q, i in added])
+    pooled = JudgedPairs(split=pairs.split, query_ids=[r[0] for r in rows], queries=[text[r[0]] for r in rows],
+                         items=[items[r[1]] for r in rows], labels=np.array([r[2] for r in rows], dtype=np.int64))
+    return pooled, np.array([r[3] for r in rows])
 
 
 def tiny_models(directory: Path, reuse: Path | None = None) -> dict[str, str]:
@@ -223,6 +255,10 @@ def main() -> None:
                              "in its language from the other train articles (0: none)")
     parser.add_argument("--student-set", action="append", default=[],
                         help="a student setting KEY=VALUE for both students (relkit distill --set), e.g. batch_size=32")
+    parser.add_argument("--test-pool", type=int, default=0,
+                        help="also score every system on a retrieval pool: each test question's judged paragraphs and "
+                             "the K best of the other test articles' paragraphs in its language by bm25 and by the "
+                             "multilingual bi-encoder (0: none)")
     parser.add_argument("--teachers-from", type=Path, default=None,
                         help="a finished run's --workdir with the same split and settings: its teachers are copied, "
                              "not trained again")
@@ -232,8 +268,8 @@ def main() -> None:
     student_languages = [lang.strip() for lang in args.student_languages.split(",") if lang.strip()]
     if not student_languages or set(student_languages) - set(LANGUAGES):
         parser.error(f"--student-languages: a comma-separated subset of {','.join(LANGUAGES)}")
-    if args.other_articles < 0:
-        parser.error("--other-articles: a number of paragraphs, 0 or more")
+    if args.other_articles < 0 or args.test_pool < 0:
+        parser.error("--other-articles and --test-pool: a number of paragraphs, 0 or more")
     from relkit.config import parse_sets
     from relkit.student.model import StudentConfig
 
@@ -278,7 +314,7 @@ def main() -> None:
     (args.workdir / "split.json").write_text(json.dumps(record, indent=2))
     out = {"split": record, "models": models, "epochs": args.epochs, "max_length": args.max_length,
            "batch_size": args.batch_size, "student_languages": student_languages,
-           "other_articles": args.other_articles, "student_settings": student_settings,
+           "other_articles": args.other_articles, "test_pool": args.test_pool, "student_settings": student_settings,
            "student_dev_languages": list(LANGUAGES), "languages": None, "checks": None}
     if args.teachers_from:
         reuse_teachers_check(args.teachers_from, out)
@@ -311,7 +347,7 @@ def main() -> None:
                                  else {"query_id": r["qid"], "query": r["query"], "item_id": r["doc_id"],
                                        "description": r["doc"], "language": lang, "source": "train-article"})
         if args.other_articles:
-            pair_rows += other_article_pairs(rows, student_languages, part_of, models["e5"], args.other_articles)
+            pair_rows += other_article_pairs(ws, rows, student_languages, part_of, args.other_articles)
         pairs_file = write_jsonl(files / "train-pairs.jsonl", pair_rows)
         import_file(ws, "pairs", pairs_file, split="train")
         progress(f"{len(pair_rows):,} train-article pairs for the e5 teacher to label ({', '.join(student_languages)}"
@@ -356,14 +392,58 @@ def main() -> None:
                    "multilingual-bi-encoder": "embedding", "teacher-minilm": "teacher:minilm",
                    "teacher-e5": "teacher:e5", "student-e5": "student:e5", "student-human": "student:human"}
         pairs = load_judged_pairs(ws, "test")
+        groups = {"language": query_groups(ws, "language", "test")}
+        judged = np.ones(len(pairs), dtype=bool)
+        if args.test_pool:
+            pairs, judged = retrieval_pool(ws, pairs, groups["language"], args.test_pool,
+                                           [make_system("bm25", ws), make_system("embedding", ws)])
+            progress(f"retrieval pool: {int((~judged).sum()):,} pairs of other test articles' paragraphs added to the "
+                     f"{int(judged.sum()):,} judged ones (the {args.test_pool} best of each question by bm25 and by "
+                     "the multilingual bi-encoder)")
         progress(f"scoring {len(pairs):,} test pairs with {len(systems)} systems")
         scored = dict(zip(systems, predict_all(pairs, [make_system(spec, ws) for spec in systems.values()])))
-        groups = {"language": query_groups(ws, "language", "test")}
-        report = compare(pairs, list(scored.values()), ws.scale, groups=groups)
         scale = ws.scale
 
+    views = {"judged": (_subset(pairs, np.flatnonzero(judged)),
+                        {name: _take(s, np.flatnonzero(judged)) for name, s in scored.items()})}
+    if args.test_pool:
+        views["pool"] = (pairs, scored)
+    figures = {view: language_figures(p, s, scale, groups) for view, (p, s) in views.items()}
+    checks = _checks(*views["judged"], scale, groups, figures["judged"])
+    out.update(languages=figures["judged"], checks=checks)
+    if args.test_pool:
+        pool_checks = _ndcg_checks(*views["pool"], scale, groups, figures["pool"], "over the retrieval pool")
+        out["pool"] = {"k": args.test_pool, "pairs": len(pairs), "added": int((~judged).sum()),
+                       "languages": figures["pool"], "checks": pool_checks}
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+    print(f"\nheld-out articles: {', '.join(split['test'])}; ratio: the language's figure / English's")
+    for view, title in (("judged", "the judged pairs (each question's five paragraphs)"),
+                        ("pool", f"the retrieval pool (the judged pairs and the {args.test_pool} best paragraphs of "
+                                 "other test articles by bm25 and by the multilingual bi-encoder)")):
+        if view not in figures:
+            continue
+        print(f"\n{title}:")
+        header = (f"{'system':<26}{'lang':<6}" + "".join(f"{k:>10}" for k in METRICS)
+                  + "".join(f"{k + '/en':>13}" for k in METRICS))
+        print(header)
+        for name in systems:
+            for lang in LANGUAGES:
+                m = figures[view][lang][name]
+                print(f"{name:<26}{lang:<6}" + "".join(_cell(m[k], 10) for k in METRICS)
+                      + "".join(_cell(m["ratio"][k], 13) for k in METRICS))
+    print("\nchecks:")
+    for c in checks + (out["pool"]["checks"] if args.test_pool else []):
+        print(f"  [{'pass' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}")
+    progress("done" + (f"; figures in {args.json}" if args.json else ""))
+
+
+def language_figures(pairs, scored: dict, scale, groups: dict) -> dict[str, dict[str, dict]]:
+    """{language: {system: {auroc@2, ndcg@10, mrr, ratio: each over English's}}} of `pairs`' queries."""
+    by_language = compare(pairs, list(scored.values()), scale, groups=groups).by["language"]
     figures: dict[str, dict[str, dict]] = {}
-    by_language = report.by["language"]
     for lang in LANGUAGES:
         if lang not in by_language:
             raise SystemExit(f"no test query in '{lang}'")
@@ -377,24 +457,16 @@ def main() -> None:
     for lang in LANGUAGES:
         for name, m in figures[lang].items():
             m["ratio"] = {k: ratio(m[k], figures["en"][name][k]) for k in METRICS}
+    return figures
 
-    checks = _checks(pairs, scored, scale, groups, figures)
-    out.update(languages=figures, checks=checks, seconds=round(time.perf_counter() - started, 1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
 
-    print(f"\nheld-out articles: {', '.join(split['test'])}; ratio: the language's figure / English's")
-    header = f"{'system':<26}{'lang':<6}" + "".join(f"{k:>10}" for k in METRICS) + "".join(f"{k + '/en':>13}" for k in METRICS)
-    print(header)
-    for name in systems:
-        for lang in LANGUAGES:
-            m = figures[lang][name]
-            print(f"{name:<26}{lang:<6}" + "".join(_cell(m[k], 10) for k in METRICS)
-                  + "".join(_cell(m["ratio"][k], 13) for k in METRICS))
-    print("\nchecks:")
-    for c in checks:
-        print(f"  [{'pass' if c['pass'] else 'FAIL'}] {c['check']}: {c['detail']}")
-    progress("done" + (f"; figures in {args.json}" if args.json else ""))
+def _take(scored, rows: np.ndarray):
+    from relkit.evaluate import Prediction, SystemPrediction
+
+    p = scored.prediction
+    prediction = (Prediction(scores=p.scores[rows]) if p.proba is None else
+                  Prediction(proba=p.proba[rows], levels=None if p.levels is None else p.levels[rows]))
+    return SystemPrediction(scored.name, prediction, scored.seconds)
 
 
 def _cell(value: float | None, width: int) -> str:
@@ -415,6 +487,20 @@ def _better(figures: dict, lang: str, metric: str) -> str:
     return "multilingual-bi-encoder" if (b or 0.0) > (a or 0.0) else "bm25"
 
 
+def _ndcg_checks(pairs, scored: dict, scale, groups: dict, figures: dict, where: str = "") -> list[dict]:
+    """The e5 teacher against the better (by nDCG@10) of bm25 and the multilingual bi-encoder in each
+    language: its paired 95% bootstrap interval of nDCG@10 above 0."""
+    checks = []
+    for lang in LANGUAGES:
+        better = _better(figures, lang, "ndcg@10")
+        paired = compare(pairs, [scored[better], scored["teacher-e5"]], scale, groups=groups)
+        interval = paired.by["language"][lang].results[1].vs_first
+        checks.append({"check": f"teacher-e5 beats {better} (the better by nDCG@10) in {lang}{' ' + where if where else ''}, "
+                                "paired 95% nDCG@10 interval above 0", "language": lang, "baseline": better,
+                       "interval": interval.to_dict(), "pass": bool(interval.low > 0), "detail": f"{interval:+.4f}"})
+    return checks
+
+
 def _checks(pairs, scored: dict, scale, groups: dict, figures: dict) -> list[dict]:
     """The target's checks, each {"check", "pass", "detail", and its figures}."""
     checks = []
@@ -424,13 +510,7 @@ def _checks(pairs, scored: dict, scale, groups: dict, figures: dict) -> list[dic
         checks.append({"check": f"teacher-e5 keeps >= {KEEP_AUROC:.0%} of its English AUROC@2 in {lang}",
                        "language": lang, "value": share, "pass": share is not None and share >= KEEP_AUROC,
                        "detail": "-" if share is None else f"{share:.1%}"})
-    for lang in LANGUAGES:
-        better = _better(figures, lang, "ndcg@10")
-        paired = compare(pairs, [scored[better], scored["teacher-e5"]], scale, groups=groups)
-        interval = paired.by["language"][lang].results[1].vs_first
-        checks.append({"check": f"teacher-e5 beats {better} (the better by nDCG@10) in {lang}, paired 95% nDCG@10 "
-                                "interval above 0", "language": lang, "baseline": better,
-                       "interval": interval.to_dict(), "pass": bool(interval.low > 0), "detail": f"{interval:+.4f}"})
+    checks += _ndcg_checks(pairs, scored, scale, groups, figures)
     for lang in LANGUAGES[1:]:
         better = _better(figures, lang, "auroc@2")
         m = {name: figures[lang][name]["auroc@2"] for name in (better, "teacher-e5", "student-e5", "student-human")}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import duckdb
+import numpy as np
 import pytest
 from conftest import ROOT, SHARED_DATA, relkit_command
 
@@ -175,7 +176,7 @@ def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path)
 
     again = tmp_path / "again"
     done = subprocess.run(base + ["--student-languages", "en,es,de", "--other-articles", "2", "--student-set",
-                                  "batch_size=32", "--workdir", str(again), "--json", str(tmp_path / "again.json")],
+                                  "batch_size=32", "--test-pool", "2", "--workdir", str(again), "--json", str(tmp_path / "again.json")],
                           capture_output=True, text=True, env=ENV, timeout=600, check=False)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert "training the" not in done.stdout and done.stdout.count("copied from") == 2
@@ -206,3 +207,36 @@ def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path)
     assert student["config"]["batch_size"] == 32
     assert {lang for (lang,) in sql(ws, "SELECT DISTINCT q.language FROM pairs p JOIN splits s USING (query_id) "
                                         "JOIN queries q USING (query_id) WHERE s.split = 'train'")} == set(LANGUAGES)
+
+    # --test-pool 2: every system is also scored on each test question's judged paragraphs and the 2 best
+    # of the other test articles' paragraphs in its language by bm25 and by the multilingual bi-encoder
+    pool = settings["pool"]
+    assert pool["k"] == 2 and list(pool["languages"]) == LANGUAGES
+    assert all(list(pool["languages"][lang]) == SYSTEMS for lang in LANGUAGES)
+    from relkit import Workspace, make_system
+    from relkit.labels import JudgedPairs, load_judged_pairs
+
+    with Workspace.open(ws) as opened:
+        test = load_judged_pairs(opened, "test")
+        language = dict(opened.fetchall("SELECT query_id, language FROM queries"))
+        items = {i["item_id"]: i for i in test.items}
+        text = dict(zip(test.query_ids, test.queries))
+        expected = set()
+        for lang in LANGUAGES:
+            questions = sorted({q for q in test.query_ids if language[q] == lang})
+            paragraphs = sorted({i for q, i in zip(test.query_ids, test.item_ids) if language[q] == lang})
+            assert len(paragraphs) == 5 * len(parts["test"])
+            cross = JudgedPairs(split="test", query_ids=[q for q in questions for _ in paragraphs],
+                                queries=[text[q] for q in questions for _ in paragraphs],
+                                items=[items[i] for _ in questions for i in paragraphs], labels=np.ones(
+                                    len(questions) * len(paragraphs), dtype=np.int64))
+            for system in ("bm25", "embedding"):
+                scores = make_system(system, opened).predict(cross).scores.reshape(len(questions), len(paragraphs))
+                for q, row in zip(questions, scores):
+                    others = [(-s, i) for s, i in zip(row, paragraphs) if i.split("-")[2] != judged_article[q]]
+                    expected |= {(q, i) for _, i in sorted(others)[:2]}
+    assert pool["added"] == len(expected) and pool["pairs"] == len(test) + len(expected)
+    assert 2 * len(test) // 5 <= len(expected) <= 4 * len(test) // 5
+    printed = re.findall(r"^  \[(pass|FAIL)\] (.+?): ", done.stdout, flags=re.MULTILINE)
+    assert printed[-3:] == [("pass" if c["pass"] else "FAIL", c["check"]) for c in pool["checks"]]
+    assert all("over the retrieval pool" in c["check"] for c in pool["checks"])
