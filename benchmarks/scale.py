@@ -47,6 +47,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("auroc@2", "qwk", "ndcg@10", "accuracy", "argmax_qwk")
+CURVE_METRICS = METRICS[:3]     # what the curve at the end shows of each size
 STAND_IN = "standin-human"          # the stand-in's labels: labels/standin-human
 STAND_IN_LABELER = "student:human"
 
@@ -294,7 +295,7 @@ def curve(rows: list[dict]) -> list[dict]:
     for size in sorted({r["pairs"] for r in quality}):
         runs = [r for r in quality if r["pairs"] == size]
         point = {"pairs": size, "labeler": runs[0]["labeler"], "seeds": len(runs)}
-        for m in ("auroc@2", "qwk", "ndcg@10"):
+        for m in CURVE_METRICS:
             values = [r[m] for r in runs if r[m] is not None]
             point[m] = float(np.mean(values)) if values else None
             point[m + "_sd"] = float(np.std(values)) if len(values) > 1 else None
@@ -305,10 +306,10 @@ def curve(rows: list[dict]) -> list[dict]:
 def show_curve(points: list[dict]) -> None:
     if not points:
         return
-    print(f"\n{'pairs':>11}  {'labeler':<24} {'seeds':>5}  " + "  ".join(f"{m:>15}" for m in ("auroc@2", "qwk", "ndcg@10")))
+    print(f"\n{'pairs':>11}  {'labeler':<24} {'seeds':>5}  " + "  ".join(f"{m:>15}" for m in CURVE_METRICS))
     for p in points:
         cells = [f"{p[m]:.4f}" + (f" ± {p[m + '_sd']:.4f}" if p[m + "_sd"] is not None else "") if p[m] is not None
-                 else "-" for m in ("auroc@2", "qwk", "ndcg@10")]
+                 else "-" for m in CURVE_METRICS]
         print(f"{p['pairs']:>11,}  {p['labeler'] or 'human labels only':<24} {p['seeds']:>5}  "
               + "  ".join(f"{c:>15}" for c in cells), flush=True)
 
