@@ -34,6 +34,10 @@ German for the student (still no judgment outside English, nor a pair of a dev o
 --other-articles K adds, for each of those questions, its K nearest paragraphs (by the multilingual
 bi-encoder) in its language from the other train articles: more pairs for the teacher to label, still
 all of train articles. --student-set KEY=VALUE sets a student setting (both students; pick them on dev).
+--test-pool K also scores every system on a retrieval pool: each test question's judged paragraphs and
+the K best paragraphs of the other test articles in its language by bm25 and by the multilingual
+bi-encoder (not relevant to it: XQuAD-R has one relevant paragraph a question), as a reranker is
+measured on first stages' candidates; its figures and nDCG@10 checks are printed after the judged ones.
 The dev articles' questions in Spanish and German join the dev split after the teachers are trained
 (or copied): the teachers pick their step on English alone, the students their epoch on all three.
 --teachers-from DIR copies the teachers of an earlier run's --workdir (its split and settings must be
