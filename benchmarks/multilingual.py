@@ -220,10 +220,13 @@ def retrieval_pool(ws, pairs, language_of: dict[str, str], k: int, first_stages:
 
 def tiny_models(directory: Path, reuse: Path | None = None) -> dict[str, str]:
     """Random-weight tiny models for every role, and the multilingual encoder's prefixes declared;
-    with `reuse`, the ones an earlier tiny run built there (its teachers' bases)."""
+    with `reuse`, an earlier tiny run's --workdir, the ones it built (its teachers' bases, as its
+    settings.json names them)."""
     if reuse:
-        return {"minilm": str(reuse / "tiny-bert"), "e5": str(reuse / "tiny-xlm-roberta"),
-                "english_encoder": str(reuse / "tiny-bert")}
+        settings = reuse / "settings.json"
+        if not settings.exists():
+            raise SystemExit(f"--teachers-from {reuse}: no settings.json there, so no tiny models to reuse")
+        return json.loads(settings.read_text())["models"]
     sys.path.insert(0, str(ROOT / "tests"))
     from tiny_models import build
 
@@ -290,7 +293,7 @@ def main() -> None:
         raise SystemExit(f"{ws_path} exists: give a fresh --workdir (a run trains its teachers from scratch)")
     models = {"minilm": args.minilm, "e5": args.e5, "english_encoder": args.english_encoder}
     if args.tiny:
-        models = tiny_models(args.workdir / "models", reuse=args.teachers_from and args.teachers_from / "models")
+        models = tiny_models(args.workdir / "models", reuse=args.teachers_from)
         args.epochs = 1.0
         args.max_length = min(args.max_length, 64)
         args.articles, args.questions = args.articles or 6, args.questions or 4
