@@ -71,7 +71,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from relkit import LabelScale, Workspace, import_file, make_system
-from relkit.evaluate import compare, predict_all, query_groups
+from relkit.evaluate import SystemPrediction, compare, predict_all, query_groups
 from relkit.labels import load_judged_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,11 +197,11 @@ def retrieval_pool(ws, pairs, language_of: dict[str, str], k: int, first_stages:
 
     items = {item["item_id"]: item for item in pairs.items}
     text = dict(zip(pairs.query_ids, pairs.queries))
+    article = {q: article_of({"doc_id": i}) for q, i in zip(pairs.query_ids, pairs.item_ids)}
     added: dict[tuple[str, str], None] = {}
     for lang in sorted(set(language_of[q] for q in pairs.query_ids)):
         questions = list(dict.fromkeys(q for q in pairs.query_ids if language_of[q] == lang))
         paragraphs = sorted({i for q, i in zip(pairs.query_ids, pairs.item_ids) if language_of[q] == lang})
-        article = {q: article_of({"doc_id": i}) for q, i in zip(pairs.query_ids, pairs.item_ids)}
         cross = JudgedPairs(split=pairs.split, query_ids=[q for q in questions for _ in paragraphs],
                             queries=[text[q] for q in questions for _ in paragraphs],
                             items=[items[i] for _ in questions for i in paragraphs],
@@ -411,8 +411,9 @@ def main() -> None:
         scored = dict(zip(systems, predict_all(pairs, [make_system(spec, ws) for spec in systems.values()])))
         scale = ws.scale
 
-    views = {"judged": (_subset(pairs, np.flatnonzero(judged)),
-                        {name: _take(s, np.flatnonzero(judged)) for name, s in scored.items()})}
+    judged_rows = np.flatnonzero(judged)
+    views = {"judged": (pairs.take(judged_rows), {name: SystemPrediction(s.name, s.prediction.take(judged_rows), s.seconds)
+                                           for name, s in scored.items()})}
     if args.test_pool:
         views["pool"] = (pairs, scored)
     figures = {view: language_figures(p, s, scale, groups) for view, (p, s) in views.items()}
@@ -455,7 +456,7 @@ def language_figures(pairs, scored: dict, scale, groups: dict) -> dict[str, dict
         if lang not in by_language:
             raise SystemExit(f"no test query in '{lang}'")
         rows_of = np.array([groups["language"][q] == lang for q in pairs.query_ids])
-        part = _subset(pairs, np.flatnonzero(rows_of))
+        part = pairs.take(np.flatnonzero(rows_of))
         figures[lang] = {}
         for (name, s), result in zip(scored.items(), by_language[lang].results):
             scores = s.prediction.ranking_scores(scale)[rows_of]
@@ -467,25 +468,8 @@ def language_figures(pairs, scored: dict, scale, groups: dict) -> dict[str, dict
     return figures
 
 
-def _take(scored, rows: np.ndarray):
-    from relkit.evaluate import Prediction, SystemPrediction
-
-    p = scored.prediction
-    prediction = (Prediction(scores=p.scores[rows]) if p.proba is None else
-                  Prediction(proba=p.proba[rows], levels=None if p.levels is None else p.levels[rows]))
-    return SystemPrediction(scored.name, prediction, scored.seconds)
-
-
 def _cell(value: float | None, width: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.4f}"
-
-
-def _subset(pairs, rows: np.ndarray):
-    from relkit.labels import JudgedPairs
-
-    return JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
-                       queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
-                       labels=pairs.labels[rows])
 
 
 def _better(figures: dict, lang: str, metric: str) -> str:

@@ -64,6 +64,12 @@ class Prediction:
     def ranking_scores(self, scale: LabelScale) -> np.ndarray:
         return scale.expected_gain(self.proba) if self.proba is not None else self.scores
 
+    def take(self, rows: np.ndarray) -> Prediction:
+        """The prediction of the pairs at `rows`."""
+        if self.proba is None:
+            return Prediction(scores=self.scores[rows])
+        return Prediction(proba=self.proba[rows], levels=None if self.levels is None else self.levels[rows])
+
 
 class System(Protocol):
     """Anything that scores judged pairs. Systems are made by name in `relkit.systems`."""
@@ -297,16 +303,6 @@ def _by_group(pairs: JudgedPairs, scored: list[SystemPrediction], scale: LabelSc
     out = {}
     for value in sorted(set(keys), key=lambda v: (v == NO_LANGUAGE, v)):
         rows = np.flatnonzero(keys == value)
-        part = JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
-                           queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
-                           labels=pairs.labels[rows])
-        out[value] = compare(part, [SystemPrediction(s.name, _take(s.prediction, rows), None) for s in scored], scale)
+        out[value] = compare(pairs.take(rows), [SystemPrediction(s.name, s.prediction.take(rows), None)
+                                                for s in scored], scale)
     return out
-
-
-def _take(prediction: Prediction, rows: np.ndarray) -> Prediction:
-    """The prediction of the pairs at `rows`."""
-    if prediction.proba is None:
-        return Prediction(scores=prediction.scores[rows])
-    return Prediction(proba=prediction.proba[rows],
-                      levels=None if prediction.levels is None else prediction.levels[rows])

@@ -57,6 +57,12 @@ class JudgedPairs:
     def item_texts(self, template: ItemTextTemplate | None = None) -> list[str]:
         return [item_text(item, template) for item in self.items]
 
+    def take(self, rows) -> "JudgedPairs":
+        """The pairs at `rows` (positions, in the order given)."""
+        return JudgedPairs(split=self.split, query_ids=[self.query_ids[i] for i in rows],
+                           queries=[self.queries[i] for i in rows], items=[self.items[i] for i in rows],
+                           labels=self.labels[np.asarray(rows, dtype=np.int64)])
+
 
 def load_judged_pairs(ws: Workspace, split: str = "test") -> JudgedPairs:
     """The pairs people judged among `split`'s queries, with their levels."""

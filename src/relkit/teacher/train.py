@@ -151,10 +151,7 @@ def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
     if not n or n >= len(queries):
         return pairs
     keep = set(np.random.default_rng(seed).choice(queries, size=n, replace=False).tolist())
-    rows = [i for i, q in enumerate(pairs.query_ids) if q in keep]
-    return JudgedPairs(split=pairs.split, query_ids=[pairs.query_ids[i] for i in rows],
-                       queries=[pairs.queries[i] for i in rows], items=[pairs.items[i] for i in rows],
-                       labels=pairs.labels[rows])
+    return pairs.take([i for i, q in enumerate(pairs.query_ids) if q in keep])
 
 
 def epoch_batches(n: int, groups: np.ndarray | None, batch_size: int, seed: int) -> list[np.ndarray]:
