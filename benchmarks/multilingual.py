@@ -33,15 +33,17 @@ and the checks of the target are printed:
 German for the student (still no judgment outside English, nor a pair of a dev or test article).
 --other-articles K adds, for each of those questions, its K nearest paragraphs (by the multilingual
 bi-encoder) in its language from the other train articles: more pairs for the teacher to label, still
-all of train articles. --student-set KEY=VALUE sets a student setting (both students; pick them on dev).
+all of train articles. --student-set KEY=VALUE sets a student setting (both students; pick them on dev),
+--teacher-set KEY=VALUE one of the e5 teacher (relkit teach --set, e.g. listwise_weight=1.0).
 --test-pool K also scores every system on a retrieval pool: each test question's judged paragraphs and
 the K best paragraphs of the other test articles in its language by bm25 and by the multilingual
 bi-encoder (not relevant to it: XQuAD-R has one relevant paragraph a question), as a reranker is
 measured on first stages' candidates; its figures and nDCG@10 checks are printed after the judged ones.
 The dev articles' questions in Spanish and German join the dev split after the teachers are trained
 (or copied): the teachers pick their step on English alone, the students their epoch on all three.
---teachers-from DIR copies the teachers of an earlier run's --workdir (its split and settings must be
-this run's) instead of training them again: a student variant in minutes.
+--teachers-from DIR copies the teachers of an earlier run's --workdir (its split must be this run's)
+that it trained as this run would (same models, epochs, tokens, batch size and --teacher-set), and
+trains the others: a student variant in minutes, an e5 teacher variant without the MiniLM one again.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
@@ -143,26 +145,40 @@ def kept(student: float | None, teacher: float | None, base: float | None) -> fl
     return (student - base) / (teacher - base)
 
 
-SETTINGS = ("models", "epochs", "max_length", "batch_size")   # what a run's teachers depend on beside the split
+SETTINGS = ("models", "epochs", "max_length", "batch_size", "teacher_settings")   # what a run's teachers depend on
+FIXED = {"model": "--e5", "name": "the run", "epochs": "--epochs", "max_length": "--max-length",
+         "batch_size": "--batch-size", "prior": "the run (the workspace's encoder)", "seed": "--seed"}
 
 
-def reuse_teachers_check(workdir: Path, out: dict) -> None:
-    """Refuse the teachers of a run whose split, models or teacher settings differ from this one's."""
+def teacher_record(settings: dict, name: str) -> dict:
+    """What the teacher `name` of a run with these settings depends on beside the split: its base, its
+    prior's bi-encoder, the training settings and, for the e5 teacher, --teacher-set's."""
+    models = settings["models"]
+    return {"model": models[name], "prior": models["english_encoder" if name == "minilm" else "e5"],
+            "epochs": settings["epochs"], "max_length": settings["max_length"], "batch_size": settings["batch_size"],
+            "settings": (settings.get("teacher_settings") or {}) if name == "e5" else {}}
+
+
+def reusable_teachers(workdir: Path, out: dict) -> dict[str, str | None]:
+    """For each teacher, None where the run in `workdir` trained it as this run would (it is copied),
+    else what differs (it is trained again). Refuses a run of another split."""
     if not (workdir / "split.json").exists():
         raise SystemExit(f"--teachers-from {workdir}: no split.json there (not a run's --workdir)")
     if json.loads((workdir / "split.json").read_text()) != out["split"]:
         raise SystemExit(f"--teachers-from {workdir}: its article split is not this run's")
+    differ: dict[str, str | None] = dict.fromkeys(TEACHERS)
     if (workdir / "settings.json").exists():
         seen = json.loads((workdir / "settings.json").read_text())
-        differ = [k for k in SETTINGS if seen.get(k) != out[k]]
-        if differ:
-            raise SystemExit(f"--teachers-from {workdir}: its {', '.join(differ)} differ from this run's")
+        for name in TEACHERS:
+            mine, theirs = teacher_record(out, name), teacher_record(seen, name)
+            differ[name] = ", ".join(k for k in mine if mine[k] != theirs[k]) or None
     else:
         print(f"--teachers-from {workdir}: no settings.json there (an older run): its teachers' models and "
               "settings are taken to be this run's", flush=True)
     for name in TEACHERS:
-        if not (workdir / "workspace" / "artifacts" / f"teacher-{name}").is_dir():
+        if differ[name] is None and not (workdir / "workspace" / "artifacts" / f"teacher-{name}").is_dir():
             raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
+    return differ
 
 
 def other_article_pairs(ws, rows: dict[str, list[dict]], languages: list[str], part_of: dict[str, str],
@@ -266,9 +282,11 @@ def main() -> None:
                         help="also score every system on a retrieval pool: each test question's judged paragraphs and "
                              "the K best of the other test articles' paragraphs in its language by bm25 and by the "
                              "multilingual bi-encoder (0: none)")
+    parser.add_argument("--teacher-set", action="append", default=[],
+                        help="a setting KEY=VALUE of the e5 teacher (relkit teach --set), e.g. listwise_weight=1.0")
     parser.add_argument("--teachers-from", type=Path, default=None,
-                        help="a finished run's --workdir with the same split and settings: its teachers are copied, "
-                             "not trained again")
+                        help="a finished run's --workdir with the same split: the teachers it trained as this run "
+                             "would (same models and settings) are copied, the others trained")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny random-weight models, one epoch, 6 articles of 4 questions (unless given)")
     args = parser.parse_args()
@@ -280,7 +298,17 @@ def main() -> None:
     from relkit.config import parse_sets
     from relkit.student.model import StudentConfig
 
-    student_settings = parse_sets(args.student_set, StudentConfig)
+    from relkit.teacher.config import TrainConfig
+
+    from relkit.errors import RelkitError
+
+    try:
+        student_settings = parse_sets(args.student_set, StudentConfig)
+        teacher_settings = parse_sets(args.teacher_set, TrainConfig)
+    except RelkitError as e:
+        parser.error(f"--student-set / --teacher-set: {e}")
+    for key in sorted(set(teacher_settings) & set(FIXED)):
+        parser.error(f"--teacher-set {key}: set by {FIXED[key]}, not here")
     logging.basicConfig(format="%(message)s")   # relkit's progress: dev evaluations, bars, scoring
     logging.getLogger("relkit").setLevel(logging.INFO)
     started = time.perf_counter()
@@ -322,9 +350,9 @@ def main() -> None:
     out = {"split": record, "models": models, "epochs": args.epochs, "max_length": args.max_length,
            "batch_size": args.batch_size, "student_languages": student_languages,
            "other_articles": args.other_articles, "test_pool": args.test_pool, "student_settings": student_settings,
+           "teacher_settings": teacher_settings,
            "student_dev_languages": list(LANGUAGES), "languages": None, "checks": None}
-    if args.teachers_from:
-        reuse_teachers_check(args.teachers_from, out)
+    reuse = reusable_teachers(args.teachers_from, out) if args.teachers_from else {}
     (args.workdir / "settings.json").write_text(json.dumps({k: out[k] for k in SETTINGS}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -364,13 +392,16 @@ def main() -> None:
 
         priors = {"minilm": models["english_encoder"], "e5": "workspace"}
         for name in TEACHERS:
-            if args.teachers_from:
+            if name in reuse and reuse[name] is None:
                 source = args.teachers_from / "workspace" / "artifacts" / f"teacher-{name}"
                 shutil.copytree(source, ws.artifacts / f"teacher-{name}")
                 progress(f"teacher {name}: copied from {source}, not trained again")
                 continue
+            if name in reuse:
+                progress(f"teacher {name}: {args.teachers_from}'s was trained with another {reuse[name]}: trained here")
             config = TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
-                                 batch_size=args.batch_size, prior=priors[name], seed=args.seed)
+                                 batch_size=args.batch_size, prior=priors[name], seed=args.seed,
+                                 **(teacher_settings if name == "e5" else {}))
             progress(f"training the {name} teacher on {questions['train']} English questions: {config}")
             result = train_teacher(ws, config)
             progress(f"teacher {name}: {result.steps} steps in {result.seconds / 60:.1f} min, best dev step "

@@ -240,3 +240,33 @@ def test_teachers_reused_and_the_student_labels_in_every_language(run, tmp_path)
     printed = re.findall(r"^  \[(pass|FAIL)\] (.+?): ", done.stdout, flags=re.MULTILINE)
     assert printed[-3:] == [("pass" if c["pass"] else "FAIL", c["check"]) for c in pool["checks"]]
     assert all("over the retrieval pool" in c["check"] for c in pool["checks"])
+
+
+def test_teacher_set_trains_only_the_e5_teacher_again(run, tmp_path):
+    """--teacher-set reaches the e5 teacher's training; with --teachers-from the MiniLM teacher, trained
+    as this run would, is copied and the e5 one, trained otherwise, is trained again. Settings the run
+    owns are refused before anything is written."""
+    workdir, _, _ = run
+    base = [sys.executable, str(ROOT / "benchmarks" / "multilingual.py"), "--tiny", "--teachers-from", str(workdir)]
+    refused = subprocess.run(base + ["--teacher-set", "epochs=2", "--workdir", str(tmp_path / "refused")],
+                             capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    assert refused.returncode == 2 and "--teacher-set epochs: set by --epochs" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+    again = tmp_path / "again"
+    done = subprocess.run(base + ["--teacher-set", "listwise_weight=1.0", "--workdir", str(again), "--json",
+                                  str(tmp_path / "again.json")], capture_output=True, text=True, env=ENV, timeout=600,
+                          check=False)
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.stdout.count("copied from") == 1 and "teacher minilm: copied from" in done.stdout
+    assert "teacher e5: " in done.stdout and "was trained with another settings: trained here" in done.stdout
+    assert "training the e5 teacher" in done.stdout and "training the minilm teacher" not in done.stdout
+    old, new = (w / "workspace" / "artifacts" for w in (workdir, again))
+    assert (new / "teacher-minilm" / "model.safetensors").read_bytes() == (
+        old / "teacher-minilm" / "model.safetensors").read_bytes()
+    e5 = json.loads((new / "teacher-e5" / "relkit.json").read_text())
+    assert e5["loss"]["listwise_weight"] == 1.0 and e5["config"]["listwise_weight"] == 1.0
+    assert json.loads((old / "teacher-e5" / "relkit.json").read_text())["loss"]["listwise_weight"] == 0.0
+    recorded = json.loads((again / "settings.json").read_text())
+    assert recorded["teacher_settings"] == {"listwise_weight": 1.0}
+    assert json.loads((tmp_path / "again.json").read_text())["teacher_settings"] == {"listwise_weight": 1.0}
