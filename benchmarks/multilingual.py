@@ -42,8 +42,8 @@ measured on first stages' candidates; its figures and nDCG@10 checks are printed
 The dev articles' questions in Spanish and German join the dev split after the teachers are trained
 (or copied): the teachers pick their step on English alone, the students their epoch on all three.
 --teachers-from DIR copies the teachers of an earlier run's --workdir (its split must be this run's)
-that it trained as this run would (same models, epochs, tokens, batch size and --teacher-set), and
-trains the others: a student variant in minutes, an e5 teacher variant without the MiniLM one again.
+that it trained as this run would (the settings each teacher's relkit.json records: models, epochs,
+tokens, batch size, seed, --teacher-set's), and trains the others: a student variant in minutes, an e5 teacher variant without the MiniLM one again.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
@@ -145,39 +145,40 @@ def kept(student: float | None, teacher: float | None, base: float | None) -> fl
     return (student - base) / (teacher - base)
 
 
-SETTINGS = ("models", "epochs", "max_length", "batch_size", "teacher_settings")   # what a run's teachers depend on
+SETTINGS = ("models", "epochs", "max_length", "batch_size", "teacher_settings")   # recorded in settings.json
 FIXED = {"model": "--e5", "name": "the run", "epochs": "--epochs", "max_length": "--max-length",
          "batch_size": "--batch-size", "prior": "the run (the workspace's encoder)", "seed": "--seed"}
 
 
-def teacher_record(settings: dict, name: str) -> dict:
-    """What the teacher `name` of a run with these settings depends on beside the split: its base, its
-    prior's bi-encoder, the training settings and, for the e5 teacher, --teacher-set's."""
-    models = settings["models"]
-    return {"model": models[name], "prior": models["english_encoder" if name == "minilm" else "e5"],
-            "epochs": settings["epochs"], "max_length": settings["max_length"], "batch_size": settings["batch_size"],
-            "settings": (settings.get("teacher_settings") or {}) if name == "e5" else {}}
+def teacher_configs(models: dict, args, teacher_settings: dict) -> dict:
+    """The TrainConfig of each teacher: its base, its prior (the English bi-encoder for MiniLM, the
+    workspace's encoder for e5), the run's epochs, tokens, batch size and seed, and for the e5 teacher
+    --teacher-set's settings."""
+    from relkit.teacher.config import TrainConfig
+
+    priors = {"minilm": models["english_encoder"], "e5": "workspace"}
+    return {name: TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
+                              batch_size=args.batch_size, prior=priors[name], seed=args.seed,
+                              **(teacher_settings if name == "e5" else {}))
+            for name in TEACHERS}
 
 
-def reusable_teachers(workdir: Path, out: dict) -> dict[str, str | None]:
-    """For each teacher, None where the run in `workdir` trained it as this run would (it is copied),
-    else what differs (it is trained again). Refuses a run of another split."""
+def reusable_teachers(workdir: Path, split: dict, configs: dict) -> dict[str, str | None]:
+    """For each teacher, None where the run in `workdir` trained it with the config this run would
+    (read from the teacher's relkit.json: it is copied), else the settings that differ (it is trained
+    again). Refuses a run of another split, or one without both teachers."""
     if not (workdir / "split.json").exists():
         raise SystemExit(f"--teachers-from {workdir}: no split.json there (not a run's --workdir)")
-    if json.loads((workdir / "split.json").read_text()) != out["split"]:
+    if json.loads((workdir / "split.json").read_text()) != split:
         raise SystemExit(f"--teachers-from {workdir}: its article split is not this run's")
-    differ: dict[str, str | None] = dict.fromkeys(TEACHERS)
-    if (workdir / "settings.json").exists():
-        seen = json.loads((workdir / "settings.json").read_text())
-        for name in TEACHERS:
-            mine, theirs = teacher_record(out, name), teacher_record(seen, name)
-            differ[name] = ", ".join(k for k in mine if mine[k] != theirs[k]) or None
-    else:
-        print(f"--teachers-from {workdir}: no settings.json there (an older run): its teachers' models and "
-              "settings are taken to be this run's", flush=True)
-    for name in TEACHERS:
-        if differ[name] is None and not (workdir / "workspace" / "artifacts" / f"teacher-{name}").is_dir():
+    differ: dict[str, str | None] = {}
+    for name, config in configs.items():
+        meta = workdir / "workspace" / "artifacts" / f"teacher-{name}" / "relkit.json"
+        if not meta.exists():
             raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
+        saved = json.loads(meta.read_text()).get("config", {})
+        # a setting the saved teacher does not record is one it predates: it trained with the default
+        differ[name] = ", ".join(k for k, v in vars(config).items() if saved.get(k, v) != v) or None
     return differ
 
 
@@ -296,19 +297,18 @@ def main() -> None:
     if args.other_articles < 0 or args.test_pool < 0:
         parser.error("--other-articles and --test-pool: a number of paragraphs, 0 or more")
     from relkit.config import parse_sets
-    from relkit.student.model import StudentConfig
-
-    from relkit.teacher.config import TrainConfig
-
     from relkit.errors import RelkitError
+    from relkit.student.model import StudentConfig
+    from relkit.teacher.config import TrainConfig
 
     try:
         student_settings = parse_sets(args.student_set, StudentConfig)
         teacher_settings = parse_sets(args.teacher_set, TrainConfig)
+        for key in sorted(set(teacher_settings) & set(FIXED)):
+            parser.error(f"--teacher-set {key}: set by {FIXED[key]}, not here")
+        StudentConfig(**student_settings), TrainConfig(**teacher_settings)   # values checked before anything is written
     except RelkitError as e:
         parser.error(f"--student-set / --teacher-set: {e}")
-    for key in sorted(set(teacher_settings) & set(FIXED)):
-        parser.error(f"--teacher-set {key}: set by {FIXED[key]}, not here")
     logging.basicConfig(format="%(message)s")   # relkit's progress: dev evaluations, bars, scoring
     logging.getLogger("relkit").setLevel(logging.INFO)
     started = time.perf_counter()
@@ -352,7 +352,8 @@ def main() -> None:
            "other_articles": args.other_articles, "test_pool": args.test_pool, "student_settings": student_settings,
            "teacher_settings": teacher_settings,
            "student_dev_languages": list(LANGUAGES), "languages": None, "checks": None}
-    reuse = reusable_teachers(args.teachers_from, out) if args.teachers_from else {}
+    configs = teacher_configs(models, args, teacher_settings)
+    reuse = reusable_teachers(args.teachers_from, record, configs) if args.teachers_from else {}
     (args.workdir / "settings.json").write_text(json.dumps({k: out[k] for k in SETTINGS}, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -388,9 +389,8 @@ def main() -> None:
         progress(f"{len(pair_rows):,} train-article pairs for the e5 teacher to label ({', '.join(student_languages)}"
                  + (f"; {args.other_articles} of other train articles a question" if args.other_articles else "") + ")")
 
-        from relkit.teacher import TrainConfig, train_teacher
+        from relkit.teacher import train_teacher
 
-        priors = {"minilm": models["english_encoder"], "e5": "workspace"}
         for name in TEACHERS:
             if name in reuse and reuse[name] is None:
                 source = args.teachers_from / "workspace" / "artifacts" / f"teacher-{name}"
@@ -399,9 +399,7 @@ def main() -> None:
                 continue
             if name in reuse:
                 progress(f"teacher {name}: {args.teachers_from}'s was trained with another {reuse[name]}: trained here")
-            config = TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
-                                 batch_size=args.batch_size, prior=priors[name], seed=args.seed,
-                                 **(teacher_settings if name == "e5" else {}))
+            config = configs[name]
             progress(f"training the {name} teacher on {questions['train']} English questions: {config}")
             result = train_teacher(ws, config)
             progress(f"teacher {name}: {result.steps} steps in {result.seconds / 60:.1f} min, best dev step "

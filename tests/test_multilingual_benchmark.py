@@ -252,6 +252,9 @@ def test_teacher_set_trains_only_the_e5_teacher_again(run, tmp_path):
                              capture_output=True, text=True, env=ENV, timeout=300, check=False)
     assert refused.returncode == 2 and "--teacher-set epochs: set by --epochs" in refused.stderr
     assert not (tmp_path / "refused").exists()
+    bad = subprocess.run(base + ["--teacher-set", "listwise_weight=-1", "--workdir", str(tmp_path / "refused")],
+                         capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    assert bad.returncode == 2 and "loss weights must be >= 0" in bad.stderr and not (tmp_path / "refused").exists()
 
     again = tmp_path / "again"
     done = subprocess.run(base + ["--teacher-set", "listwise_weight=1.0", "--workdir", str(again), "--json",
@@ -259,7 +262,7 @@ def test_teacher_set_trains_only_the_e5_teacher_again(run, tmp_path):
                           check=False)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.count("copied from") == 1 and "teacher minilm: copied from" in done.stdout
-    assert "teacher e5: " in done.stdout and "was trained with another settings: trained here" in done.stdout
+    assert "teacher e5: " in done.stdout and "was trained with another listwise_weight: trained here" in done.stdout
     assert "training the e5 teacher" in done.stdout and "training the minilm teacher" not in done.stdout
     old, new = (w / "workspace" / "artifacts" for w in (workdir, again))
     assert (new / "teacher-minilm" / "model.safetensors").read_bytes() == (
