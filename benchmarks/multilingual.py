@@ -43,7 +43,8 @@ The dev articles' questions in Spanish and German join the dev split after the t
 (or copied): the teachers pick their step on English alone, the students their epoch on all three.
 --teachers-from DIR copies the teachers of an earlier run's --workdir (its split must be this run's)
 that it trained as this run would (the settings each teacher's relkit.json records: models, epochs,
-tokens, batch size, seed, --teacher-set's), and trains the others: a student variant in minutes, an e5 teacher variant without the MiniLM one again.
+tokens, batch size, seed, --teacher-set's), and trains the others: a student variant in minutes, an
+e5 teacher variant without training the MiniLM one again.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
