@@ -507,3 +507,48 @@ def test_two_processes_train_the_same_kind_of_teacher(learnable, tiny, tmp_path)
     proba = Teacher.load(two_path).predict_proba(pairs())
     assert proba.shape == (3, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     assert not (two_path / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("kind,lora", [("bert", False), ("llama", True)])
+def test_a_prior_fit_after_the_cross_encoder_weighs_the_two(learnable, tiny, kind, lora):
+    """`prior_fit=after` trains the plain cross-encoder (the weights `prior=none` trains), then fits the
+    prior on top: the saved teacher gives, on pairs it never saw, the probabilities of a logistic
+    regression of the train levels on the prior's features and the cross-encoder's logits."""
+    from sklearn.linear_model import LogisticRegression
+
+    from relkit.teacher.prior import FEATURE_SETS, Prior
+    from relkit.text import item_title
+
+    base = dict(model=str(tiny[kind]), epochs=2, batch_size=8, max_length=32, lora=lora)
+    plain = train_teacher(learnable, TrainConfig(name="plain", prior="none", **base))
+    stacked = train_teacher(learnable, TrainConfig(name="stacked", prior_fit="after", **base))
+    assert stacked.best_step == plain.best_step
+    meta = json.loads((stacked.path / "relkit.json").read_text())
+    assert meta["prior"]["features"] == list(FEATURE_SETS["cosine+match"])
+    assert "fit after training" in (stacked.path / "README.md").read_text()
+    assert meta["metrics"]["cross_encoder_qwk"] == json.loads((plain.path / "relkit.json").read_text())["metrics"]["qwk"]
+    assert [h["step"] for h in json.loads((stacked.path / "history.json").read_text())] == \
+        [h["step"] for h in plain.history]
+
+    plain_teacher, teacher = Teacher.load(plain.path), Teacher.load(stacked.path)
+    prior = Prior(**meta["prior"])
+
+    def inputs(split):
+        p = load_judged_pairs(learnable, split)
+        log_p = np.log(plain_teacher.predict_proba(list(zip(p.queries, p.items))))
+        texts = [teacher.meta.template.item(i) for i in p.items]
+        x = prior.inputs(p.queries, texts, [item_title(i) for i in p.items])
+        return p, np.hstack([x, log_p - log_p.mean(axis=1, keepdims=True)])
+
+    train, x_train = inputs("train")
+    test, x_test = inputs("test")
+    reference = LogisticRegression(C=100.0, max_iter=2000).fit(x_train, train.labels)
+    np.testing.assert_allclose(teacher.predict_proba(list(zip(test.queries, test.items))),
+                               reference.predict_proba(x_test), atol=2e-4)
+
+
+def test_prior_fit_is_checked():
+    with pytest.raises(RelkitError, match="prior_fit is before or after"):
+        TrainConfig(prior_fit="during")
+    with pytest.raises(RelkitError, match="prior_fit=after fits a prior"):
+        TrainConfig(prior_fit="after", prior="none")

@@ -33,6 +33,10 @@ class TrainConfig:
                                       # 'workspace' (the workspace's encoder, `relkit init --encoder`),
                                       # 'default' (all-MiniLM-L6-v2), a path or hub id; 'none' = a plain
                                       # cross-encoder
+    prior_fit: str = "before"         # before: the prior is fit first and the cross-encoder learns what it misses;
+                                      # after: a plain cross-encoder is trained, then the prior is fit on top
+                                      # (a logistic regression of the level on the prior's features and the
+                                      # kept cross-encoder's logits over the train pairs, which weighs the two)
     prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the
                                       # share of query terms in the title and in the text, and the exact phrase)
     labels: str = "human"             # human: the judgments; judge:NAME: a judge's labels instead (soft-label
@@ -70,6 +74,8 @@ class TrainConfig:
             (not self.quantize_4bit or self.lora, "quantize_4bit trains LoRA adapters: set lora too"),
             (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
             (self.dev_queries >= 0, "dev_queries must be >= 0"),
+            (self.prior_fit in ("before", "after"), "prior_fit is before or after"),
+            (self.prior_fit == "before" or self.prior != "none", "prior_fit=after fits a prior: set prior too"),
             (self.prior_features in FEATURE_SETS, f"prior_features is one of {', '.join(FEATURE_SETS)}"),
             (self.labels == "human" or self.labels.startswith("judge:"), "labels is human or judge:NAME"),
         ]

@@ -297,6 +297,9 @@ def model_card(meta: TeacherMeta) -> str:
         names = ", ".join(meta.prior.get("features", ["cosine"]))
         prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
                  f"the bi-encoder `{meta.prior['model']}`) plus a bias (in relkit.json).")
+        if (meta.config or {}).get("prior_fit") == "after":
+            prior += (" The prior was fit after training, on top of the cross-encoder, whose head now weighs its "
+                      "logits; `cross_encoder_*` is the cross-encoder's own dev figure.")
     loss = ""
     if meta.loss:
         settings = "\n".join(f"| {k} | {v} |" for k, v in meta.loss.items())

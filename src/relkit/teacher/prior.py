@@ -56,21 +56,28 @@ class Prior:
     def fit(cls, model: str, x: np.ndarray, labels: np.ndarray, k: int,
             features: Sequence[str] = ("cosine",)) -> "Prior":
         """The multinomial logistic regression of the level (1..K) on the features `x` (n, features)."""
-        from sklearn.linear_model import LogisticRegression
-
-        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        lr = LogisticRegression(C=100.0, max_iter=2000).fit(x, labels)
-        coef, intercept = lr.coef_, lr.intercept_
-        if len(lr.classes_) == 2:   # scikit-learn gives the second class's logit against the first's (0)
-            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-        weight, bias = np.zeros((x.shape[1], k)), np.zeros(k)
-        weight[:, lr.classes_ - 1], bias[lr.classes_ - 1] = coef.T, intercept
+        weight, bias = logistic_weights(x, labels, k)
         return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features))
 
     def inputs(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
                text_vectors=None) -> np.ndarray:
         """(n, features): this prior's features of the pairs (see `features`)."""
         return features(self.features, self.model, queries, item_texts, titles, text_vectors)
+
+
+def logistic_weights(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The multinomial logistic regression of the level (1..k) on `x` (n, columns): (columns, k)
+    weights and k biases of each level's logit (0 for a level no label has)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    lr = LogisticRegression(C=100.0, max_iter=2000).fit(x, labels)
+    coef, intercept = lr.coef_, lr.intercept_
+    if len(lr.classes_) == 2:   # scikit-learn gives the second class's logit against the first's (0)
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    weight, bias = np.zeros((x.shape[1], k)), np.zeros(k)
+    weight[:, lr.classes_ - 1], bias[lr.classes_ - 1] = coef.T, intercept
+    return weight, bias
 
 
 def features(names: Sequence[str], model: str, queries: Sequence[str], item_texts: Sequence[str],

@@ -400,8 +400,9 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     if isinstance(ws, Workspace):
         ws.release()  # everything is read: other commands can use the workspace while the teacher trains
     k, scale = run.scale.k, run.scale
-    net = teacher_net(model, run.prior)
-    train_x = None if run.train_x is None else torch.tensor(run.train_x, dtype=torch.float32)
+    starting_prior = run.prior if config.prior_fit == "before" else None   # after: a plain cross-encoder trains
+    net = teacher_net(model, starting_prior)
+    train_x = None if starting_prior is None else torch.tensor(run.train_x, dtype=torch.float32)
     targets = (torch.tensor(run.train.labels - 1) if run.train_targets is None
                else torch.tensor(run.train_targets, dtype=torch.float32))   # soft labels: a distribution per pair
     group_of = torch.tensor(run.query_numbers)
@@ -519,9 +520,67 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     if not finished:
         logger.info("stopped at step %d of %d; continue with `relkit teach --resume %s`", step, total_steps, name)
     accelerator.wait_for_everyone()
+    if finished and main and config.prior_fit == "after" and run.prior is not None:
+        stack_prior(out, run, config, accelerator.device.type, history)
+    accelerator.wait_for_everyone()
     final = json.loads((out / META_FILE).read_text())["metrics"] if (out / META_FILE).exists() else {}
     return TrainResult(path=out, steps=step, total_steps=total_steps, best_step=best_step, dev_metrics=final,
                        seconds=time.perf_counter() - started, history=history if main else [], main_process=main)
+
+
+def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, history: list) -> None:
+    """`prior_fit=after`: fit the prior on top of the kept cross-encoder at `out`, and save the two as
+    the teacher. A logistic regression of the train levels on the prior's features and the
+    cross-encoder's logits (centred over the levels) weighs them: the features' weights become the
+    prior, the logits' a (K, K) matrix folded into the cross-encoder's head, so the teacher's logits
+    stay `head(x) + prior` for every reader (scoring, ONNX, labeling). The cutpoints and dev metrics
+    are fit again on the sum."""
+    import torch
+
+    from relkit.teacher.prior import logistic_weights
+
+    teacher = Teacher.load(out, device=device)
+    proba = predict_ids(teacher.model, teacher.tokenizer, run.train_ids, batch_size=64, bar=True)
+    log_p = np.log(np.clip(proba, 1e-12, 1))
+    centred = log_p - log_p.mean(axis=1, keepdims=True)     # = logits less their mean: linear in the logits
+    k = run.scale.k
+    weight, bias = logistic_weights(np.hstack([run.train_x, centred]), run.train.labels, k)
+    features = weight.shape[0] - k
+    mix = (np.eye(k) - 1.0 / k) @ weight[features:]           # new logits = logits @ mix (the centring folded in)
+    head = head_linear(teacher.model, k)
+    with torch.no_grad():
+        m = torch.as_tensor(mix, dtype=head.weight.dtype, device=head.weight.device)
+        head.weight.copy_(m.T @ head.weight)
+        if head.bias is not None:
+            head.bias.copy_(head.bias @ m)
+    prior = Prior(run.prior.model, weight[:features].tolist(), bias.tolist(), list(run.prior.features))
+    before = teacher.meta.metrics
+    metrics, cuts = evaluate_dev(teacher_net(teacher.model, prior), teacher.tokenizer, run, config.decision)
+    meta = teacher.meta
+    meta.prior, meta.cutpoints = prior.to_dict(), cuts
+    meta.metrics = {**metrics, "step": before.get("step", 0),
+                    f"cross_encoder_{config.primary}": before.get(config.primary)}
+    Teacher(teacher.model, teacher.tokenizer, meta).save(out)
+    _write_history(out, history)
+    value, alone = metrics.get(config.primary), before.get(config.primary)
+    logger.info("prior fit on top of the cross-encoder: dev %s %s (the cross-encoder alone %s)", config.primary,
+                "-" if value is None else f"{value:.4f}", "-" if alone is None else f"{alone:.4f}")
+
+
+HEAD_NAMES = ("classifier", "score", "classification_head", "out_proj")
+
+
+def head_linear(model, k: int):
+    """The linear layer that makes a sequence classifier's k logits (BERT's `classifier`, RoBERTa's
+    `classifier.out_proj`, Llama's `score`)."""
+    import torch
+
+    found = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.out_features == k
+             and any(part in HEAD_NAMES for part in n.split("."))]
+    if not found:
+        raise RelkitError(f"{type(model).__name__} has no linear head of {k} outputs named one of "
+                          f"{', '.join(HEAD_NAMES)}: prior_fit=after cannot weigh its logits (use prior_fit=before)")
+    return found[-1]
 
 
 @contextlib.contextmanager
