@@ -552,3 +552,30 @@ def test_prior_fit_is_checked():
         TrainConfig(prior_fit="during")
     with pytest.raises(RelkitError, match="prior_fit=after fits a prior"):
         TrainConfig(prior_fit="after", prior="none")
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_every_family_has_a_head_to_weigh(tiny, kind):
+    """prior_fit=after folds its weights into the linear layer that makes the logits: every family
+    relkit trains has one, and a model without one is refused before training."""
+    import torch
+
+    from relkit.teacher.train import head_linear
+
+    from relkit.teacher.model import collate
+
+    model, tokenizer, family, _ = load_base(TrainConfig(model=str(tiny[kind])), 3, "cpu")
+    head = head_linear(model, 3)
+    with torch.no_grad():   # the head found makes the logits: zeroed, they are its bias
+        head.weight.zero_()
+        if head.bias is not None:
+            head.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    template = TextTemplate(query_prefix=TEMPLATES[family][0], item_prefix=TEMPLATES[family][1])
+    ids = encode_pairs(tokenizer, template, ["red chair", "blue lamp"], ["red oak chair", "lamp"], 32)
+    model.eval()
+    with torch.no_grad():
+        logits = model(**collate(tokenizer, ids)).logits
+    expected = torch.tensor([0.5, -1.0, 2.0]) if head.bias is not None else torch.zeros(3)
+    torch.testing.assert_close(logits, expected.expand(2, 3))
+    with pytest.raises(RelkitError, match="no linear head of 3 outputs"):
+        head_linear(torch.nn.Sequential(torch.nn.Linear(4, 3)), 3)

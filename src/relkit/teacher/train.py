@@ -396,6 +396,8 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
         check_run(opened, config)
         torch.manual_seed(config.seed)
         model, tokenizer, family, _ = load_base(config, opened.scale.k, str(accelerator.device.type))
+        if config.prior_fit == "after":
+            head_linear(model, opened.scale.k)   # refused now, not after training
         run = prepare_run(opened, config, tokenizer, family)
     if isinstance(ws, Workspace):
         ws.release()  # everything is read: other commands can use the workspace while the teacher trains
@@ -539,7 +541,7 @@ def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, h
 
     from relkit.teacher.prior import logistic_weights
 
-    teacher = Teacher.load(out, device=device)
+    teacher = Teacher.load(out, device=device, precision="fp32")   # saved again: keep the weights' precision
     proba = predict_ids(teacher.model, teacher.tokenizer, run.train_ids, batch_size=64, bar=True)
     log_p = np.log(np.clip(proba, 1e-12, 1))
     centred = log_p - log_p.mean(axis=1, keepdims=True)     # = logits less their mean: linear in the logits
