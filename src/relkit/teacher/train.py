@@ -126,9 +126,13 @@ def load_base(config: TrainConfig, num_labels: int, device: str):
     return model, tokenizer, family, source
 
 
+# the names a sequence classifier's head goes by (BERT's `classifier`, RoBERTa's `classifier.out_proj`,
+# Llama's `score`, T5's `classification_head.out_proj`): a parameter or layer with one in its path is the head's
+HEAD_NAMES = ("classifier", "score", "classification_head")
+
+
 def _head_parameters(model) -> set[int]:
-    names = ("classifier", "score", "classification_head")
-    return {id(p) for n, p in model.named_parameters() if any(f".{h}." in f".{n}" for h in names)}
+    return {id(p) for n, p in model.named_parameters() if any(part in HEAD_NAMES for part in n.split("."))}
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -522,7 +526,7 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
     if not finished:
         logger.info("stopped at step %d of %d; continue with `relkit teach --resume %s`", step, total_steps, name)
     accelerator.wait_for_everyone()
-    if finished and main and config.prior_fit == "after" and run.prior is not None:
+    if finished and main and config.prior_fit == "after":
         stack_prior(out, run, config, accelerator.device.type, history)
     accelerator.wait_for_everyone()
     final = json.loads((out / META_FILE).read_text())["metrics"] if (out / META_FILE).exists() else {}
@@ -567,9 +571,6 @@ def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, h
     value, alone = metrics.get(config.primary), before.get(config.primary)
     logger.info("prior fit on top of the cross-encoder: dev %s %s (the cross-encoder alone %s)", config.primary,
                 "-" if value is None else f"{value:.4f}", "-" if alone is None else f"{alone:.4f}")
-
-
-HEAD_NAMES = ("classifier", "score", "classification_head", "out_proj")
 
 
 def head_linear(model, k: int):
