@@ -254,6 +254,7 @@ def labeling_part(ws: Workspace, teacher_path: Path, plan: Plan, device: str) ->
     rng = np.random.default_rng(0)
     records = ws.item_records()
     queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
+    query_languages = dict(ws.fetchall("SELECT query_id, language FROM queries"))
     pairs = list(dict.fromkeys(ws.fetchall("SELECT query_id, item_id FROM judgments ORDER BY query_id, item_id")))
     pairs = pairs[:plan.label_pairs]
     chosen, q_ids, i_ids = set(pairs), sorted(queries), sorted(records)
@@ -267,6 +268,9 @@ def labeling_part(ws: Workspace, teacher_path: Path, plan: Plan, device: str) ->
     qs = [queries[q] for q, _ in pairs]
     texts = [template.item(records[i]) for _, i in pairs]
     titles = [item_title(records[i]) for _, i in pairs]
+    # the languages the workspace stores, as `relkit label` reads them: the prior's text match needs no detection
+    languages = {"languages": [records[i].get("language") for _, i in pairs],
+                 "query_languages": [query_languages[q] for q, _ in pairs]}
     n = len(pairs)
     tokens = [len(ids) for ids in encode_pairs(teacher.tokenizer, template, qs, texts, max_length)]
     from relkit.teacher.fast import FirstTokenClassifier
@@ -293,8 +297,9 @@ def labeling_part(ws: Workspace, teacher_path: Path, plan: Plan, device: str) ->
         t = Teacher.load(teacher_path, device=device, precision=precision)
         if not with_prior:
             t.meta.prior = None
-        t.predict_texts(qs[:512], texts[:512], titles[:512], batch_size=plan.label_batch)
-        return lambda: t.predict_texts(qs, texts, titles, batch_size=plan.label_batch)
+        t.predict_texts(qs[:512], texts[:512], titles[:512], batch_size=plan.label_batch,
+                        **{key: value[:512] for key, value in languages.items()})
+        return lambda: t.predict_texts(qs, texts, titles, batch_size=plan.label_batch, **languages)
 
     # (name, batch, scorer, FLOPs, the fp32 path whose levels it is compared with)
     paths = [("CrossEncoder.predict fp32", 32, lambda: cross_encoder(None, 32), work_full, None),

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, write_csv
@@ -137,3 +138,47 @@ def test_ray_engine_gives_the_local_engine_output(labeled_ws):
     assert [r[:2] for r in on_ray] == [r[:2] for r in local]
     np.testing.assert_allclose([r[3] for r in on_ray], [r[3] for r in local], atol=1e-5)
     assert not list((ws.path / "labels" / "t").glob("*.tmp"))
+
+
+def test_a_teacher_reads_each_text_in_its_stored_language(tmp_path):
+    """Trained, labeling and scoring, a teacher's text-match prior reads each query and item in the
+    language the workspace stores for it, not in one detected again. The file says English for these
+    Spanish texts (the file wins, as on import), so 'para' is a word to match, where Spanish drops it."""
+    from relkit.teacher import Teacher
+
+    ws = Workspace.create(tmp_path / "ws", LabelScale.default(3))
+    things, places = ["silla", "mesa", "puerta", "lámpara"], ["jardín", "cocina", "baño", "oficina"]
+    items = [[f"{t}-{w}", f"{t} para {w}", "en"] for t in things for w in places]
+    import_file(ws, "items", write_csv(tmp_path / "i.csv", ["item_id", "title", "language"], items))
+    judgments = [[f"{t}s para {w}", f"{t}-{w}", "3", "en"] for t in things for w in places]
+    judgments += [[f"{t}s para {w}", f"{t}-{places[places.index(w) - 1]}", "2", "en"] for t in things for w in places]
+    judgments += [[f"{t}s para {w}", f"{things[things.index(t) - 1]}-{w}", "1", "en"] for t in things for w in places]
+    import_file(ws, "judgments", write_csv(tmp_path / "j.csv", ["query", "item_id", "label", "language"],
+                                           judgments))
+    assert {r[0] for r in ws.fetchall("SELECT language FROM queries UNION SELECT language FROM items")} == {"en"}
+    split_queries(ws, SplitConfig(seed=0, dev=0.25, test=0.0))
+    ids = dict(ws.fetchall("SELECT query, query_id FROM queries"))
+    pairs = [[ids[f"{t}s para {w}"], item[0]] for t in things for w in places for item in items[::3]]
+    import_file(ws, "pairs", write_csv(tmp_path / "p.csv", ["query_id", "item_id"], pairs))
+    result = train_teacher(ws, TrainConfig(model=str(build("bert", tmp_path)), name="t", epochs=1, batch_size=8,
+                                           max_length=32), stop_after=0)
+    teacher = Teacher.load(result.path)
+    assert teacher.meta.prior["tokenization"] == "by-language"
+
+    def read_as(language: str, queries: list[str], texts: list[str]):
+        n = len(queries)
+        return teacher.predict_texts(queries, texts, texts, languages=[language] * n, query_languages=[language] * n)
+
+    label_pairs(ws, "t")
+    rows = ws.fetchall("""SELECT q.query, i.title, t.p1, t.p2, t.p3 FROM teacher_labels t JOIN queries q
+                          USING (query_id) JOIN items i USING (item_id) ORDER BY query_id, item_id""")
+    assert len(rows) == len(pairs)
+    queries, titles = [r[0] for r in rows], [r[1] for r in rows]
+    np.testing.assert_allclose([r[2:] for r in rows], read_as("en", queries, titles), atol=1e-5)
+    assert np.abs(read_as("es", queries, titles) - read_as("en", queries, titles)).max() > 1e-3
+    records = ws.item_records([f"{t}-{w}" for t in things for w in places])
+    queries = [f"{t}s para {w}" for t in things for w in places]
+    titles = [f"{t} para {w}" for t in things for w in places]
+    scored = teacher.predict_proba(list(zip(queries, [records[f"{t}-{w}"] for t in things for w in places])))
+    np.testing.assert_allclose(scored, read_as("en", queries, titles), atol=1e-5)
+    ws.close()

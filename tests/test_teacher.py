@@ -293,6 +293,27 @@ def test_text_match_prior_reads_the_title_apart_from_the_text():
     np.testing.assert_array_equal(prior.inputs(queries[:2], texts[:2])[:, 1], [1, 1])  # text as title
 
 
+def test_a_text_match_prior_reads_each_text_in_its_language():
+    """A prior cuts texts as its recorded tokenization says: by language (each text in the one given, or
+    detected), or every text as English, which is how a prior saved before it was recorded reads."""
+    from relkit.teacher.prior import FEATURE_SETS, Prior
+
+    prior = Prior("default", [[0.0, 0.0]] * 4, [0.0, 0.0], list(FEATURE_SETS["cosine+match"]), "by-language")
+    query, text = ["¿Dónde duermen los gatos de la casa?"], ["El gato duerme en la cocina de la casa vieja."]
+    spanish = prior.inputs(query, text, languages=["es"])[0, 1:]
+    # in Spanish 'duermen' and 'duerme' are one word, 'gatos' and 'gato' too, and 'los', 'de', 'la' are stopwords
+    np.testing.assert_array_equal(spanish, [0.75, 0.75, 0.0])
+    np.testing.assert_array_equal(prior.inputs(query, text)[0, 1:], spanish)   # the language detected
+    as_english = Prior(**{**prior.to_dict(), "tokenization": "english"})
+    np.testing.assert_array_equal(as_english.inputs(query, text, languages=["es"])[0, 1:], [0.5, 0.5, 0.0])
+    saved_before = {key: value for key, value in prior.to_dict().items() if key != "tokenization"}
+    assert Prior(**saved_before).tokenization == "english"
+    with pytest.raises(RelkitError, match="a prior with tokenization 'jieba'"):
+        Prior("default", [[0.0]], [0.0], ["cosine"], "jieba")
+    with pytest.raises(RelkitError, match="tokenization is one of by-language, english"):
+        TrainConfig(tokenization="jieba")
+
+
 def test_a_cosine_prior_saved_in_the_old_layout_loads(learnable, tiny):
     """relkit.json files written before text-match priors held one weight per level (the cosine's)."""
     config = TrainConfig(model=str(tiny["bert"]), name="old", epochs=1, batch_size=8, max_length=32,

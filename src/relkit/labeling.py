@@ -46,19 +46,25 @@ class LabelResult:
 
 
 def score_table(teacher, table, batch_size: int = 32, name: str | None = None):
-    """The one scoring function of both engines: a table of (query_id, item_id, query, text[, title]) ->
-    (teacher, query_id, item_id, p1..pK, expected_level). A repeated (query, text, title) is scored once.
-    `name`: the teacher's name in the output (default: its folder's)."""
+    """The one scoring function of both engines: a table of (query_id, item_id, query, text[, title,
+    query_language, language]) -> (teacher, query_id, item_id, p1..pK, expected_level). A repeated
+    (query, text, title) in the same languages is scored once. `name`: the teacher's name in the output (default: its folder's)."""
     import pyarrow as pa
 
+    def column(name: str, default: list) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else default
+
     queries, texts = table.column("query").to_pylist(), table.column("text").to_pylist()
-    titles = table.column("title").to_pylist() if "title" in table.column_names else texts
-    distinct: dict[tuple[str, str, str], int] = {}
-    for pair in zip(queries, texts, titles):
-        distinct.setdefault(pair, len(distinct))
-    q, t, ti = zip(*distinct) if distinct else ((), (), ())
-    proba = teacher.predict_texts(list(q), list(t), list(ti), batch_size=batch_size)
-    proba = proba[[distinct[pair] for pair in zip(queries, texts, titles)]]
+    titles = column("title", texts)
+    languages = zip(column("query_language", [None] * len(queries)), column("language", [None] * len(queries)))
+    distinct: dict[tuple, int] = {}
+    keys = list(zip(queries, texts, titles, languages))
+    for key in keys:
+        distinct.setdefault(key, len(distinct))
+    q, t, ti, lang = zip(*distinct) if distinct else ((), (), (), ())
+    proba = teacher.predict_texts(list(q), list(t), list(ti), batch_size=batch_size,
+                                  languages=[b for _, b in lang], query_languages=[a for a, _ in lang])
+    proba = proba[[distinct[key] for key in keys]]
     k = proba.shape[1]
     if name is None:
         name = Workspace.artifact_name("teacher", teacher.path) if teacher.path else "teacher"
@@ -129,8 +135,9 @@ def label_pairs(ws: Workspace, teacher_ref: str, shard_size: int = 4096, batch_s
 
 def _write_pending(ws: Workspace, out: Path, source: Path, template) -> tuple[int, list[str]]:
     """Write the pairs no shard of `out` holds to `source` (Parquet: query_id, item_id, query, text,
-    title; by query, then item), with DuckDB, which keeps what does not fit in memory on disk. Item
-    texts are rendered once per item, not once per pair. Returns (pairs written, distinct item texts)."""
+    title, query_language, language; by query, then item), with DuckDB, which keeps what does not fit
+    in memory on disk. Item texts are rendered once per item, not once per pair. Returns (pairs
+    written, distinct item texts)."""
     import pyarrow as pa
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -144,12 +151,14 @@ def _write_pending(ws: Workspace, out: Path, source: Path, template) -> tuple[in
         records = ws.item_records(item_ids)
         del item_ids
         texts = {"item_id": list(records), "text": [template.item(r) for r in records.values()],
-                 "title": [item_title(r) for r in records.values()]}
+                 "title": [item_title(r) for r in records.values()],
+                 "language": [r.get("language") for r in records.values()]}
         del records
         with ws.registered("_pending_items", texts), ws.memory_limit(PENDING_MEMORY):
             path = str(source).replace("'", "''")
             ws.run(f"""COPY (
-                SELECT p.query_id, p.item_id, q.query, t.text, t.title FROM pairs p JOIN queries q USING (query_id)
+                SELECT p.query_id, p.item_id, q.query, t.text, t.title, q.language AS query_language, t.language
+                FROM pairs p JOIN queries q USING (query_id)
                 JOIN _pending_items t USING (item_id) ANTI JOIN _labeled l USING (query_id, item_id)
                 ORDER BY p.query_id, p.item_id) TO '{path}' (FORMAT parquet)""")
     return pq.ParquetFile(source).metadata.num_rows, sorted(set(texts["text"]))

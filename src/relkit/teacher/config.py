@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from relkit.errors import RelkitError
 from relkit.teacher.prior import FEATURE_SETS
+from relkit.tokenization import DEFAULT_TOKENIZATION, TOKENIZATIONS
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainConfig:
                                       # kept cross-encoder's logits over the train pairs, which weighs the two)
     prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the
                                       # share of query terms in the title and in the text, and the exact phrase)
+    tokenization: str = DEFAULT_TOKENIZATION  # how the prior's text match cuts texts (relkit.tokenization):
+                                      # by-language (each text in its language) | english
     labels: str = "human"             # human: the judgments; judge:NAME: a judge's labels instead (soft-label
                                       # cross-entropy on its train-query pairs, weights chosen on its dev-query
                                       # pairs): a teacher where people judged nothing
@@ -77,6 +80,7 @@ class TrainConfig:
             (self.prior_fit in ("before", "after"), "prior_fit is before or after"),
             (self.prior_fit == "before" or self.prior != "none", "prior_fit=after fits a prior: set prior too"),
             (self.prior_features in FEATURE_SETS, f"prior_features is one of {', '.join(FEATURE_SETS)}"),
+            (self.tokenization in TOKENIZATIONS, f"tokenization is one of {', '.join(TOKENIZATIONS)}"),
             (self.labels == "human" or self.labels.startswith("judge:"), "labels is human or judge:NAME"),
         ]
         for ok, message in checks:

@@ -208,19 +208,23 @@ class Teacher:
 
     def predict_proba(self, pairs: Sequence[tuple[str, str | Mapping[str, object]]], batch_size: int = 32,
                       bar: bool = False) -> np.ndarray:
-        """(n, K) probabilities for (query, item) pairs; an item is its text or its record. `bar`: this
-        is long work, draw a bar over the batches when bars are on (see `relkit.logs`)."""
+        """(n, K) probabilities for (query, item) pairs; an item is its text or its record (whose
+        `language` a text-match prior reads it in). `bar`: this is long work, draw a bar over the
+        batches when bars are on (see `relkit.logs`)."""
         queries = [q for q, _ in pairs]
         items = [self.meta.template.item(i) for _, i in pairs]
         titles = [item_title(i) if isinstance(i, Mapping) else t for (_, i), t in zip(pairs, items)]
-        return self.predict_texts(queries, items, titles, batch_size, bar)
+        languages = [i.get("language") if isinstance(i, Mapping) else None for _, i in pairs]
+        return self.predict_texts(queries, items, titles, batch_size, bar, languages=languages)
 
     def predict_texts(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
-                      batch_size: int = 32, bar: bool = False) -> np.ndarray:
+                      batch_size: int = 32, bar: bool = False, languages: Sequence[str | None] | None = None,
+                      query_languages: Sequence[str | None] | None = None) -> np.ndarray:
         """(n, K) probabilities for queries and rendered item texts; `titles` feed a text-match prior's
-        title coverage (the item text stands for the title where not given)."""
+        title coverage (the item text stands for the title where not given), which reads each text in
+        its language (`languages`, `query_languages`; see `Prior.inputs`)."""
         ids = encode_pairs(self.tokenizer, self.meta.template, queries, item_texts, self.meta.max_length)
-        offsets = self.prior_logits(queries, item_texts, titles)
+        offsets = self.prior_logits(queries, item_texts, titles, languages, query_languages)
         if self.onnx is not None:
             return self.onnx(ids, batch_size, offsets)
         if self._forward is None:
@@ -230,15 +234,17 @@ class Teacher:
         return predict_ids(self.model, self.tokenizer, ids, batch_size, bar, offsets=offsets,
                            forward=self._forward)
 
-    def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str],
-                     titles: Sequence[str] | None = None) -> np.ndarray | None:
+    def prior_logits(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
+                     languages: Sequence[str | None] | None = None,
+                     query_languages: Sequence[str | None] | None = None) -> np.ndarray | None:
         """The prior's logits for these pairs, or None for a teacher without one."""
         from relkit.teacher.prior import Prior
 
         if not self.meta.prior:
             return None
         prior = Prior(**self.meta.prior)
-        return prior.logits(prior.inputs(queries, item_texts, titles, text_vectors=self.text_vectors))
+        return prior.logits(prior.inputs(queries, item_texts, titles, text_vectors=self.text_vectors,
+                                         languages=languages, query_languages=query_languages))
 
     def predict_levels(self, proba: np.ndarray) -> np.ndarray:
         """The teacher's level for each row of `predict_proba`'s output: its decision rule."""

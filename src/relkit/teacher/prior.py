@@ -1,6 +1,7 @@
 """The prior of a teacher: per-level logits from features of the pair that need no training (the
 cosine of query and item under a sentence-transformers bi-encoder and, by default, the text-match
-features of relkit.features.text_match), added to the cross-encoder's logits.
+features of relkit.features.text_match, each text read in its language), added to the cross-encoder's
+logits.
 
 Why: a cross-encoder starts with a random head and no notion of query-item match; trained on a
 few thousand judgments it learns each query's and item's usual level long before it learns the
@@ -18,6 +19,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
+from relkit.tokenization import LEGACY_TOKENIZATION, TOKENIZATIONS
 
 
 # what a prior can be made of (`TrainConfig.prior_features`), in the order of its weight rows
@@ -33,6 +35,9 @@ class Prior:
     weight: list                # (features, K): logit[k] += sum over f of feature[f] * weight[f][k] + bias[k]
     bias: list[float]
     features: list[str] = field(default_factory=lambda: ["cosine"])
+    # how the text-match features cut texts (relkit.tokenization); a prior saved before it was recorded
+    # read every text as English
+    tokenization: str = LEGACY_TOKENIZATION
 
     def __post_init__(self) -> None:
         if self.weight and not isinstance(self.weight[0], list):   # saved before text-match priors: K floats
@@ -42,6 +47,9 @@ class Prior:
         if unknown or len(self.weight) != len(self.features):
             raise RelkitError(f"a prior with features {self.features} and {len(self.weight)} weight rows: "
                               f"expected one row per feature, features among {FEATURE_SETS['cosine+match']}")
+        if self.tokenization not in TOKENIZATIONS:
+            raise RelkitError(f"a prior with tokenization '{self.tokenization}': expected one of "
+                              f"{', '.join(TOKENIZATIONS)}")
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, K) logits from the (n, features) matrix `x` (or the n cosines of a cosine-only prior)."""
@@ -49,20 +57,24 @@ class Prior:
         return x @ np.asarray(self.weight) + np.asarray(self.bias)[None, :]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "features": list(self.features),
+        return {"model": self.model, "features": list(self.features), "tokenization": self.tokenization,
                 "weight": [list(map(float, row)) for row in self.weight], "bias": list(map(float, self.bias))}
 
     @classmethod
     def fit(cls, model: str, x: np.ndarray, labels: np.ndarray, k: int,
-            features: Sequence[str] = ("cosine",)) -> "Prior":
-        """The multinomial logistic regression of the level (1..K) on the features `x` (n, features)."""
+            features: Sequence[str] = ("cosine",), tokenization: str = LEGACY_TOKENIZATION) -> "Prior":
+        """The multinomial logistic regression of the level (1..K) on the features `x` (n, features),
+        made with `tokenization`."""
         weight, bias = logistic_weights(x, labels, k)
-        return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features))
+        return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features),
+                   tokenization=tokenization)
 
     def inputs(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
-               text_vectors=None) -> np.ndarray:
+               text_vectors=None, languages: Sequence[str | None] | None = None,
+               query_languages: Sequence[str | None] | None = None) -> np.ndarray:
         """(n, features): this prior's features of the pairs (see `features`)."""
-        return features(self.features, self.model, queries, item_texts, titles, text_vectors)
+        return features(self.features, self.model, queries, item_texts, titles, text_vectors,
+                        tokenization=self.tokenization, languages=languages, query_languages=query_languages)
 
 
 def logistic_weights(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,15 +93,21 @@ def logistic_weights(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def features(names: Sequence[str], model: str, queries: Sequence[str], item_texts: Sequence[str],
-             titles: Sequence[str] | None = None, text_vectors=None) -> np.ndarray:
+             titles: Sequence[str] | None = None, text_vectors=None, *, tokenization: str,
+             languages: Sequence[str | None] | None = None,
+             query_languages: Sequence[str | None] | None = None) -> np.ndarray:
     """(n, len(names)) float64: the named prior features of each (query, item text) pair. `titles`
     are the items' titles for the title coverage (the item text stands for it where not given);
-    `text_vectors(texts)`, when given, supplies the item texts' bi-encoder vectors (a workspace's cache)."""
+    `text_vectors(texts)`, when given, supplies the item texts' bi-encoder vectors (a workspace's cache).
+    The text-match features cut texts by `tokenization`, under `by-language` each item in its language
+    (`languages`, detected where None) and each query in its own (`query_languages`, where None the
+    most probable of the items' languages)."""
     from relkit.features.text_match import match_features
 
     columns = {"cosine": cosines(model, queries, item_texts, text_vectors)}
     if any(n in TEXT_MATCH_NAMES for n in names):
-        match = match_features(queries, item_texts, titles)
+        match = match_features(queries, item_texts, titles, tokenization=tokenization,
+                               query_languages=query_languages, text_languages=languages)
         columns.update({n: match[:, i] for i, n in enumerate(TEXT_MATCH_NAMES)})
     return np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
 

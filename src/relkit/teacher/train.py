@@ -149,6 +149,10 @@ def _titles(pairs: JudgedPairs) -> list[str]:
     return [item_title(item) for item in pairs.items]
 
 
+def _languages(pairs: JudgedPairs) -> list[str | None]:
+    return [item.get("language") for item in pairs.items]
+
+
 def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
     """The pairs of `n` of the queries (a sample fixed by the seed); all of them when n is 0."""
     queries = sorted(set(pairs.query_ids))
@@ -249,9 +253,11 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str) -> P
         logger.info("prior (%s; bi-encoder '%s') of %s pairs", ", ".join(names), encoder,
                     f"{len(train) + len(dev):,}")
         item_vectors = workspace_vectors(ws, encoder)  # shared with labeling
-        train_x = features(names, encoder, train.queries, train_texts, _titles(train), item_vectors)
-        dev_x = features(names, encoder, dev.queries, dev_texts, _titles(dev), item_vectors)
-        prior = Prior.fit(encoder, train_x, train.labels, ws.scale.k, names)
+        train_x = features(names, encoder, train.queries, train_texts, _titles(train), item_vectors,
+                           tokenization=config.tokenization, languages=_languages(train))
+        dev_x = features(names, encoder, dev.queries, dev_texts, _titles(dev), item_vectors,
+                         tokenization=config.tokenization, languages=_languages(dev))
+        prior = Prior.fit(encoder, train_x, train.labels, ws.scale.k, names, config.tokenization)
     return PreparedRun(
         scale=ws.scale, train=train, dev=dev, template=template,
         train_ids=encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length),
@@ -287,7 +293,7 @@ def teacher_net(model, prior: Prior | None):
             if self.prior_weight is None:
                 return None
             return Prior(prior.model, self.prior_weight.detach().cpu().tolist(),
-                         self.prior_bias.detach().cpu().tolist(), list(prior.features))
+                         self.prior_bias.detach().cpu().tolist(), list(prior.features), prior.tokenization)
 
     return TeacherNet()
 
@@ -559,7 +565,8 @@ def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, h
         head.weight.copy_(m.T @ head.weight)
         if head.bias is not None:
             head.bias.copy_(head.bias @ m)
-    prior = Prior(run.prior.model, weight[:features].tolist(), bias.tolist(), list(run.prior.features))
+    prior = Prior(run.prior.model, weight[:features].tolist(), bias.tolist(), list(run.prior.features),
+                  run.prior.tokenization)
     before = teacher.meta.metrics
     metrics, cuts = evaluate_dev(teacher_net(teacher.model, prior), teacher.tokenizer, run, config.decision)
     meta = teacher.meta
