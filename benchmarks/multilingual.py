@@ -44,7 +44,8 @@ The dev articles' questions in Spanish and German join the dev split after the t
 --teachers-from DIR copies the teachers of an earlier run's --workdir (its split must be this run's)
 that it trained as this run would (the settings each teacher's relkit.json records: models, epochs,
 tokens, batch size, seed, --teacher-set's), and trains the others: a student variant in minutes, an
-e5 teacher variant without training the MiniLM one again.
+e5 teacher variant without training the MiniLM one again (`--teacher-set epochs=N` trains the e5
+teacher for its own number of epochs, the MiniLM one keeping --epochs).
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
@@ -147,20 +148,22 @@ def kept(student: float | None, teacher: float | None, base: float | None) -> fl
 
 
 SETTINGS = ("models", "epochs", "max_length", "batch_size", "teacher_settings")   # recorded in settings.json
-FIXED = {"model": "--e5", "name": "the run", "epochs": "--epochs", "max_length": "--max-length",
+# what a teacher saved before a setting was recorded trained with: a prior read texts as English
+BEFORE_RECORDED = {"tokenization": "english"}
+FIXED = {"model": "--e5", "name": "the run", "max_length": "--max-length",
          "batch_size": "--batch-size", "prior": "the run (the workspace's encoder)", "seed": "--seed"}
 
 
 def teacher_configs(models: dict, args, teacher_settings: dict) -> dict:
     """The TrainConfig of each teacher: its base, its prior (the English bi-encoder for MiniLM, the
     workspace's encoder for e5), the run's epochs, tokens, batch size and seed, and for the e5 teacher
-    --teacher-set's settings."""
+    --teacher-set's settings (its own epochs among them, where given)."""
     from relkit.teacher.config import TrainConfig
 
     priors = {"minilm": models["english_encoder"], "e5": "workspace"}
-    return {name: TrainConfig(model=models[name], name=name, epochs=args.epochs, max_length=args.max_length,
-                              batch_size=args.batch_size, prior=priors[name], seed=args.seed,
-                              **(teacher_settings if name == "e5" else {}))
+    return {name: TrainConfig(**{"model": models[name], "name": name, "epochs": args.epochs,
+                                 "max_length": args.max_length, "batch_size": args.batch_size, "prior": priors[name],
+                                 "seed": args.seed, **(teacher_settings if name == "e5" else {})})
             for name in TEACHERS}
 
 
@@ -178,7 +181,9 @@ def reusable_teachers(workdir: Path, split: dict, configs: dict) -> dict[str, st
         if not meta.exists():
             raise SystemExit(f"--teachers-from {workdir}: no teacher-{name} in its workspace")
         saved = json.loads(meta.read_text()).get("config", {})
-        # a setting the saved teacher does not record is one it predates: it trained with the default
+        # a setting the saved teacher does not record is one it predates: it trained with the default,
+        # or as relkit did before the setting was made
+        saved = {**BEFORE_RECORDED, **saved}
         differ[name] = ", ".join(k for k, v in vars(config).items() if saved.get(k, v) != v) or None
     return differ
 
@@ -265,7 +270,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the article split")
     parser.add_argument("--test-articles", type=float, default=0.5, help="share of the articles held out for test")
     parser.add_argument("--dev-articles", type=float, default=0.1, help="share of the articles for dev (English)")
-    parser.add_argument("--epochs", type=float, default=3.0, help="teacher epochs (relkit teach --epochs)")
+    parser.add_argument("--epochs", type=float, default=3.0,
+                        help="teacher epochs (relkit teach --epochs; --teacher-set epochs=N: the e5 teacher's own)")
     parser.add_argument("--max-length", type=int, default=256,
                         help="teacher tokens of question + paragraph (relkit teach --max-length)")
     parser.add_argument("--batch-size", type=int, default=16, help="teacher pairs per batch (relkit teach --batch-size)")

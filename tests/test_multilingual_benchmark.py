@@ -248,28 +248,33 @@ def test_teacher_set_trains_only_the_e5_teacher_again(run, tmp_path):
     owns are refused before anything is written."""
     workdir, _, _ = run
     base = [sys.executable, str(ROOT / "benchmarks" / "multilingual.py"), "--tiny", "--teachers-from", str(workdir)]
-    refused = subprocess.run(base + ["--teacher-set", "epochs=2", "--workdir", str(tmp_path / "refused")],
+    refused = subprocess.run(base + ["--teacher-set", "max_length=32", "--workdir", str(tmp_path / "refused")],
                              capture_output=True, text=True, env=ENV, timeout=300, check=False)
-    assert refused.returncode == 2 and "--teacher-set epochs: set by --epochs" in refused.stderr
+    assert refused.returncode == 2 and "--teacher-set max_length: set by --max-length" in refused.stderr
     assert not (tmp_path / "refused").exists()
     bad = subprocess.run(base + ["--teacher-set", "listwise_weight=-1", "--workdir", str(tmp_path / "refused")],
                          capture_output=True, text=True, env=ENV, timeout=300, check=False)
     assert bad.returncode == 2 and "loss weights must be >= 0" in bad.stderr and not (tmp_path / "refused").exists()
 
     again = tmp_path / "again"
-    done = subprocess.run(base + ["--teacher-set", "listwise_weight=1.0", "--workdir", str(again), "--json",
+    done = subprocess.run(base + ["--teacher-set", "listwise_weight=1.0", "--teacher-set", "epochs=2",
+                                  "--workdir", str(again), "--json",
                                   str(tmp_path / "again.json")], capture_output=True, text=True, env=ENV, timeout=600,
                           check=False)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.count("copied from") == 1 and "teacher minilm: copied from" in done.stdout
-    assert "teacher e5: " in done.stdout and "was trained with another listwise_weight: trained here" in done.stdout
+    assert "teacher e5: " in done.stdout and "was trained with another epochs, listwise_weight: trained here" \
+        in done.stdout
     assert "training the e5 teacher" in done.stdout and "training the minilm teacher" not in done.stdout
     old, new = (w / "workspace" / "artifacts" for w in (workdir, again))
     assert (new / "teacher-minilm" / "model.safetensors").read_bytes() == (
         old / "teacher-minilm" / "model.safetensors").read_bytes()
     e5 = json.loads((new / "teacher-e5" / "relkit.json").read_text())
     assert e5["loss"]["listwise_weight"] == 1.0 and e5["config"]["listwise_weight"] == 1.0
+    assert e5["config"]["epochs"] == 2.0 and json.loads((new / "teacher-minilm" / "relkit.json").read_text())[
+        "config"]["epochs"] == 1.0   # --teacher-set epochs is the e5 teacher's alone
     assert json.loads((old / "teacher-e5" / "relkit.json").read_text())["loss"]["listwise_weight"] == 0.0
     recorded = json.loads((again / "settings.json").read_text())
-    assert recorded["teacher_settings"] == {"listwise_weight": 1.0}
-    assert json.loads((tmp_path / "again.json").read_text())["teacher_settings"] == {"listwise_weight": 1.0}
+    assert recorded["teacher_settings"] == {"listwise_weight": 1.0, "epochs": 2.0}
+    assert json.loads((tmp_path / "again.json").read_text())["teacher_settings"] == {"listwise_weight": 1.0,
+                                                                                      "epochs": 2.0}
