@@ -164,6 +164,7 @@ def test_a_teacher_reads_each_text_in_its_stored_language(tmp_path):
                                            max_length=32), stop_after=0)
     teacher = Teacher.load(result.path)
     assert teacher.meta.prior["tokenization"] == "by-language"
+    assert "each text matched in its language" in (result.path / "README.md").read_text()
 
     def read_as(language: str, queries: list[str], texts: list[str]):
         n = len(queries)

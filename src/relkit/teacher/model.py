@@ -301,8 +301,12 @@ def model_card(meta: TeacherMeta) -> str:
     prior = ""
     if meta.prior:
         names = ", ".join(meta.prior.get("features", ["cosine"]))
+        reading = ""
+        if meta.prior.get("features", ["cosine"]) != ["cosine"]:
+            reading = ("; each text matched in its language" if meta.prior.get("tokenization") == "by-language"
+                       else "; every text matched as English")
         prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
-                 f"the bi-encoder `{meta.prior['model']}`) plus a bias (in relkit.json).")
+                 f"the bi-encoder `{meta.prior['model']}`{reading}) plus a bias (in relkit.json).")
         if (meta.config or {}).get("prior_fit") == "after":
             prior += (" The prior was fit after training, on top of the cross-encoder, whose head now weighs its "
                       "logits; `cross_encoder_*` is the cross-encoder's own dev figure.")
