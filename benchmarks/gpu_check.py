@@ -253,8 +253,9 @@ def labeling_part(ws: Workspace, teacher_path: Path, plan: Plan, device: str) ->
 
     rng = np.random.default_rng(0)
     records = ws.item_records()
-    queries = dict(ws.fetchall("SELECT query_id, query FROM queries"))
-    query_languages = dict(ws.fetchall("SELECT query_id, language FROM queries"))
+    rows = ws.fetchall("SELECT query_id, query, language FROM queries")
+    queries = {q: text for q, text, _ in rows}
+    query_languages = {q: language for q, _, language in rows}
     pairs = list(dict.fromkeys(ws.fetchall("SELECT query_id, item_id FROM judgments ORDER BY query_id, item_id")))
     pairs = pairs[:plan.label_pairs]
     chosen, q_ids, i_ids = set(pairs), sorted(queries), sorted(records)

@@ -48,7 +48,8 @@ class LabelResult:
 def score_table(teacher, table, batch_size: int = 32, name: str | None = None):
     """The one scoring function of both engines: a table of (query_id, item_id, query, text[, title,
     query_language, language]) -> (teacher, query_id, item_id, p1..pK, expected_level). A repeated
-    (query, text, title) in the same languages is scored once. `name`: the teacher's name in the output (default: its folder's)."""
+    (query, text, title) in the same languages is scored once. `name`: the teacher's name in the
+    output (default: its folder's)."""
     import pyarrow as pa
 
     def column(name: str, default: list) -> list:

@@ -128,6 +128,15 @@ def detect_languages(texts: Sequence[str | None], known: Mapping[str, int] | Non
     return _weighed(codes, p, prior)
 
 
+def stored_languages(records: Sequence[Mapping]) -> list[str | None]:
+    """The `language` each record (an item's, a pair's) stores; None where it has none (to detect).
+
+    >>> stored_languages([{"language": "de"}, {"title": "Stuhl"}])
+    ['de', None]
+    """
+    return [r.get("language") for r in records]
+
+
 def complete_languages(texts: Sequence[str | None], languages: Sequence[str | None] | None = None) -> list[str | None]:
     """Each text's language: the one given (`languages[i]`), else detected as `detect_languages` does,
     the given ones counting as known.

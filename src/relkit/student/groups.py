@@ -21,7 +21,7 @@ import numpy as np
 
 from relkit.errors import RelkitError
 from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
-from relkit.languages import complete_languages, language_among, load_detector
+from relkit.languages import complete_languages, language_among, load_detector, stored_languages
 from relkit.text import item_title
 from relkit.tokenization import Tokenizer
 
@@ -105,10 +105,6 @@ class Embedding(FeatureGroup):
         return [items.vectors[rows] @ query_vector]
 
 
-def _languages(records: Sequence[dict]) -> list[str | None]:
-    return [r.get("language") for r in records]
-
-
 class BM25(FeatureGroup):
     """BM25 of the query against the item text with the catalog's statistics, and its log1p; items
     outside the catalog are scored as if they were in it. Each text is read in its language
@@ -125,11 +121,11 @@ class BM25(FeatureGroup):
     def build(cls, catalog: Catalog) -> "BM25":
         from relkit.features.bm25 import BM25Index
 
-        return cls(BM25Index(catalog.item_ids, catalog.texts, _languages(catalog.records),
+        return cls(BM25Index(catalog.item_ids, catalog.texts, stored_languages(catalog.records),
                              catalog.config.tokenization))
 
     def index_inline(self, records, texts):
-        return _languages(records)   # None: the text's most probable of the catalog's languages, when scored
+        return stored_languages(records)   # None: the text's most probable of the catalog's languages, when scored
 
     def pair_columns(self, query, query_vector, items, rows, language=None):
         if items.inline:
@@ -224,13 +220,13 @@ class TextMatch(FeatureGroup):
     def build(cls, catalog: Catalog) -> "TextMatch":
         tokenizer = Tokenizer(catalog.config.tokenization, "match")
         titles = [r["title"] or "" for r in catalog.records]
-        languages = complete_languages(catalog.texts, _languages(catalog.records)) if tokenizer.by_language \
+        languages = complete_languages(catalog.texts, stored_languages(catalog.records)) if tokenizer.by_language \
             else [None] * len(titles)
         return cls(Terms.of(tokenizer, titles, catalog.texts, languages).index(), tokenizer)
 
     def index_inline(self, records, texts):
         languages = [code or (language_among(text, self.languages) if self.tokenizer.by_language else None)
-                     for code, text in zip(_languages(records), texts)]
+                     for code, text in zip(stored_languages(records), texts)]
         return Terms.of(self.tokenizer, [item_title(r) for r in records], texts, languages)
 
     def pair_columns(self, query, query_vector, items, rows, language=None):
