@@ -145,6 +145,27 @@ def test_teach_then_eval(tmp_path):
     assert "teacher-t" in relkit("status", "-w", ws).stdout
 
 
+def test_a_teachers_prior_is_fit_again_from_the_command_line(tmp_path):
+    """`relkit teach --refit-prior NAME --set KEY=VALUE` fits a prior_fit=after teacher's prior again with
+    other prior settings; a setting that is not the prior's, or a teacher without a saved cross-encoder
+    to weigh, exits 2 with what is wrong."""
+    model, ws = tiny_bert_and_workspace(tmp_path)
+    taught = relkit("teach", "--model", model, "--name", "t", "--epochs", "1", "--batch-size", "4",
+                    "--max-length", "24", "--set", "prior_fit=after", "-w", ws)
+    assert taught.returncode == 0, taught.stderr
+    refit = relkit("teach", "--refit-prior", "t", "--set", "prior_features=cosine+match+idf", "-w", ws)
+    assert refit.returncode == 0, refit.stderr
+    assert "its prior fit again" in refit.stdout and "teacher-t" in refit.stdout
+    meta = json.loads((ws / "artifacts" / "teacher-t" / "relkit.json").read_text())
+    assert meta["prior"]["features"][-1] == "idf_coverage" and meta["config"]["prior_features"] == "cosine+match+idf"
+    assert json.loads(relkit("eval", "--system", "teacher:t", "--json", "-w", ws).stdout)["systems"][0]["metrics"]
+    bad = relkit("teach", "--refit-prior", "t", "--epochs", "3", "-w", ws)
+    assert bad.returncode == 2
+    assert "changes only prior, prior_features, tokenization, stack_on, not epochs" in bad.stderr
+    gone = relkit("teach", "--refit-prior", "other", "-w", ws)
+    assert gone.returncode == 2 and "no teacher 'other'" in gone.stderr
+
+
 def test_item_text_commands(tmp_path):
     """engaged and caption from the command line, with their counts in status; bad input exits 2."""
     from conftest import write_png as png

@@ -278,3 +278,32 @@ def test_teacher_set_trains_only_the_e5_teacher_again(run, tmp_path):
     assert recorded["teacher_settings"] == {"listwise_weight": 1.0, "epochs": 2.0}
     assert json.loads((tmp_path / "again.json").read_text())["teacher_settings"] == {"listwise_weight": 1.0,
                                                                                       "epochs": 2.0}
+
+
+def test_a_teacher_otherwise_only_in_its_prior_is_copied_and_its_prior_fit_again(tmp_path):
+    """With --teachers-from, an e5 teacher trained with prior_fit=after in a run that differs only in
+    its prior's settings is copied and its prior fit again on its cross-encoder (`refit_prior`), not
+    trained again; the MiniLM teacher, whose prior learned beside it, is copied as it is."""
+    from safetensors.numpy import load_file
+
+    if not (XQUAD / "xquad_r_paragraph_en.jsonl.gz").exists():
+        pytest.skip("XQuAD-R is not in ../shared/data")
+    script = [sys.executable, str(ROOT / "benchmarks" / "multilingual.py"), "--tiny",
+              "--teacher-set", "prior_fit=after"]
+    first = subprocess.run(script + ["--workdir", str(tmp_path / "first")], capture_output=True, text=True,
+                           env=ENV, timeout=600, check=False)
+    assert first.returncode == 0, f"{first.stdout[-4000:]}\n{first.stderr[-4000:]}"
+    again = subprocess.run(script + ["--teachers-from", str(tmp_path / "first"), "--teacher-set",
+                                     "prior_features=cosine+match+idf", "--workdir", str(tmp_path / "again")],
+                           capture_output=True, text=True, env=ENV, timeout=600, check=False)
+    assert again.returncode == 0, f"{again.stdout[-4000:]}\n{again.stderr[-4000:]}"
+    assert "teacher e5: its prior fit again (prior_features differ)" in again.stdout
+    assert again.stdout.count("copied from") == 2 and "training the" not in again.stdout
+    old, new = (tmp_path / w / "workspace" / "artifacts" / "teacher-e5" for w in ("first", "again"))
+    meta = json.loads((new / "relkit.json").read_text())
+    assert meta["config"]["prior_features"] == "cosine+match+idf" and meta["prior"]["features"][-1] == "idf_coverage"
+    assert json.loads((old / "relkit.json").read_text())["prior"]["features"][-1] == "exact_phrase"
+    before, after = load_file(old / "model.safetensors"), load_file(new / "model.safetensors")
+    body = [name for name in before if "classifier" not in name]
+    assert body and all(np.array_equal(before[name], after[name]) for name in body)   # the cross-encoder kept
+    assert any(not np.array_equal(before[name], after[name]) for name in before if "classifier" in name)

@@ -530,42 +530,115 @@ def test_two_processes_train_the_same_kind_of_teacher(learnable, tiny, tmp_path)
     assert not (two_path / "checkpoint").exists()
 
 
-@pytest.mark.parametrize("kind,lora", [("bert", False), ("llama", True)])
-def test_a_prior_fit_after_the_cross_encoder_weighs_the_two(learnable, tiny, kind, lora):
+@pytest.mark.parametrize("kind,lora,stack_on", [("bert", False, "dev"), ("llama", True, "train")])
+def test_a_prior_fit_after_the_cross_encoder_weighs_the_two(learnable, tiny, kind, lora, stack_on):
     """`prior_fit=after` trains the plain cross-encoder (the weights `prior=none` trains), then fits the
     prior on top: the saved teacher gives, on pairs it never saw, the probabilities of a logistic
-    regression of the train levels on the prior's features and the cross-encoder's logits."""
+    regression of the levels on the prior's features and the cross-encoder's logits over the dev pairs
+    (`stack_on=dev`, the default) or the train pairs."""
     from sklearn.linear_model import LogisticRegression
 
-    from relkit.teacher.prior import FEATURE_SETS, Prior
-    from relkit.text import item_title
+    from relkit.teacher.prior import FEATURE_SETS
 
     base = dict(model=str(tiny[kind]), epochs=2, batch_size=8, max_length=32, lora=lora)
     plain = train_teacher(learnable, TrainConfig(name="plain", prior="none", **base))
-    stacked = train_teacher(learnable, TrainConfig(name="stacked", prior_fit="after", **base))
+    settings = {} if stack_on == "dev" else {"stack_on": stack_on}
+    stacked = train_teacher(learnable, TrainConfig(name="stacked", prior_fit="after", **base, **settings))
     assert stacked.best_step == plain.best_step
     meta = json.loads((stacked.path / "relkit.json").read_text())
-    assert meta["prior"]["features"] == list(FEATURE_SETS["cosine+match"])
-    assert "fit after training" in (stacked.path / "README.md").read_text()
+    assert meta["prior"]["features"] == list(FEATURE_SETS["cosine+match"]) and meta["config"]["stack_on"] == stack_on
+    assert f"fit after training, on top of the cross-encoder over the {stack_on} pairs" in \
+        (stacked.path / "README.md").read_text()
     assert meta["metrics"]["cross_encoder_qwk"] == json.loads((plain.path / "relkit.json").read_text())["metrics"]["qwk"]
     assert [h["step"] for h in json.loads((stacked.path / "history.json").read_text())] == \
         [h["step"] for h in plain.history]
 
-    plain_teacher, teacher = Teacher.load(plain.path), Teacher.load(stacked.path)
-    prior = Prior(**meta["prior"])
-
-    def inputs(split):
-        p = load_judged_pairs(learnable, split)
-        log_p = np.log(plain_teacher.predict_proba(list(zip(p.queries, p.items))))
-        texts = [teacher.meta.template.item(i) for i in p.items]
-        x = prior.inputs(p.queries, texts, [item_title(i) for i in p.items])
-        return p, np.hstack([x, log_p - log_p.mean(axis=1, keepdims=True)])
-
-    train, x_train = inputs("train")
-    test, x_test = inputs("test")
-    reference = LogisticRegression(C=100.0, max_iter=2000).fit(x_train, train.labels)
+    teacher = Teacher.load(stacked.path)
+    fit, x_fit = stacking_inputs(learnable, Teacher.load(plain.path), meta["prior"], stack_on)
+    test, x_test = stacking_inputs(learnable, Teacher.load(plain.path), meta["prior"], "test")
+    reference = LogisticRegression(C=100.0, max_iter=2000).fit(x_fit, fit.labels)
     np.testing.assert_allclose(teacher.predict_proba(list(zip(test.queries, test.items))),
                                reference.predict_proba(x_test), atol=2e-4)
+
+
+def stacking_inputs(ws, cross_encoder: Teacher, prior: dict, split: str):
+    """(pairs, columns) of `split` as `prior_fit=after` weighs them: the prior's features and the
+    cross-encoder's log-probabilities, centred over the levels."""
+    from relkit.teacher.prior import Prior
+    from relkit.text import item_title
+
+    p = load_judged_pairs(ws, split)
+    log_p = np.log(cross_encoder.predict_proba(list(zip(p.queries, p.items))))
+    texts = [cross_encoder.meta.template.item(i) for i in p.items]
+    x = Prior(**prior).inputs(p.queries, texts, [item_title(i) for i in p.items],
+                              languages=[i.get("language") for i in p.items])
+    return p, np.hstack([x, log_p - log_p.mean(axis=1, keepdims=True)])
+
+
+def test_a_prior_is_fit_again_on_a_saved_cross_encoder(learnable, tiny):
+    """`refit_prior` gives a `prior_fit=after` teacher another prior (here one weighing terms by their
+    rarity, over the dev pairs) on its saved cross-encoder: the regression of the levels on the new
+    prior's features and that cross-encoder's logits; the settings are recorded. A teacher whose prior
+    learned beside its cross-encoder, and a setting that is not its prior's, are refused."""
+    from sklearn.linear_model import LogisticRegression
+
+    from relkit.teacher.prior import FEATURE_SETS
+    from relkit.teacher.train import refit_prior
+
+    base = dict(model=str(tiny["bert"]), epochs=1, batch_size=8, max_length=32, prior_fit="after")
+    first = train_teacher(learnable, TrainConfig(name="first", stack_on="train", **base))
+    saved = Teacher.load(first.path)
+    saved.meta.prior = None                 # the saved cross-encoder alone, its head as saved
+    config = refit_prior(learnable, "first", prior_features="cosine+match+idf", stack_on="dev")
+    meta = json.loads((first.path / "relkit.json").read_text())
+    assert config.prior_features == meta["config"]["prior_features"] == "cosine+match+idf"
+    assert meta["config"]["stack_on"] == "dev" and meta["config"]["epochs"] == 1
+    assert meta["prior"]["features"] == list(FEATURE_SETS["cosine+match+idf"])
+    assert sum(meta["prior"]["frequencies"]["items"].values()) == learnable.count("items")
+    card = (first.path / "README.md").read_text()
+    assert "over the dev pairs" in card and f"rarity among {learnable.count('items')} items" in card
+
+    dev, x_dev = stacking_inputs(learnable, saved, meta["prior"], "dev")
+    test, x_test = stacking_inputs(learnable, saved, meta["prior"], "test")
+    reference = LogisticRegression(C=100.0, max_iter=2000).fit(x_dev, dev.labels)
+    np.testing.assert_allclose(Teacher.load(first.path).predict_proba(list(zip(test.queries, test.items))),
+                               reference.predict_proba(x_test), atol=2e-4)
+
+    with pytest.raises(RelkitError, match="changes only prior, prior_features, tokenization, stack_on, not epochs"):
+        refit_prior(learnable, "first", epochs=2)
+    train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), name="joint", epochs=1, batch_size=8,
+                                         max_length=32), stop_after=0)
+    with pytest.raises(RelkitError, match="trained with prior_fit=before: its prior learned beside"):
+        refit_prior(learnable, "joint", prior_features="cosine+match+idf")
+    with pytest.raises(RelkitError, match="no teacher 'nobody'"):
+        refit_prior(learnable, "nobody")
+
+
+def test_an_idf_prior_weighs_a_rare_term_above_a_common_one():
+    """`idf_coverage` weighs each query term by its rarity among the catalog's items of the text's
+    language: a text holding the rare term of the query scores above one holding the common term; the
+    frequencies travel with the prior, which refuses the feature without them."""
+    from relkit.features.text_match import DocumentFrequencies
+    from relkit.teacher.prior import FEATURE_SETS, Prior
+
+    catalog = ["Silla de madera para la cocina", "Mesa de madera de roble", "Lámpara de madera y metal",
+               "Sillas plegables de jardín", "Wooden kitchen chair", "Oak wooden table"]
+    languages = ["es"] * 4 + ["en"] * 2
+    frequencies = DocumentFrequencies.of(catalog, languages, "by-language")
+    assert frequencies.items == {"en": 2, "es": 4}
+    assert frequencies.counts["es"] == {"mader": 3, "sill": 2} and frequencies.counts["en"] == {"wooden": 2}
+    names = list(FEATURE_SETS["cosine+match+idf"])
+    prior = Prior("default", [[0.0, 0.0]] * 5, [0.0, 0.0], names, "by-language", frequencies.to_dict())
+    query = ["mesa de madera"] * 2
+    x = prior.inputs(query, ["Mesa plegable de jardín", "Silla de madera"], languages=["es", "es"])
+    np.testing.assert_array_equal(x[:, 2], [0.5, 0.5])        # each holds one of two terms
+    assert x[0, 4] > 0.5 > x[1, 4]                            # 'mesa' is rarer than 'madera'
+    np.testing.assert_array_equal(Prior(**prior.to_dict()).inputs(query, ["Mesa plegable de jardín",
+                                  "Silla de madera"], languages=["es", "es"]), x)
+    with pytest.raises(RelkitError, match="idf_coverage and no document frequencies"):
+        Prior("default", [[0.0, 0.0]] * 5, [0.0, 0.0], names, "by-language")
+    with pytest.raises(RelkitError, match="prior_features is one of cosine, cosine\\+match, cosine\\+match\\+idf"):
+        TrainConfig(prior_features="idf")
 
 
 def test_prior_fit_is_checked():

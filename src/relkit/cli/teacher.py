@@ -36,6 +36,10 @@ def teach(
         "--set", help="Any training option as KEY=VALUE (repeatable), e.g. --set warmup=0.06.")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the interrupted teacher NAME from its checkpoint.")] = None,
     stop_after: Annotated[int | None, typer.Option(help="Stop after this many steps, leaving a checkpoint.")] = None,
+    refit_prior: Annotated[str | None, typer.Option(
+        help="Fit the prior of the teacher NAME (trained with prior_fit=after) again on its saved cross-encoder, "
+             "with the prior settings --set gives (prior, prior_features, tokenization, stack_on): minutes, "
+             "no training.")] = None,
     workspace: WorkspaceOpt = DEFAULT_WS,
 ) -> None:
     """Fine-tune a cross-encoder teacher on the train split, keeping the best weights on dev."""
@@ -46,6 +50,11 @@ def teach(
         class_weights=class_weights, primary=primary, lora=lora, fields=fields, labels=labels))
     if resume is not None and options:
         raise RelkitError("--resume continues with the teacher's saved options; give no other training options")
+    if refit_prior is not None:
+        if resume is not None or stop_after is not None:
+            raise RelkitError("--refit-prior trains nothing: give neither --resume nor --stop-after")
+        _refit(workspace, refit_prior, options)
+        return
     _open(workspace).close()   # people's judgments from `relkit annotate` into judgments first
     # the workspace is opened by the run while it reads its data: under `accelerate launch`, by
     # each process in turn
@@ -55,6 +64,18 @@ def teach(
         shown = {k: round(v, 4) for k, v in result.dev_metrics.items() if isinstance(v, float)}
         console.print(f"saved {result.path} (step {result.best_step} of {result.steps}, "
                       f"{result.seconds / 60:.1f} min); dev: {shown}", highlight=False)
+
+
+def _refit(workspace: Path, name: str, options: dict) -> None:
+    from relkit.teacher.model import META_FILE
+    from relkit.teacher.train import refit_prior, teacher_dir
+
+    device = options.pop("device", "auto")
+    refit_prior(workspace, name, device=device, **options)
+    path = teacher_dir(workspace, name)
+    metrics = json.loads((path / META_FILE).read_text())["metrics"]
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    console.print(f"saved {path} (its prior fit again); dev: {shown}", highlight=False)
 
 
 @app.command()

@@ -37,9 +37,13 @@ class TrainConfig:
     prior_fit: str = "before"         # before: the prior is fit first and the cross-encoder learns what it misses;
                                       # after: a plain cross-encoder is trained, then the prior is fit on top
                                       # (a logistic regression of the level on the prior's features and the
-                                      # kept cross-encoder's logits over the train pairs, which weighs the two)
+                                      # kept cross-encoder's logits, which weighs the two)
+    stack_on: str = "dev"             # the pairs prior_fit=after fits that regression on: dev (the cross-encoder
+                                      # never saw them) | train (where it is overconfident)
     prior_features: str = "cosine+match"  # what the prior reads: cosine | cosine+match (the cosine plus the
                                       # share of query terms in the title and in the text, and the exact phrase)
+                                      # | cosine+match+idf (also the share weighted by each term's rarity among
+                                      # the workspace's items, whose document frequencies the teacher keeps)
     tokenization: str = DEFAULT_TOKENIZATION  # how the prior's text match cuts texts (relkit.tokenization):
                                       # by-language (each text in its language) | english
     labels: str = "human"             # human: the judgments; judge:NAME: a judge's labels instead (soft-label
@@ -78,6 +82,7 @@ class TrainConfig:
             (self.eval_every >= 0 and self.checkpoint_every >= 1, "eval_every >= 0 and checkpoint_every >= 1"),
             (self.dev_queries >= 0, "dev_queries must be >= 0"),
             (self.prior_fit in ("before", "after"), "prior_fit is before or after"),
+            (self.stack_on in ("dev", "train"), "stack_on is dev or train"),
             (self.prior_fit == "before" or self.prior != "none", "prior_fit=after fits a prior: set prior too"),
             (self.prior_features in FEATURE_SETS, f"prior_features is one of {', '.join(FEATURE_SETS)}"),
             (self.tokenization in TOKENIZATIONS, f"tokenization is one of {', '.join(TOKENIZATIONS)}"),

@@ -305,11 +305,16 @@ def model_card(meta: TeacherMeta) -> str:
         if meta.prior.get("features", ["cosine"]) != ["cosine"]:
             reading = ("; each text matched in its language" if meta.prior.get("tokenization") == "by-language"
                        else "; every text matched as English")
+        frequencies = meta.prior.get("frequencies")
+        if frequencies:
+            reading += (f"; terms weighed by their rarity among {sum(frequencies['items'].values()):,} items of the "
+                        f"catalog")
         prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
                  f"the bi-encoder `{meta.prior['model']}`{reading}) plus a bias (in relkit.json).")
         if (meta.config or {}).get("prior_fit") == "after":
-            prior += (" The prior was fit after training, on top of the cross-encoder, whose head now weighs its "
-                      "logits; `cross_encoder_*` is the cross-encoder's own dev figure.")
+            pairs = "train" if meta.config.get("stack_on", "train") == "train" else "dev"
+            prior += (f" The prior was fit after training, on top of the cross-encoder over the {pairs} pairs, whose "
+                      f"head now weighs its logits; `cross_encoder_*` is the cross-encoder's own dev figure.")
     loss = ""
     if meta.loss:
         settings = "\n".join(f"| {k} | {v} |" for k, v in meta.loss.items())

@@ -1,7 +1,8 @@
 """The prior of a teacher: per-level logits from features of the pair that need no training (the
 cosine of query and item under a sentence-transformers bi-encoder and, by default, the text-match
-features of relkit.features.text_match, each text read in its language), added to the cross-encoder's
-logits.
+features of relkit.features.text_match, each text read in its language; with `cosine+match+idf` also
+the query terms' share weighted by their rarity in the catalog, whose document frequencies the prior
+keeps), added to the cross-encoder's logits.
 
 Why: a cross-encoder starts with a random head and no notion of query-item match; trained on a
 few thousand judgments it learns each query's and item's usual level long before it learns the
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from relkit.errors import RelkitError
-from relkit.features.text_match import NAMES as TEXT_MATCH_NAMES
+from relkit.features.text_match import IDF_NAME, NAMES as TEXT_MATCH_NAMES, DocumentFrequencies
 from relkit.tokenization import LEGACY_TOKENIZATION, TOKENIZATIONS
 
 
@@ -26,6 +27,7 @@ from relkit.tokenization import LEGACY_TOKENIZATION, TOKENIZATIONS
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "cosine": ("cosine",),
     "cosine+match": ("cosine", *TEXT_MATCH_NAMES),
+    "cosine+match+idf": ("cosine", *TEXT_MATCH_NAMES, IDF_NAME),
 }
 
 
@@ -38,18 +40,27 @@ class Prior:
     # how the text-match features cut texts (relkit.tokenization); a prior saved before it was recorded
     # read every text as English
     tokenization: str = LEGACY_TOKENIZATION
+    # the catalog's document frequencies (`DocumentFrequencies.to_dict()`), for `idf_coverage`
+    frequencies: dict | None = None
 
     def __post_init__(self) -> None:
         if self.weight and not isinstance(self.weight[0], list):   # saved before text-match priors: K floats
             self.weight = [list(self.weight)]
         self.features = list(self.features)
-        unknown = [f for f in self.features if f not in FEATURE_SETS["cosine+match"]]
+        known = FEATURE_SETS["cosine+match+idf"]
+        unknown = [f for f in self.features if f not in known]
         if unknown or len(self.weight) != len(self.features):
             raise RelkitError(f"a prior with features {self.features} and {len(self.weight)} weight rows: "
-                              f"expected one row per feature, features among {FEATURE_SETS['cosine+match']}")
+                              f"expected one row per feature, features among {known}")
         if self.tokenization not in TOKENIZATIONS:
             raise RelkitError(f"a prior with tokenization '{self.tokenization}': expected one of "
                               f"{', '.join(TOKENIZATIONS)}")
+        if IDF_NAME in self.features and self.frequencies is None:
+            raise RelkitError(f"a prior with the feature {IDF_NAME} and no document frequencies to weigh terms by")
+
+    @property
+    def document_frequencies(self) -> DocumentFrequencies | None:
+        return None if self.frequencies is None else DocumentFrequencies(**self.frequencies)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, K) logits from the (n, features) matrix `x` (or the n cosines of a cosine-only prior)."""
@@ -57,24 +68,29 @@ class Prior:
         return x @ np.asarray(self.weight) + np.asarray(self.bias)[None, :]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "features": list(self.features), "tokenization": self.tokenization,
-                "weight": [list(map(float, row)) for row in self.weight], "bias": list(map(float, self.bias))}
+        out = {"model": self.model, "features": list(self.features), "tokenization": self.tokenization,
+               "weight": [list(map(float, row)) for row in self.weight], "bias": list(map(float, self.bias))}
+        if self.frequencies is not None:
+            out["frequencies"] = self.frequencies
+        return out
 
     @classmethod
     def fit(cls, model: str, x: np.ndarray, labels: np.ndarray, k: int,
-            features: Sequence[str] = ("cosine",), tokenization: str = LEGACY_TOKENIZATION) -> "Prior":
+            features: Sequence[str] = ("cosine",), tokenization: str = LEGACY_TOKENIZATION,
+            frequencies: DocumentFrequencies | None = None) -> "Prior":
         """The multinomial logistic regression of the level (1..K) on the features `x` (n, features),
-        made with `tokenization`."""
+        made with `tokenization` (and `frequencies`, for `idf_coverage`)."""
         weight, bias = logistic_weights(x, labels, k)
         return cls(model=model, weight=weight.tolist(), bias=bias.tolist(), features=list(features),
-                   tokenization=tokenization)
+                   tokenization=tokenization, frequencies=None if frequencies is None else frequencies.to_dict())
 
     def inputs(self, queries: Sequence[str], item_texts: Sequence[str], titles: Sequence[str] | None = None,
                text_vectors=None, languages: Sequence[str | None] | None = None,
                query_languages: Sequence[str | None] | None = None) -> np.ndarray:
         """(n, features): this prior's features of the pairs (see `features`)."""
         return features(self.features, self.model, queries, item_texts, titles, text_vectors,
-                        tokenization=self.tokenization, languages=languages, query_languages=query_languages)
+                        tokenization=self.tokenization, languages=languages, query_languages=query_languages,
+                        frequencies=self.document_frequencies)
 
 
 def logistic_weights(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,20 +111,26 @@ def logistic_weights(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndar
 def features(names: Sequence[str], model: str, queries: Sequence[str], item_texts: Sequence[str],
              titles: Sequence[str] | None = None, text_vectors=None, *, tokenization: str,
              languages: Sequence[str | None] | None = None,
-             query_languages: Sequence[str | None] | None = None) -> np.ndarray:
+             query_languages: Sequence[str | None] | None = None,
+             frequencies: DocumentFrequencies | None = None) -> np.ndarray:
     """(n, len(names)) float64: the named prior features of each (query, item text) pair. `titles`
     are the items' titles for the title coverage (the item text stands for it where not given);
     `text_vectors(texts)`, when given, supplies the item texts' bi-encoder vectors (a workspace's cache).
     The text-match features cut texts by `tokenization`, under `by-language` each item in its language
     (`languages`, detected where None) and each query in its own (`query_languages`, where None the
-    most probable of the items' languages)."""
-    from relkit.features.text_match import match_features
+    most probable of the items' languages); `idf_coverage` weighs terms by `frequencies`."""
+    from relkit.features.text_match import idf_coverage, match_features
 
     columns = {"cosine": cosines(model, queries, item_texts, text_vectors)}
     if any(n in TEXT_MATCH_NAMES for n in names):
         match = match_features(queries, item_texts, titles, tokenization=tokenization,
                                query_languages=query_languages, text_languages=languages)
         columns.update({n: match[:, i] for i, n in enumerate(TEXT_MATCH_NAMES)})
+    if IDF_NAME in names:
+        if frequencies is None:
+            raise RelkitError(f"the prior feature {IDF_NAME} needs the catalog's document frequencies")
+        columns[IDF_NAME] = idf_coverage(queries, item_texts, frequencies, tokenization=tokenization,
+                                         query_languages=query_languages, text_languages=languages)
     return np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
 
 

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -25,8 +25,10 @@ import numpy as np
 from relkit.config import from_dict
 from relkit.errors import RelkitError
 from relkit.evaluate import Prediction, metric_names, score_prediction
+from relkit.features.text_match import IDF_NAME, DocumentFrequencies
 from relkit.hf import resolve_device
 from relkit.labels import JudgedPairs, judged_split, load_judged_pairs
+from relkit.languages import stored_languages
 from relkit.logs import main_process_only, progress
 from relkit.metrics import apply_cutpoints, expected_level, fit_cutpoints
 from relkit.scale import LabelScale
@@ -34,7 +36,7 @@ from relkit.teacher.model import (CHECKPOINT, META_FILE, TEMPLATES, Teacher, Tea
                                   encode_pairs, family_of, load_tokenizer, predict_ids, replace_dir)
 from relkit.teacher.config import TrainConfig  # noqa: F401  (re-exported: relkit.teacher.train.TrainConfig)
 from relkit.teacher.prior import FEATURE_SETS, Prior
-from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_title
+from relkit.text import DEFAULT_TEMPLATE, ItemTextTemplate, item_text, item_title
 from relkit.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -149,10 +151,6 @@ def _titles(pairs: JudgedPairs) -> list[str]:
     return [item_title(item) for item in pairs.items]
 
 
-def _languages(pairs: JudgedPairs) -> list[str | None]:
-    return [item.get("language") for item in pairs.items]
-
-
 def sample_queries(pairs: JudgedPairs, n: int, seed: int) -> JudgedPairs:
     """The pairs of `n` of the queries (a sample fixed by the seed); all of them when n is 0."""
     queries = sorted(set(pairs.query_ids))
@@ -253,17 +251,27 @@ def prepare_run(ws: Workspace, config: TrainConfig, tokenizer, family: str) -> P
         logger.info("prior (%s; bi-encoder '%s') of %s pairs", ", ".join(names), encoder,
                     f"{len(train) + len(dev):,}")
         item_vectors = workspace_vectors(ws, encoder)  # shared with labeling
+        frequencies = catalog_frequencies(ws, item_template, config.tokenization) if IDF_NAME in names else None
+        read = {"tokenization": config.tokenization, "frequencies": frequencies}
         train_x = features(names, encoder, train.queries, train_texts, _titles(train), item_vectors,
-                           tokenization=config.tokenization, languages=_languages(train))
+                           languages=stored_languages(train.items), **read)
         dev_x = features(names, encoder, dev.queries, dev_texts, _titles(dev), item_vectors,
-                         tokenization=config.tokenization, languages=_languages(dev))
-        prior = Prior.fit(encoder, train_x, train.labels, ws.scale.k, names, config.tokenization)
+                         languages=stored_languages(dev.items), **read)
+        prior = Prior.fit(encoder, train_x, train.labels, ws.scale.k, names, config.tokenization, frequencies)
     return PreparedRun(
         scale=ws.scale, train=train, dev=dev, template=template,
         train_ids=encode_pairs(tokenizer, template, train.queries, train_texts, config.max_length),
         dev_ids=encode_pairs(tokenizer, template, dev.queries, dev_texts, config.max_length),
         query_numbers=np.unique(np.array(train.query_ids), return_inverse=True)[1],
         prior=prior, train_x=train_x, dev_x=dev_x, train_targets=targets)
+
+
+def catalog_frequencies(ws: Workspace, template: ItemTextTemplate, tokenization: str) -> DocumentFrequencies:
+    """The document frequencies of the workspace's item texts (every item, each in its stored language)
+    for a prior's `idf_coverage`: the catalog's, read without a label."""
+    records = list(ws.item_records().values())
+    logger.info("document frequencies of %s item texts", f"{len(records):,}")
+    return DocumentFrequencies.of([item_text(r, template) for r in records], stored_languages(records), tokenization)
 
 
 # --- the model being trained, its evaluation and its checkpoint -----------------------------
@@ -292,8 +300,8 @@ def teacher_net(model, prior: Prior | None):
         def prior(self) -> Prior | None:
             if self.prior_weight is None:
                 return None
-            return Prior(prior.model, self.prior_weight.detach().cpu().tolist(),
-                         self.prior_bias.detach().cpu().tolist(), list(prior.features), prior.tokenization)
+            return replace(prior, weight=self.prior_weight.detach().cpu().tolist(),
+                           bias=self.prior_bias.detach().cpu().tolist())
 
     return TeacherNet()
 
@@ -542,21 +550,29 @@ def train_teacher(ws: Workspace | str | os.PathLike, config: TrainConfig | None 
 
 def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, history: list) -> None:
     """`prior_fit=after`: fit the prior on top of the kept cross-encoder at `out`, and save the two as
-    the teacher. A logistic regression of the train levels on the prior's features and the
-    cross-encoder's logits (centred over the levels) weighs them: the features' weights become the
-    prior, the logits' a (K, K) matrix folded into the cross-encoder's head, so the teacher's logits
-    stay `head(x) + prior` for every reader (scoring, ONNX, labeling). The cutpoints and dev metrics
-    are fit again on the sum."""
+    the teacher. A logistic regression of the levels on the prior's features and the cross-encoder's
+    logits (centred over the levels) weighs them, over the dev pairs (`stack_on=dev`: the cross-encoder
+    never trained on them, so its confidence there is what it earns on new pairs; on train pairs it is
+    overconfident and weighs too much) or the train pairs. The features' weights become the prior, the
+    logits' a (K, K) matrix folded into the cross-encoder's head, so the teacher's logits stay
+    `head(x) + prior` for every reader (scoring, ONNX, labeling). The cutpoints and dev metrics are fit
+    again on the sum (on dev, both are then in-sample)."""
     import torch
 
     from relkit.teacher.prior import logistic_weights
 
+    k = run.scale.k
+    on = config.stack_on
+    if on == "dev" and len(np.unique(run.dev.labels)) < k:
+        logger.warning("the dev pairs lack a level: the prior is fit on top of the cross-encoder over the train pairs")
+        on = "train"
+    ids, x, labels = (run.dev_ids, run.dev_x, run.dev.labels) if on == "dev" else \
+        (run.train_ids, run.train_x, run.train.labels)
     teacher = Teacher.load(out, device=device, precision="fp32")   # saved again: keep the weights' precision
-    proba = predict_ids(teacher.model, teacher.tokenizer, run.train_ids, batch_size=64, bar=True)
+    proba = predict_ids(teacher.model, teacher.tokenizer, ids, batch_size=64, bar=True)
     log_p = np.log(np.clip(proba, 1e-12, 1))
     centred = log_p - log_p.mean(axis=1, keepdims=True)     # = logits less their mean: linear in the logits
-    k = run.scale.k
-    weight, bias = logistic_weights(np.hstack([run.train_x, centred]), run.train.labels, k)
+    weight, bias = logistic_weights(np.hstack([x, centred]), labels, k)
     features = weight.shape[0] - k
     mix = (np.eye(k) - 1.0 / k) @ weight[features:]           # new logits = logits @ mix (the centring folded in)
     head = head_linear(teacher.model, k)
@@ -565,19 +581,51 @@ def stack_prior(out: Path, run: PreparedRun, config: TrainConfig, device: str, h
         head.weight.copy_(m.T @ head.weight)
         if head.bias is not None:
             head.bias.copy_(head.bias @ m)
-    prior = Prior(run.prior.model, weight[:features].tolist(), bias.tolist(), list(run.prior.features),
-                  run.prior.tokenization)
+    prior = replace(run.prior, weight=weight[:features].tolist(), bias=bias.tolist())
     before = teacher.meta.metrics
     metrics, cuts = evaluate_dev(teacher_net(teacher.model, prior), teacher.tokenizer, run, config.decision)
     meta = teacher.meta
-    meta.prior, meta.cutpoints = prior.to_dict(), cuts
+    meta.prior, meta.cutpoints, meta.config = prior.to_dict(), cuts, asdict(replace(config, stack_on=on))
     meta.metrics = {**metrics, "step": before.get("step", 0),
-                    f"cross_encoder_{config.primary}": before.get(config.primary)}
+                    f"cross_encoder_{config.primary}": before.get(f"cross_encoder_{config.primary}",
+                                                                  before.get(config.primary))}
     Teacher(teacher.model, teacher.tokenizer, meta).save(out)
     _write_history(out, history)
-    value, alone = metrics.get(config.primary), before.get(config.primary)
-    logger.info("prior fit on top of the cross-encoder: dev %s %s (the cross-encoder alone %s)", config.primary,
-                "-" if value is None else f"{value:.4f}", "-" if alone is None else f"{alone:.4f}")
+    value, alone = metrics.get(config.primary), meta.metrics[f"cross_encoder_{config.primary}"]
+    logger.info("prior fit on top of the cross-encoder over the %s pairs: dev %s %s (the cross-encoder alone %s)",
+                on, config.primary, "-" if value is None else f"{value:.4f}", "-" if alone is None else f"{alone:.4f}")
+
+
+# the settings of a prior_fit=after teacher that only its prior reads: `refit_prior` may change them
+PRIOR_SETTINGS = ("prior", "prior_features", "tokenization", "stack_on")
+
+
+def refit_prior(ws: Workspace | str | os.PathLike, name: str, device: str = "auto", **settings) -> TrainConfig:
+    """Fit the prior of the saved teacher `name` (trained with `prior_fit=after`) again on top of its
+    cross-encoder, under its recorded settings with `settings` (among `PRIOR_SETTINGS`) changed: what
+    training it so would have saved, as the cross-encoder of `prior_fit=after` trains without the prior,
+    in minutes rather than hours. The cross-encoder's logits are read through the head as saved, whose
+    earlier weighing is linear and is weighed again. The workspace's items as they are now give an
+    `idf_coverage` prior its document frequencies. Returns the teacher's new settings."""
+    unknown = sorted(set(settings) - set(PRIOR_SETTINGS))
+    if unknown:
+        raise RelkitError(f"refit_prior changes only {', '.join(PRIOR_SETTINGS)}, not {', '.join(unknown)}")
+    out = teacher_dir(ws, name)
+    if not (out / META_FILE).is_file():
+        raise RelkitError(f"no teacher '{name}' at {out}")
+    meta = TeacherMeta.from_json((out / META_FILE).read_text())
+    recorded = {k: v for k, v in meta.config.items() if k in TrainConfig.__dataclass_fields__}
+    if recorded.get("prior_fit") != "after":
+        raise RelkitError(f"the teacher '{name}' was trained with prior_fit={recorded.get('prior_fit')}: its prior "
+                          f"learned beside the cross-encoder and cannot be fit again alone (train with "
+                          f"prior_fit=after)")
+    config = from_dict(TrainConfig, {**recorded, **settings, "device": device}, "training option")
+    with _opened(ws, read_only=False) as opened:
+        check_run(opened, config)
+        teacher = Teacher.load(out, device="cpu", precision="fp32")
+        run = prepare_run(opened, config, teacher.tokenizer, meta.family)
+    stack_prior(out, run, config, resolve_device(config.device), _history(out))
+    return config
 
 
 def head_linear(model, k: int):
