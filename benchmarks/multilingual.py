@@ -45,7 +45,10 @@ The dev articles' questions in Spanish and German join the dev split after the t
 that it trained as this run would (the settings each teacher's relkit.json records: models, epochs,
 tokens, batch size, seed, --teacher-set's), and trains the others: a student variant in minutes, an
 e5 teacher variant without training the MiniLM one again (`--teacher-set epochs=N` trains the e5
-teacher for its own number of epochs, the MiniLM one keeping --epochs).
+teacher for its own number of epochs, the MiniLM one keeping --epochs). A prior_fit=after teacher
+trained otherwise only in its prior's settings (prior_features, tokenization, stack_on) is copied
+and its prior fit again on its cross-encoder (`relkit.teacher.train.refit_prior`): what training it
+would make, in minutes.
 
 --articles N / --questions N take a slice (the first N articles, the first N questions of each).
 --tiny: tiny random-weight models (tests/tiny_models.py) for every model, one epoch, 6 articles of 4
@@ -148,8 +151,9 @@ def kept(student: float | None, teacher: float | None, base: float | None) -> fl
 
 
 SETTINGS = ("models", "epochs", "max_length", "batch_size", "teacher_settings")   # recorded in settings.json
-# what a teacher saved before a setting was recorded trained with: a prior read texts as English
-BEFORE_RECORDED = {"tokenization": "english"}
+# what a teacher saved before a setting was recorded trained with: a prior read texts as English, and
+# prior_fit=after weighed the prior and the cross-encoder on the train pairs
+BEFORE_RECORDED = {"tokenization": "english", "stack_on": "train"}
 FIXED = {"model": "--e5", "name": "the run", "max_length": "--max-length",
          "batch_size": "--batch-size", "prior": "the run (the workspace's encoder)", "seed": "--seed"}
 
@@ -167,15 +171,16 @@ def teacher_configs(models: dict, args, teacher_settings: dict) -> dict:
             for name in TEACHERS}
 
 
-def reusable_teachers(workdir: Path, split: dict, configs: dict) -> dict[str, str | None]:
-    """For each teacher, None where the run in `workdir` trained it with the config this run would
-    (read from the teacher's relkit.json: it is copied), else the settings that differ (it is trained
-    again). Refuses a run of another split, or one without both teachers."""
+def reusable_teachers(workdir: Path, split: dict, configs: dict) -> dict[str, list[str]]:
+    """For each teacher, the settings in which the run in `workdir` trained it otherwise than this run
+    would (read from the teacher's relkit.json): none, it is copied; only its prior's, both with
+    prior_fit=after, it is copied and its prior fit again (`refit_prior`); else it is trained again.
+    Refuses a run of another split, or one without both teachers."""
     if not (workdir / "split.json").exists():
         raise SystemExit(f"--teachers-from {workdir}: no split.json there (not a run's --workdir)")
     if json.loads((workdir / "split.json").read_text()) != split:
         raise SystemExit(f"--teachers-from {workdir}: its article split is not this run's")
-    differ: dict[str, str | None] = {}
+    differ: dict[str, list[str]] = {}
     for name, config in configs.items():
         meta = workdir / "workspace" / "artifacts" / f"teacher-{name}" / "relkit.json"
         if not meta.exists():
@@ -184,8 +189,16 @@ def reusable_teachers(workdir: Path, split: dict, configs: dict) -> dict[str, st
         # a setting the saved teacher does not record is one it predates: it trained with the default,
         # or as relkit did before the setting was made
         saved = {**BEFORE_RECORDED, **saved}
-        differ[name] = ", ".join(k for k, v in vars(config).items() if saved.get(k, v) != v) or None
+        differ[name] = [k for k, v in vars(config).items() if saved.get(k, v) != v
+                        and not (k == "stack_on" and config.prior_fit == "before")]   # read only after
     return differ
+
+
+def refittable(config, differ: list[str]) -> bool:
+    """Whether a teacher trained otherwise only in `differ` becomes `config`'s by fitting its prior again."""
+    from relkit.teacher.train import PRIOR_SETTINGS
+
+    return config.prior_fit == "after" and "prior_fit" not in differ and set(differ) <= set(PRIOR_SETTINGS)
 
 
 def other_article_pairs(ws, rows: dict[str, list[dict]], languages: list[str], part_of: dict[str, str],
@@ -397,16 +410,21 @@ def main() -> None:
                  + (f"; {args.other_articles} of other train articles a question" if args.other_articles else "") + ")")
 
         from relkit.teacher import train_teacher
+        from relkit.teacher.train import refit_prior
 
         for name in TEACHERS:
-            if name in reuse and reuse[name] is None:
+            config = configs[name]
+            if name in reuse and (not reuse[name] or refittable(config, reuse[name])):
                 source = args.teachers_from / "workspace" / "artifacts" / f"teacher-{name}"
                 shutil.copytree(source, ws.artifacts / f"teacher-{name}")
                 progress(f"teacher {name}: copied from {source}, not trained again")
+                if reuse[name]:
+                    progress(f"teacher {name}: its prior fit again ({', '.join(reuse[name])} differ)")
+                    refit_prior(ws, name, **{k: getattr(config, k) for k in reuse[name]})
                 continue
             if name in reuse:
-                progress(f"teacher {name}: {args.teachers_from}'s was trained with another {reuse[name]}: trained here")
-            config = configs[name]
+                progress(f"teacher {name}: {args.teachers_from}'s was trained with another "
+                         f"{', '.join(reuse[name])}: trained here")
             progress(f"training the {name} teacher on {questions['train']} English questions: {config}")
             result = train_teacher(ws, config)
             progress(f"teacher {name}: {result.steps} steps in {result.seconds / 60:.1f} min, best dev step "
