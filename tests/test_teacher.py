@@ -641,11 +641,26 @@ def test_an_idf_prior_weighs_a_rare_term_above_a_common_one():
         TrainConfig(prior_features="idf")
 
 
+def test_a_dev_split_without_every_level_weighs_the_prior_over_train(learnable, tiny, caplog):
+    """`stack_on=dev` needs every level among the dev pairs to weigh them; where one is missing the
+    prior is fit over the train pairs, said in the log and recorded as such."""
+    learnable.con.execute("UPDATE judgments SET label = 1 WHERE label = 2 AND query_id IN "
+                          "(SELECT query_id FROM splits WHERE split = 'dev')")
+    with caplog.at_level(logging.WARNING):
+        result = train_teacher(learnable, TrainConfig(model=str(tiny["bert"]), name="fallback", epochs=1,
+                                                      batch_size=8, max_length=32, prior_fit="after"))
+    assert "the dev pairs lack a level" in caplog.text
+    meta = json.loads((result.path / "relkit.json").read_text())
+    assert meta["config"]["stack_on"] == "train" and "over the train pairs" in (result.path / "README.md").read_text()
+
+
 def test_prior_fit_is_checked():
     with pytest.raises(RelkitError, match="prior_fit is before or after"):
         TrainConfig(prior_fit="during")
     with pytest.raises(RelkitError, match="prior_fit=after fits a prior"):
         TrainConfig(prior_fit="after", prior="none")
+    with pytest.raises(RelkitError, match="stack_on is dev or train"):
+        TrainConfig(prior_fit="after", stack_on="test")
 
 
 @pytest.mark.parametrize("kind", FAMILIES)

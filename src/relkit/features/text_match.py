@@ -67,7 +67,8 @@ def _read_languages(tokenizer: Tokenizer, queries: Sequence[str], texts: Sequenc
 class DocumentFrequencies:
     """How many of a catalog's items hold each term, by language: what makes a rare query term count
     for more than a common one in `idf_coverage`. Made with one tokenization, kept only for terms in
-    two items or more (a term it does not hold counts as in one item).
+    two items or more (a term it does not hold counts as in one item). Under `by-language`, a text
+    without a language is detected, as `match_features` reads it.
 
     >>> df = DocumentFrequencies.of(["red chair", "red table", "oak chair"], ["en"] * 3, "by-language")
     >>> df.counts, df.items
@@ -83,7 +84,8 @@ class DocumentFrequencies:
     def of(cls, texts: Sequence[str], languages: Sequence[str | None] | None,
            tokenization: str) -> "DocumentFrequencies":
         tokenizer = Tokenizer(tokenization, "match")
-        languages = [None] * len(texts) if languages is None or not tokenizer.by_language else list(languages)
+        # each text in the language `idf_coverage` reads it in: the given one, else detected
+        languages = complete_languages(texts, languages) if tokenizer.by_language else [None] * len(texts)
         counts: dict[str, Counter] = {}
         for terms, language in zip(tokenizer.terms_of(texts, languages), languages):
             counts.setdefault(language or "", Counter()).update(set(terms))
