@@ -23,8 +23,11 @@ IDF_NAME = "idf_coverage"
 
 def match_features(queries: Sequence[str], texts: Sequence[str], titles: Sequence[str] | None = None, *,
                    tokenization: str = LEGACY_TOKENIZATION, query_languages: Sequence[str | None] | None = None,
-                   text_languages: Sequence[str | None] | None = None) -> np.ndarray:
-    """(n, 3) float32: title coverage, text coverage and exact phrase of each (query, text) pair.
+                   text_languages: Sequence[str | None] | None = None,
+                   frequencies: DocumentFrequencies | None = None) -> np.ndarray:
+    """(n, 3) float32: title coverage, text coverage and exact phrase of each (query, text) pair;
+    with `frequencies` (made with the same tokenization), a fourth column, `idf_coverage`: the text
+    coverage with each query term weighing its inverse document frequency in the text's language.
     Without `titles`, the text stands for the title too. Under a tokenization `by-language`, a text
     without a language is detected, and a query without one is read in the most probable of the
     texts' languages.
@@ -35,8 +38,14 @@ def match_features(queries: Sequence[str], texts: Sequence[str], titles: Sequenc
     """
     tokenizer = Tokenizer(tokenization, "match")
     titles = texts if titles is None else titles
-    query_languages, text_languages = _read_languages(tokenizer, queries, texts, query_languages, text_languages)
-    out = np.zeros((len(queries), len(NAMES)), dtype=np.float32)
+    if tokenizer.by_language:
+        text_languages = complete_languages(texts, text_languages)
+        among = Counter(code for code in text_languages if code is not None)
+        given = query_languages if query_languages is not None else [None] * len(queries)
+        query_languages = [code or language_among(q, among) for q, code in zip(queries, given)]
+    else:
+        text_languages = query_languages = [None] * len(queries)
+    out = np.zeros((len(queries), len(NAMES) + (frequencies is not None)), dtype=np.float32)
     by_query: dict[tuple, tuple[set[str], str]] = {}      # terms and phrase, once per distinct query
     for n, (query, text, title) in enumerate(zip(queries, texts, titles)):
         key = (query, query_languages[n])
@@ -45,22 +54,15 @@ def match_features(queries: Sequence[str], texts: Sequence[str], titles: Sequenc
         terms, q = by_query[key]
         size = max(len(terms), 1)
         language = text_languages[n]
+        held = terms & set(tokenizer.terms(text, language))
         out[n, 0] = len(terms & set(tokenizer.terms(title or "", language))) / size
-        out[n, 1] = len(terms & set(tokenizer.terms(text, language))) / size
+        out[n, 1] = len(held) / size
         out[n, 2] = float(bool(q.strip()) and q in tokenizer.phrase(text, language))
+        if frequencies is not None:
+            weights = {t: frequencies.idf(t, language) for t in terms}
+            total = sum(weights.values())
+            out[n, 3] = sum(weights[t] for t in held) / total if total > 0 else 0.0
     return out
-
-
-def _read_languages(tokenizer: Tokenizer, queries: Sequence[str], texts: Sequence[str],
-                    query_languages: Sequence[str | None] | None, text_languages: Sequence[str | None] | None):
-    """(query languages, text languages) to read each text in: under `by-language` the given ones, a
-    text's detected where None and a query's the most probable of the texts' languages; else None."""
-    if not tokenizer.by_language:
-        return [None] * len(queries), [None] * len(texts)
-    text_languages = complete_languages(texts, text_languages)
-    among = Counter(code for code in text_languages if code is not None)
-    given = query_languages if query_languages is not None else [None] * len(queries)
-    return [code or language_among(q, among) for q, code in zip(queries, given)], text_languages
 
 
 @dataclass
@@ -108,21 +110,12 @@ def idf_coverage(queries: Sequence[str], texts: Sequence[str], frequencies: Docu
                  text_languages: Sequence[str | None] | None = None) -> np.ndarray:
     """(n,) float32: the share of each query's terms that its text holds, each term weighing its
     inverse document frequency in the text's language (`frequencies`, made with the same
-    `tokenization`); languages as in `match_features`.
+    `tokenization`); `match_features`' fourth column, languages read as there.
 
     >>> df = DocumentFrequencies.of(["red chair", "red table", "oak chair", "red lamp"], ["en"] * 4, "english")
     >>> share = idf_coverage(["red oak"] * 2, ["red lamp", "oak chair"], df, tokenization="english")
     >>> share.astype(float).round(2).tolist()
     [0.23, 0.77]
     """
-    tokenizer = Tokenizer(tokenization, "match")
-    query_languages, text_languages = _read_languages(tokenizer, queries, texts, query_languages, text_languages)
-    out = np.zeros(len(queries), dtype=np.float32)
-    for n, (query, text) in enumerate(zip(queries, texts)):
-        language = text_languages[n]
-        weights = {t: frequencies.idf(t, language) for t in set(tokenizer.terms(query, query_languages[n]))}
-        total = sum(weights.values())
-        if total > 0:
-            held = set(tokenizer.terms(text, language))
-            out[n] = sum(w for t, w in weights.items() if t in held) / total
-    return out
+    return match_features(queries, texts, tokenization=tokenization, query_languages=query_languages,
+                          text_languages=text_languages, frequencies=frequencies)[:, len(NAMES)]

@@ -312,7 +312,7 @@ def model_card(meta: TeacherMeta) -> str:
         prior = (f" Its logits add a prior: per level, weights times features of the pair ({names}; cosine under "
                  f"the bi-encoder `{meta.prior['model']}`{reading}) plus a bias (in relkit.json).")
         if (meta.config or {}).get("prior_fit") == "after":
-            pairs = "train" if meta.config.get("stack_on", "train") == "train" else "dev"
+            pairs = meta.config.get("stack_on", "train")   # a teacher saved before stack_on weighed over train
             prior += (f" The prior was fit after training, on top of the cross-encoder over the {pairs} pairs, whose "
                       f"head now weighs its logits; `cross_encoder_*` is the cross-encoder's own dev figure.")
     loss = ""

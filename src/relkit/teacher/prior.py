@@ -119,18 +119,15 @@ def features(names: Sequence[str], model: str, queries: Sequence[str], item_text
     The text-match features cut texts by `tokenization`, under `by-language` each item in its language
     (`languages`, detected where None) and each query in its own (`query_languages`, where None the
     most probable of the items' languages); `idf_coverage` weighs terms by `frequencies`."""
-    from relkit.features.text_match import idf_coverage, match_features
+    from relkit.features.text_match import match_features
 
     columns = {"cosine": cosines(model, queries, item_texts, text_vectors)}
-    if any(n in TEXT_MATCH_NAMES for n in names):
-        match = match_features(queries, item_texts, titles, tokenization=tokenization,
-                               query_languages=query_languages, text_languages=languages)
-        columns.update({n: match[:, i] for i, n in enumerate(TEXT_MATCH_NAMES)})
-    if IDF_NAME in names:
-        if frequencies is None:
-            raise RelkitError(f"the prior feature {IDF_NAME} needs the catalog's document frequencies")
-        columns[IDF_NAME] = idf_coverage(queries, item_texts, frequencies, tokenization=tokenization,
-                                         query_languages=query_languages, text_languages=languages)
+    if IDF_NAME in names and frequencies is None:
+        raise RelkitError(f"the prior feature {IDF_NAME} needs the catalog's document frequencies")
+    if any(n in TEXT_MATCH_NAMES or n == IDF_NAME for n in names):   # one pass: each text read once
+        match = match_features(queries, item_texts, titles, tokenization=tokenization, query_languages=query_languages,
+                               text_languages=languages, frequencies=frequencies if IDF_NAME in names else None)
+        columns.update({n: match[:, i] for i, n in enumerate((*TEXT_MATCH_NAMES, IDF_NAME)[:match.shape[1]])})
     return np.stack([np.asarray(columns[n], dtype=np.float64) for n in names], axis=1)
 
 

@@ -622,8 +622,7 @@ def refit_prior(ws: Workspace | str | os.PathLike, name: str, device: str = "aut
     config = from_dict(TrainConfig, {**recorded, **settings, "device": device}, "training option")
     with _opened(ws, read_only=False) as opened:
         check_run(opened, config)
-        teacher = Teacher.load(out, device="cpu", precision="fp32")
-        run = prepare_run(opened, config, teacher.tokenizer, meta.family)
+        run = prepare_run(opened, config, load_tokenizer(str(out), meta.family), meta.family)
     stack_prior(out, run, config, resolve_device(config.device), _history(out))
     return config
 
